@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The project's test command (CI runs it through .ci/run).
+#
+# On a fresh Debian 12 machine it first installs what the build and the tests
+# need (cmake, libcurl and pkg-config for rdkafka's bundled librdkafka, kcat as
+# a second, older client), then runs the same checks CI does:
+#   cargo fmt --check
+#   cargo clippy --all-targets --release -- -D warnings
+#   cargo test --release
+# Extra arguments are passed to `cargo test` (e.g. a test name filter).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+packages=(build-essential cmake pkg-config libcurl4-openssl-dev kcat)
+
+installed() {
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
+}
+
+missing=()
+for package in "${packages[@]}"; do
+    installed "$package" || missing+=("$package")
+done
+
+if ((${#missing[@]} > 0)); then
+    sudo=()
+    if [[ $(id -u) -ne 0 ]]; then
+        if command -v sudo >/dev/null 2>&1; then
+            sudo=(sudo)
+        else
+            echo "missing packages (${missing[*]}) and neither root nor sudo to install them" >&2
+            exit 1
+        fi
+    fi
+    echo "== installing: ${missing[*]}"
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# rustfmt and clippy come with the toolchain, but a minimal profile lacks them.
+for component in rustfmt clippy; do
+    subcommand=${component/rustfmt/fmt}
+    if ! cargo "$subcommand" --version >/dev/null 2>&1; then
+        echo "== adding the $component component"
+        rustup component add "$component"
+    fi
+done
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy"
+cargo clippy --all-targets --release -- -D warnings
+
+# Release profile: the same build `cargo run --release` and the benches use,
+# and the integration tests push a few hundred thousand records through it.
+echo "== cargo test"
+cargo test --release "$@"

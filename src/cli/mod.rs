@@ -1,0 +1,42 @@
+//! The command line: `tusk serve` (more subcommands come with the operator tools). Runs on: the
+//! main thread. `anyhow` is used here and nowhere below.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, Settings};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tusk",
+    version,
+    about = "A Kafka-compatible broker: thread-per-core, O_DIRECT log"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the broker (a complete one-node cluster)
+    Serve {
+        /// TOML file with the same keys as the flags (snake_case); flags win over it
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        settings: Settings,
+    },
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { config, settings } => {
+            let config = Config::resolve(settings, config.as_deref())?;
+            crate::runtime::run(config)?;
+            Ok(())
+        }
+    }
+}

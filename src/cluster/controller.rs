@@ -1,0 +1,434 @@
+//! The controller: the one writer of cluster metadata. Creates, deletes and grows topics by
+//! appending a record to the metadata log, then opening (or deleting) partitions on their owner
+//! shards and publishing the new image to every shard. Runs on: the controller shard (shard 0)
+//! only; other shards reach it through the mesh. Invariants: one metadata change at a time (a
+//! lock held across the whole change); a topic appears in any shard's image only after all its
+//! partitions are open on their owners, so a client that sees it can produce to it.
+
+use std::cell::RefCell;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use futures_channel::oneshot;
+
+use super::metadata::{random_id, LocalMetadataLog, MetadataLog, MetadataRecord};
+use crate::config::validate_topic_config;
+use crate::constants::{
+    PARTITIONS_PER_TOPIC_MAX, TOPICS_MAX, TOPIC_CONFIGS_MAX, TOPIC_NAME_BYTES_MAX,
+};
+use crate::protocol::types::{ShardId, TopicPartition};
+use crate::protocol::ErrorCode;
+use crate::runtime::io::LocalLock;
+use crate::runtime::mesh::{ControllerRequest, ShardMessage};
+use crate::runtime::shard::Shard;
+
+/// A topic to create, as CreateTopics (or auto-creation) asks.
+#[derive(Debug, Clone)]
+pub struct NewTopic {
+    pub name: String,
+    /// -1 means the broker default.
+    pub partitions: i32,
+    /// -1 means the broker default (1 on one node).
+    pub replication_factor: i16,
+    pub configs: Vec<(String, String)>,
+}
+
+type Answer = (ErrorCode, Option<String>);
+
+pub struct Controller {
+    log: RefCell<LocalMetadataLog>,
+    lock: LocalLock,
+}
+
+/// Kafka's topic name rules: 1..=249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name == "." || name == ".." {
+        return Err(format!("topic name `{name}` is not allowed"));
+    }
+    if name.len() > TOPIC_NAME_BYTES_MAX {
+        return Err(format!(
+            "topic name is longer than {TOPIC_NAME_BYTES_MAX} characters"
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '.' || *c == '_' || *c == '-'))
+    {
+        return Err(format!(
+            "topic name `{name}` contains `{c}`; allowed: [a-zA-Z0-9._-]"
+        ));
+    }
+    Ok(())
+}
+
+/// Makes `dir` belong to the topic with `topic_id`: a directory left by an earlier topic of the
+/// same name (deleted while the broker was down) is wiped first.
+pub fn claim_partition_dir(dir: &Path, topic_id: Option<[u8; 16]>) -> Result<(), String> {
+    let Some(id) = topic_id else {
+        return Ok(());
+    };
+    let marker = dir.join("partition.metadata");
+    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    match std::fs::read_to_string(&marker) {
+        Ok(existing) if existing.trim() == hex => return Ok(()),
+        Ok(_) => {
+            tracing::warn!(dir = %dir.display(), "partition directory belongs to an older topic; wiping it");
+            std::fs::remove_dir_all(dir).map_err(|e| format!("wipe {}: {e}", dir.display()))?;
+        }
+        Err(_) => {}
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    std::fs::write(&marker, format!("{hex}\n"))
+        .map_err(|e| format!("write {}: {e}", marker.display()))
+}
+
+/// The controller's state before its shard starts: it crosses to the shard's thread once.
+pub struct SendableController(LocalMetadataLog);
+
+impl SendableController {
+    pub fn into_controller(self) -> Controller {
+        Controller::new(self.0)
+    }
+}
+
+impl Controller {
+    /// Wraps the replayed log for the move to the controller shard.
+    pub fn new_sendable(log: LocalMetadataLog) -> SendableController {
+        SendableController(log)
+    }
+
+    pub fn new(log: LocalMetadataLog) -> Controller {
+        Controller {
+            log: RefCell::new(log),
+            lock: LocalLock::new(),
+        }
+    }
+
+    pub async fn handle(&self, shard: &Rc<Shard>, request: ControllerRequest) {
+        let _guard = self.lock.acquire().await;
+        match request {
+            ControllerRequest::CreateTopics {
+                topics,
+                validate_only,
+                reply,
+            } => {
+                let _ = reply.send(self.create_topics(shard, topics, validate_only).await);
+            }
+            ControllerRequest::DeleteTopics { names, reply } => {
+                let _ = reply.send(self.delete_topics(shard, names).await);
+            }
+            ControllerRequest::CreatePartitions {
+                topics,
+                validate_only,
+                reply,
+            } => {
+                let _ = reply.send(self.create_partitions(shard, topics, validate_only).await);
+            }
+        }
+    }
+
+    fn check_new_topic(&self, shard: &Shard, t: &NewTopic) -> Result<u32, Answer> {
+        let image = self.log.borrow();
+        let image = image.image();
+        let invalid = |code, msg: String| Err((code, Some(msg)));
+        if let Err(msg) = validate_topic_name(&t.name) {
+            return invalid(ErrorCode::InvalidTopicException, msg);
+        }
+        if image.topics.contains_key(&t.name) {
+            return invalid(
+                ErrorCode::TopicAlreadyExists,
+                format!("topic `{}` already exists", t.name),
+            );
+        }
+        let folded = t.name.replace('.', "_");
+        if let Some(other) = image.topics.keys().find(|n| n.replace('.', "_") == folded) {
+            return invalid(
+                ErrorCode::InvalidTopicException,
+                format!(
+                    "topic `{}` collides with `{other}` ('.' and '_' collide)",
+                    t.name
+                ),
+            );
+        }
+        if image.topics.len() >= TOPICS_MAX {
+            return invalid(
+                ErrorCode::PolicyViolation,
+                format!("the cluster holds {TOPICS_MAX} topics"),
+            );
+        }
+        let partitions = match t.partitions {
+            -1 => shard.config.default_partitions,
+            p if p >= 1 && p as u32 <= PARTITIONS_PER_TOPIC_MAX => p as u32,
+            p => {
+                return invalid(
+                    ErrorCode::InvalidPartitions,
+                    format!("partitions must be 1..={PARTITIONS_PER_TOPIC_MAX}, got {p}"),
+                )
+            }
+        };
+        if t.replication_factor != -1 && t.replication_factor != 1 {
+            return invalid(
+                ErrorCode::InvalidReplicationFactor,
+                format!(
+                    "replication factor {} is not possible on a one-broker cluster",
+                    t.replication_factor
+                ),
+            );
+        }
+        if t.configs.len() > TOPIC_CONFIGS_MAX {
+            return invalid(
+                ErrorCode::InvalidConfig,
+                format!("more than {TOPIC_CONFIGS_MAX} configs"),
+            );
+        }
+        for (k, v) in &t.configs {
+            if let Err(msg) = validate_topic_config(k, v, &shard.config) {
+                return invalid(ErrorCode::InvalidConfig, msg);
+            }
+        }
+        Ok(partitions)
+    }
+
+    async fn create_topics(
+        &self,
+        shard: &Rc<Shard>,
+        topics: Vec<NewTopic>,
+        validate_only: bool,
+    ) -> Vec<Answer> {
+        let mut answers = Vec::new();
+        for t in topics {
+            let partitions = match self.check_new_topic(shard, &t) {
+                Ok(p) => p,
+                Err(answer) => {
+                    answers.push(answer);
+                    continue;
+                }
+            };
+            if validate_only {
+                answers.push((ErrorCode::None, None));
+                continue;
+            }
+            let record = MetadataRecord::TopicCreated {
+                name: t.name.clone(),
+                topic_id: random_id(),
+                partitions,
+                configs: t.configs.clone(),
+            };
+            answers.push(self.commit(shard, record, &t.name, 0..partitions).await);
+            tracing::info!(topic = %t.name, partitions, "created topic");
+        }
+        answers
+    }
+
+    async fn create_partitions(
+        &self,
+        shard: &Rc<Shard>,
+        topics: Vec<(String, u32)>,
+        validate_only: bool,
+    ) -> Vec<Answer> {
+        let mut answers = Vec::new();
+        for (name, total) in topics {
+            let current = self
+                .log
+                .borrow()
+                .image()
+                .topics
+                .get(&name)
+                .map(|t| t.partitions);
+            let answer = match current {
+                None => (
+                    ErrorCode::UnknownTopicOrPartition,
+                    Some(format!("no topic `{name}`")),
+                ),
+                Some(c) if total <= c => (
+                    ErrorCode::InvalidPartitions,
+                    Some(format!("topic `{name}` already has {c} partitions")),
+                ),
+                Some(_) if total > PARTITIONS_PER_TOPIC_MAX => (
+                    ErrorCode::InvalidPartitions,
+                    Some(format!("at most {PARTITIONS_PER_TOPIC_MAX} partitions")),
+                ),
+                Some(_) if validate_only => (ErrorCode::None, None),
+                Some(c) => {
+                    let record = MetadataRecord::PartitionsCreated {
+                        name: name.clone(),
+                        total,
+                    };
+                    self.commit(shard, record, &name, c..total).await
+                }
+            };
+            answers.push(answer);
+        }
+        answers
+    }
+
+    /// Appends `record`, opens partitions `new_partitions` of `topic` on their owners, publishes.
+    async fn commit(
+        &self,
+        shard: &Rc<Shard>,
+        record: MetadataRecord,
+        topic: &str,
+        new_partitions: std::ops::Range<u32>,
+    ) -> Answer {
+        if let Err(e) = self.log.borrow_mut().append(record) {
+            tracing::error!(error = %e, "metadata log append failed");
+            return (ErrorCode::KafkaStorageError, Some(e.to_string()));
+        }
+        let image = Arc::new(self.log.borrow().image().clone());
+        // Owners need the image (for the topic id) before they open the partitions.
+        self.publish(shard, image.clone()).await;
+        let log_config = shard.config.topic_log_config(&image.topics[topic].configs);
+        let mut by_owner: Vec<Vec<(TopicPartition, crate::storage::LogConfig)>> =
+            (0..shard.shard_count).map(|_| Vec::new()).collect();
+        for p in new_partitions {
+            let tp = TopicPartition::new(topic, p as i32);
+            by_owner[shard.owner(&tp).0].push((tp, log_config.clone()));
+        }
+        for (owner, list) in by_owner.into_iter().enumerate() {
+            if list.is_empty() {
+                continue;
+            }
+            let results = if owner == shard.id.0 {
+                shard.open_partitions(list).await
+            } else {
+                let (tx, rx) = oneshot::channel();
+                shard
+                    .send(
+                        ShardId(owner),
+                        ShardMessage::OpenPartitions {
+                            partitions: list,
+                            reply: tx,
+                        },
+                    )
+                    .await;
+                rx.await
+                    .unwrap_or_else(|_| vec![Err("owner shard gone".into())])
+            };
+            if let Some(Err(e)) = results.into_iter().find(|r| r.is_err()) {
+                tracing::error!(error = %e, "opening a new partition failed");
+                return (ErrorCode::KafkaStorageError, Some(e));
+            }
+        }
+        (ErrorCode::None, None)
+    }
+
+    async fn delete_topics(&self, shard: &Rc<Shard>, names: Vec<String>) -> Vec<ErrorCode> {
+        let mut answers = Vec::new();
+        for name in names {
+            let partitions = self
+                .log
+                .borrow()
+                .image()
+                .topics
+                .get(&name)
+                .map(|t| t.partitions);
+            let Some(partitions) = partitions else {
+                answers.push(ErrorCode::UnknownTopicOrPartition);
+                continue;
+            };
+            if let Err(e) = self
+                .log
+                .borrow_mut()
+                .append(MetadataRecord::TopicDeleted { name: name.clone() })
+            {
+                tracing::error!(error = %e, "metadata log append failed");
+                answers.push(ErrorCode::KafkaStorageError);
+                continue;
+            }
+            let image = Arc::new(self.log.borrow().image().clone());
+            self.publish(shard, image).await;
+            let mut by_owner: Vec<Vec<TopicPartition>> =
+                (0..shard.shard_count).map(|_| Vec::new()).collect();
+            for p in 0..partitions {
+                let tp = TopicPartition::new(name.as_str(), p as i32);
+                by_owner[shard.owner(&tp).0].push(tp);
+            }
+            for (owner, list) in by_owner.into_iter().enumerate() {
+                if owner == shard.id.0 {
+                    shard.delete_partitions(&list);
+                } else if !list.is_empty() {
+                    let (tx, rx) = oneshot::channel();
+                    shard
+                        .send(
+                            ShardId(owner),
+                            ShardMessage::DeletePartitions {
+                                partitions: list,
+                                reply: tx,
+                            },
+                        )
+                        .await;
+                    let _ = rx.await;
+                }
+            }
+            tracing::info!(topic = %name, "deleted topic");
+            answers.push(ErrorCode::None);
+        }
+        answers
+    }
+
+    /// Replaces the image on every shard and waits until all have it.
+    async fn publish(&self, shard: &Rc<Shard>, image: Arc<crate::cluster::MetadataImage>) {
+        shard.set_image(image.clone());
+        for other in 0..shard.shard_count {
+            if other == shard.id.0 {
+                continue;
+            }
+            let (tx, rx) = oneshot::channel();
+            if shard
+                .send(
+                    ShardId(other),
+                    ShardMessage::MetadataUpdate {
+                        image: image.clone(),
+                        reply: tx,
+                    },
+                )
+                .await
+            {
+                let _ = rx.await;
+            }
+        }
+    }
+}
+
+/// Sends a controller request from any shard (directly on the controller shard).
+pub async fn call(shard: &Rc<Shard>, request: ControllerRequest) {
+    if let Some(controller) = &shard.controller {
+        controller.handle(shard, request).await;
+    } else {
+        shard
+            .send(
+                crate::runtime::placement::CONTROLLER_SHARD,
+                ShardMessage::Controller(request),
+            )
+            .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_kafka_rules() {
+        assert!(validate_topic_name("orders.v1_x-2").is_ok());
+        assert!(validate_topic_name("").is_err());
+        assert!(validate_topic_name("..").is_err());
+        assert!(validate_topic_name("a b").is_err());
+        assert!(validate_topic_name("ü").is_err());
+        assert!(validate_topic_name(&"x".repeat(249)).is_ok());
+        assert!(validate_topic_name(&"x".repeat(250)).is_err());
+    }
+
+    #[test]
+    fn claim_wipes_a_stale_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t-0");
+        claim_partition_dir(&p, Some([1; 16])).unwrap();
+        std::fs::write(p.join("00000000000000000000.log"), b"old").unwrap();
+        claim_partition_dir(&p, Some([1; 16])).unwrap();
+        assert!(p.join("00000000000000000000.log").exists());
+        claim_partition_dir(&p, Some([2; 16])).unwrap();
+        assert!(!p.join("00000000000000000000.log").exists());
+    }
+}

@@ -1,0 +1,279 @@
+//! The metadata image and its durable log. Records are rkyv-encoded, each framed as
+//! `[length u32][crc32c u32][payload]`; replay stops at the first torn or corrupt frame and cuts
+//! it off. Runs on: the controller shard (appends, blocking std IO: metadata changes are rare and
+//! never on the data path) and the main thread at start (replay).
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::constants::METADATA_RECORD_BYTES_MAX;
+
+/// One change to the cluster metadata.
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum MetadataRecord {
+    ClusterCreated {
+        cluster_id: String,
+    },
+    TopicCreated {
+        name: String,
+        topic_id: [u8; 16],
+        partitions: u32,
+        configs: Vec<(String, String)>,
+    },
+    TopicDeleted {
+        name: String,
+    },
+    PartitionsCreated {
+        name: String,
+        total: u32,
+    },
+}
+
+/// A topic as the cluster knows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicMeta {
+    pub name: String,
+    pub topic_id: [u8; 16],
+    pub partitions: u32,
+    pub configs: BTreeMap<String, String>,
+}
+
+/// The state of the cluster metadata after applying every record.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MetadataImage {
+    pub cluster_id: String,
+    pub topics: BTreeMap<String, TopicMeta>,
+    /// Number of records applied: a version clients never see, used in logs.
+    pub records_applied: u64,
+}
+
+impl MetadataImage {
+    pub fn apply(&mut self, record: &MetadataRecord) {
+        self.records_applied += 1;
+        match record {
+            MetadataRecord::ClusterCreated { cluster_id } => self.cluster_id = cluster_id.clone(),
+            MetadataRecord::TopicCreated {
+                name,
+                topic_id,
+                partitions,
+                configs,
+            } => {
+                self.topics.insert(
+                    name.clone(),
+                    TopicMeta {
+                        name: name.clone(),
+                        topic_id: *topic_id,
+                        partitions: *partitions,
+                        configs: configs.iter().cloned().collect(),
+                    },
+                );
+            }
+            MetadataRecord::TopicDeleted { name } => {
+                self.topics.remove(name);
+            }
+            MetadataRecord::PartitionsCreated { name, total } => {
+                if let Some(t) = self.topics.get_mut(name) {
+                    t.partitions = (*total).max(t.partitions);
+                }
+            }
+        }
+    }
+
+    pub fn topic_by_id(&self, id: &[u8; 16]) -> Option<&TopicMeta> {
+        self.topics.values().find(|t| &t.topic_id == id)
+    }
+}
+
+/// Errors of the metadata log.
+#[derive(Debug)]
+pub struct MetadataError {
+    pub op: &'static str,
+    pub path: PathBuf,
+    pub detail: String,
+}
+
+impl std::fmt::Display for MetadataError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "metadata log {} {}: {}",
+            self.op,
+            self.path.display(),
+            self.detail
+        )
+    }
+}
+
+impl std::error::Error for MetadataError {}
+
+/// The durable, ordered log of metadata records. One node writes a local file; a cluster
+/// replicates the same records through Raft.
+pub trait MetadataLog {
+    /// Makes `record` durable, then applies it to the image.
+    fn append(&mut self, record: MetadataRecord) -> Result<(), MetadataError>;
+    fn image(&self) -> &MetadataImage;
+}
+
+/// The one-node metadata log: a local file, fsynced on every append.
+pub struct LocalMetadataLog {
+    path: PathBuf,
+    file: File,
+    image: MetadataImage,
+}
+
+fn encode_frame(record: &MetadataRecord) -> Vec<u8> {
+    let payload = rkyv::to_bytes::<rkyv::rancor::Error>(record).expect("metadata record encodes");
+    let mut frame = Vec::with_capacity(8 + payload.len());
+    frame.extend((payload.len() as u32).to_be_bytes());
+    frame.extend(crc32c::crc32c(&payload).to_be_bytes());
+    frame.extend_from_slice(&payload);
+    frame
+}
+
+/// Decodes frames from `bytes`; returns the records and the length of the valid prefix.
+pub fn decode_frames(bytes: &[u8]) -> (Vec<MetadataRecord>, usize) {
+    let mut records = Vec::new();
+    let mut pos = 0usize;
+    while bytes.len() - pos >= 8 {
+        let len = u32::from_be_bytes(bytes[pos..pos + 4].try_into().expect("4 bytes"));
+        let crc = u32::from_be_bytes(bytes[pos + 4..pos + 8].try_into().expect("4 bytes"));
+        if len > METADATA_RECORD_BYTES_MAX || (bytes.len() - pos - 8) < len as usize {
+            break;
+        }
+        let payload = &bytes[pos + 8..pos + 8 + len as usize];
+        if crc32c::crc32c(payload) != crc {
+            break;
+        }
+        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(payload.len());
+        aligned.extend_from_slice(payload);
+        match rkyv::from_bytes::<MetadataRecord, rkyv::rancor::Error>(&aligned) {
+            Ok(r) => records.push(r),
+            Err(_) => break,
+        }
+        pos += 8 + len as usize;
+    }
+    (records, pos)
+}
+
+impl LocalMetadataLog {
+    /// Opens (or creates) the log in `dir` and replays it.
+    pub fn open(dir: &Path) -> Result<LocalMetadataLog, MetadataError> {
+        let path = dir.join("__cluster_metadata.log");
+        let err = |op, e: std::io::Error| MetadataError {
+            op,
+            path: path.clone(),
+            detail: e.to_string(),
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)
+            .map_err(|e| err("open", e))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(|e| err("read", e))?;
+        let (records, valid) = decode_frames(&bytes);
+        if valid < bytes.len() {
+            tracing::warn!(path = %path.display(), valid, total = bytes.len(), "cutting torn metadata log tail");
+            file.set_len(valid as u64).map_err(|e| err("truncate", e))?;
+            file.sync_all().map_err(|e| err("fsync", e))?;
+        }
+        let mut image = MetadataImage::default();
+        for r in &records {
+            image.apply(r);
+        }
+        let mut log = LocalMetadataLog { path, file, image };
+        if log.image.cluster_id.is_empty() {
+            let id = random_id();
+            let cluster_id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+            log.append(MetadataRecord::ClusterCreated { cluster_id })?;
+        }
+        Ok(log)
+    }
+}
+
+impl MetadataLog for LocalMetadataLog {
+    fn append(&mut self, record: MetadataRecord) -> Result<(), MetadataError> {
+        let frame = encode_frame(&record);
+        let err = |op, e: std::io::Error| MetadataError {
+            op,
+            path: self.path.clone(),
+            detail: e.to_string(),
+        };
+        self.file.write_all(&frame).map_err(|e| err("write", e))?;
+        self.file.sync_data().map_err(|e| err("fdatasync", e))?;
+        self.image.apply(&record);
+        Ok(())
+    }
+
+    fn image(&self) -> &MetadataImage {
+        &self.image
+    }
+}
+
+/// 16 random bytes from the kernel (topic and cluster ids).
+pub fn random_id() -> [u8; 16] {
+    let mut id = [0u8; 16];
+    let filled = File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut id));
+    if filled.is_err() {
+        // Fall back to the clock: ids only need to be unique, not secret.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        id = nanos.to_be_bytes();
+    }
+    id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replays_and_cuts_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut log = LocalMetadataLog::open(dir.path()).unwrap();
+            log.append(MetadataRecord::TopicCreated {
+                name: "a".into(),
+                topic_id: [1; 16],
+                partitions: 3,
+                configs: vec![("retention.ms".into(), "1000".into())],
+            })
+            .unwrap();
+            log.append(MetadataRecord::PartitionsCreated {
+                name: "a".into(),
+                total: 5,
+            })
+            .unwrap();
+        }
+        let path = dir.path().join("__cluster_metadata.log");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let full = bytes.len();
+        bytes.extend([0, 0, 0, 9, 1, 2]); // a torn frame
+        std::fs::write(&path, &bytes).unwrap();
+        let log = LocalMetadataLog::open(dir.path()).unwrap();
+        let t = &log.image().topics["a"];
+        assert_eq!(t.partitions, 5);
+        assert_eq!(t.configs["retention.ms"], "1000");
+        assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, full);
+    }
+
+    #[test]
+    fn corrupt_frame_stops_replay() {
+        let a = encode_frame(&MetadataRecord::TopicDeleted { name: "x".into() });
+        let mut bytes = a.clone();
+        bytes.extend(&a);
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        let (records, valid) = decode_frames(&bytes);
+        assert_eq!(records.len(), 1);
+        assert_eq!(valid, a.len());
+        let mut huge = a.clone();
+        huge[0..4].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert_eq!(decode_frames(&huge).0.len(), 0);
+    }
+}

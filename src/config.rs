@@ -1,0 +1,400 @@
+//! Broker configuration: embedded defaults, overridden by a TOML file (`--config`), overridden
+//! by flags; validated once at start. Runs on: the main thread before any shard starts.
+//! Invariant: a `Config` that exists is valid (every relation between settings was checked), and
+//! every refusal names the setting it refuses.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::constants::*;
+use crate::storage::{FlushPolicy, LogConfig};
+
+/// Settings as given by flags or the TOML file; `None` means "not given here".
+#[derive(Debug, Default, Clone, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Directory for logs and metadata [default: ./data]
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on, HOST:PORT; every shard accepts on it [default: 127.0.0.1:9092]
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Address advertised to clients in Metadata, HOST:PORT [default: the listen address]
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// Number of shards (executors, one per core) [default: one per online CPU]
+    #[arg(long)]
+    pub shards: Option<usize>,
+    /// Create unknown topics on Metadata and Produce requests [default: true]
+    #[arg(long)]
+    pub auto_create_topics: Option<bool>,
+    /// Partitions of auto-created topics [default: 1]
+    #[arg(long)]
+    pub default_partitions: Option<u32>,
+    /// Durability: always (fdatasync before ack), interval:<ms>, never [default: always]
+    #[arg(long)]
+    pub flush: Option<String>,
+    /// Size at which a segment rolls, a multiple of 4096 [default: 1073741824]
+    #[arg(long)]
+    pub segment_bytes: Option<u64>,
+    /// Age at which a segment rolls [default: 604800000]
+    #[arg(long)]
+    pub segment_ms: Option<u64>,
+    /// Delete closed segments older than this; -1 keeps forever [default: 604800000]
+    #[arg(long, allow_negative_numbers = true)]
+    pub retention_ms: Option<i64>,
+    /// Delete closed segments beyond this many bytes per partition; -1 unlimited [default: -1]
+    #[arg(long, allow_negative_numbers = true)]
+    pub retention_bytes: Option<i64>,
+    /// Largest record batch accepted [default: 8388608]
+    #[arg(long)]
+    pub message_max_bytes: Option<u32>,
+    /// Largest request frame; bigger frames close the connection [default: 104857600]
+    #[arg(long)]
+    pub socket_request_max_bytes: Option<u32>,
+    /// Largest fetch response [default: 57671680]
+    #[arg(long)]
+    pub fetch_max_bytes: Option<u32>,
+    /// Bytes of recent batches each partition keeps in memory for tail reads [default: 8388608]
+    #[arg(long)]
+    pub tail_cache_bytes: Option<u64>,
+    /// Microseconds an idle shard spins before parking (lower cross-shard latency) [default: 0]
+    #[arg(long)]
+    pub spin_before_park_us: Option<u64>,
+    /// How often retention runs [default: 30000]
+    #[arg(long)]
+    pub retention_check_interval_ms: Option<u64>,
+}
+
+impl Settings {
+    /// `self` with every unset field taken from `lower`.
+    fn over(self, lower: Settings) -> Settings {
+        macro_rules! pick {
+            ($($f:ident),*) => { Settings { $($f: self.$f.or(lower.$f)),* } };
+        }
+        pick!(
+            data_dir,
+            listen,
+            advertise,
+            shards,
+            auto_create_topics,
+            default_partitions,
+            flush,
+            segment_bytes,
+            segment_ms,
+            retention_ms,
+            retention_bytes,
+            message_max_bytes,
+            socket_request_max_bytes,
+            fetch_max_bytes,
+            tail_cache_bytes,
+            spin_before_park_us,
+            retention_check_interval_ms
+        )
+    }
+}
+
+/// A refused configuration, naming the setting.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub setting: &'static str,
+    pub reason: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid setting `{}`: {}", self.setting, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn refuse<T>(setting: &'static str, reason: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError {
+        setting,
+        reason: reason.into(),
+    })
+}
+
+/// The validated broker configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub advertise_host: String,
+    pub advertise_port: u16,
+    pub shards: usize,
+    pub auto_create_topics: bool,
+    pub default_partitions: u32,
+    pub log: LogConfig,
+    pub socket_request_max_bytes: u32,
+    pub fetch_max_bytes: u32,
+    pub spin_before_park_us: u64,
+    pub retention_check_interval_ms: u64,
+    pub node_id: i32,
+}
+
+pub fn parse_flush(value: &str) -> Result<FlushPolicy, ConfigError> {
+    match value {
+        "always" => Ok(FlushPolicy::Always),
+        "never" => Ok(FlushPolicy::Never),
+        other => match other.strip_prefix("interval:").map(str::parse::<u64>) {
+            Some(Ok(ms)) if ms >= FLUSH_INTERVAL_MS_MIN => Ok(FlushPolicy::IntervalMs(ms)),
+            _ => refuse(
+                "flush",
+                format!("`{other}` is not one of always, never, interval:<ms>"),
+            ),
+        },
+    }
+}
+
+fn split_host_port(setting: &'static str, value: &str) -> Result<(String, u16), ConfigError> {
+    let Some((host, port)) = value.rsplit_once(':') else {
+        return refuse(setting, format!("`{value}` is not HOST:PORT"));
+    };
+    let Ok(port) = port.parse::<u16>() else {
+        return refuse(setting, format!("`{value}` has no valid port"));
+    };
+    if host.is_empty() {
+        return refuse(setting, format!("`{value}` has no host"));
+    }
+    Ok((host.trim_matches(['[', ']']).to_string(), port))
+}
+
+impl Config {
+    /// Resolves flags over the TOML file (if any) over the embedded defaults, and validates.
+    pub fn resolve(flags: Settings, file: Option<&Path>) -> Result<Config, ConfigError> {
+        let from_file = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).or_else(|e| {
+                    refuse("config", format!("cannot read {}: {e}", path.display()))
+                })?;
+                toml::from_str::<Settings>(&text)
+                    .or_else(|e| refuse("config", format!("{}: {e}", path.display())))?
+            }
+            None => Settings::default(),
+        };
+        Config::validate(flags.over(from_file))
+    }
+
+    fn validate(s: Settings) -> Result<Config, ConfigError> {
+        let online = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let shards = s.shards.unwrap_or(online);
+        if shards == 0 || shards > SHARDS_MAX {
+            return refuse("shards", format!("must be 1..={SHARDS_MAX}, got {shards}"));
+        }
+        let listen_text = s.listen.unwrap_or_else(|| "127.0.0.1:9092".into());
+        let listen = listen_text
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or(())
+            .or_else(|_| {
+                refuse(
+                    "listen",
+                    format!("`{listen_text}` is not a HOST:PORT address"),
+                )
+            })?;
+        let (advertise_host, advertise_port) =
+            split_host_port("advertise", s.advertise.as_deref().unwrap_or(&listen_text))?;
+        let default_partitions = s.default_partitions.unwrap_or(DEFAULT_PARTITIONS_DEFAULT);
+        if default_partitions == 0 || default_partitions > PARTITIONS_PER_TOPIC_MAX {
+            return refuse(
+                "default_partitions",
+                format!("must be 1..={PARTITIONS_PER_TOPIC_MAX}"),
+            );
+        }
+        let flush = parse_flush(s.flush.as_deref().unwrap_or("always"))?;
+        let segment_bytes = s.segment_bytes.unwrap_or(SEGMENT_BYTES_DEFAULT);
+        if segment_bytes < SEGMENT_BYTES_MIN
+            || segment_bytes > u32::MAX as u64
+            || segment_bytes % DIRECT_IO_ALIGNMENT_BYTES != 0
+        {
+            return refuse(
+                "segment_bytes",
+                format!("must be a multiple of {DIRECT_IO_ALIGNMENT_BYTES} in {SEGMENT_BYTES_MIN}..=4294963200, got {segment_bytes}"),
+            );
+        }
+        // A small segment lowers the default batch limit with it: a batch must fit in a segment.
+        let message_max_bytes = s
+            .message_max_bytes
+            .unwrap_or((MESSAGE_MAX_BYTES_DEFAULT as u64).min(segment_bytes) as u32);
+        if !(1024..=MESSAGE_MAX_BYTES_MAX).contains(&message_max_bytes)
+            || message_max_bytes as u64 > segment_bytes
+        {
+            return refuse(
+                "message_max_bytes",
+                "must be at least 1024 and at most segment_bytes",
+            );
+        }
+        let socket_request_max_bytes = s
+            .socket_request_max_bytes
+            .unwrap_or(SOCKET_REQUEST_MAX_BYTES_DEFAULT);
+        if socket_request_max_bytes < message_max_bytes {
+            return refuse(
+                "socket_request_max_bytes",
+                "must be at least message_max_bytes",
+            );
+        }
+        let tail_cache_bytes = s.tail_cache_bytes.unwrap_or(TAIL_CACHE_BYTES_DEFAULT);
+        let retention_ms = s.retention_ms.unwrap_or(RETENTION_MS_DEFAULT);
+        if retention_ms < -1 {
+            return refuse("retention_ms", "must be -1 or positive");
+        }
+        let retention_bytes = s.retention_bytes.unwrap_or(RETENTION_BYTES_DEFAULT);
+        if retention_bytes < -1 {
+            return refuse("retention_bytes", "must be -1 or positive");
+        }
+        let data_dir = s.data_dir.unwrap_or_else(|| PathBuf::from("./data"));
+        Ok(Config {
+            data_dir,
+            listen,
+            advertise_host,
+            advertise_port,
+            shards,
+            auto_create_topics: s.auto_create_topics.unwrap_or(true),
+            default_partitions,
+            log: LogConfig {
+                segment_bytes,
+                segment_ms: s.segment_ms.unwrap_or(SEGMENT_MS_DEFAULT),
+                retention_ms,
+                retention_bytes,
+                message_max_bytes,
+                flush,
+                tail_cache_bytes,
+                index_interval_bytes: INDEX_INTERVAL_BYTES,
+            },
+            socket_request_max_bytes,
+            fetch_max_bytes: s.fetch_max_bytes.unwrap_or(FETCH_MAX_BYTES_DEFAULT),
+            spin_before_park_us: s.spin_before_park_us.unwrap_or(0),
+            retention_check_interval_ms: s.retention_check_interval_ms.unwrap_or(30_000).max(100),
+            node_id: NODE_ID_DEFAULT,
+        })
+    }
+
+    /// The log settings of a topic: broker defaults with the topic's overrides applied.
+    pub fn topic_log_config(
+        &self,
+        configs: &std::collections::BTreeMap<String, String>,
+    ) -> LogConfig {
+        let mut log = self.log.clone();
+        for (k, v) in configs {
+            match k.as_str() {
+                "retention.ms" => log.retention_ms = v.parse().unwrap_or(log.retention_ms),
+                "retention.bytes" => log.retention_bytes = v.parse().unwrap_or(log.retention_bytes),
+                "segment.ms" => log.segment_ms = v.parse().unwrap_or(log.segment_ms),
+                "segment.bytes" => log.segment_bytes = v.parse().unwrap_or(log.segment_bytes),
+                "max.message.bytes" => {
+                    log.message_max_bytes = v.parse().unwrap_or(log.message_max_bytes)
+                }
+                _ => {}
+            }
+        }
+        log
+    }
+}
+
+/// Checks one topic-level config key and value (CreateTopics); `Err` is the message for
+/// INVALID_CONFIG.
+pub fn validate_topic_config(key: &str, value: &str, broker: &Config) -> Result<(), String> {
+    let int = |min: i64| match value.parse::<i64>() {
+        Ok(v) if v >= min => Ok(v),
+        _ => Err(format!("{key}={value}: must be an integer >= {min}")),
+    };
+    match key {
+        "retention.ms" | "retention.bytes" => int(-1).map(|_| ()),
+        "segment.ms" => int(1).map(|_| ()),
+        "segment.bytes" => {
+            let v = int(SEGMENT_BYTES_MIN as i64)?;
+            if v % DIRECT_IO_ALIGNMENT_BYTES as i64 != 0 || v > u32::MAX as i64 {
+                return Err(format!(
+                    "{key}={value}: must be a multiple of 4096 below 4 GiB"
+                ));
+            }
+            Ok(())
+        }
+        "max.message.bytes" => {
+            let v = int(1024)?;
+            if v > broker.log.segment_bytes as i64 {
+                return Err(format!("{key}={value}: larger than segment.bytes"));
+            }
+            Ok(())
+        }
+        "cleanup.policy" if value == "delete" => Ok(()),
+        "cleanup.policy" => Err(format!("{key}={value}: only `delete` is supported")),
+        "compression.type" | "message.timestamp.type" | "min.insync.replicas" => Ok(()),
+        _ => Err(format!("unknown or unsupported topic config `{key}`")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::resolve(Settings::default(), None).unwrap();
+        assert_eq!(c.listen.port(), 9092);
+        assert_eq!(c.log.flush, FlushPolicy::Always);
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+    }
+
+    #[test]
+    fn refusals_name_the_setting() {
+        let bad = |s: Settings| Config::resolve(s, None).unwrap_err().setting;
+        assert_eq!(
+            bad(Settings {
+                shards: Some(0),
+                ..Default::default()
+            }),
+            "shards"
+        );
+        assert_eq!(
+            bad(Settings {
+                flush: Some("sometimes".into()),
+                ..Default::default()
+            }),
+            "flush"
+        );
+        assert_eq!(
+            bad(Settings {
+                segment_bytes: Some(5000),
+                ..Default::default()
+            }),
+            "segment_bytes"
+        );
+        assert_eq!(
+            bad(Settings {
+                listen: Some("nope".into()),
+                ..Default::default()
+            }),
+            "listen"
+        );
+        assert_eq!(
+            parse_flush("interval:50").unwrap(),
+            FlushPolicy::IntervalMs(50)
+        );
+    }
+
+    #[test]
+    fn file_settings_under_flags_and_unknown_keys_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tusk.toml");
+        std::fs::write(&path, "shards = 1\nflush = \"never\"\n").unwrap();
+        let flags = Settings {
+            shards: Some(2),
+            ..Default::default()
+        };
+        let c = Config::resolve(flags, Some(&path)).unwrap();
+        assert_eq!(c.shards, 2);
+        assert_eq!(c.log.flush, FlushPolicy::Never);
+        std::fs::write(&path, "shard = 1\n").unwrap();
+        let e = Config::resolve(Settings::default(), Some(&path)).unwrap_err();
+        assert_eq!(e.setting, "config");
+        assert!(e.reason.contains("shard"), "{}", e.reason);
+    }
+}

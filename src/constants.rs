@@ -1,0 +1,69 @@
+//! Every limit and default of the broker in one place, with compile-time checks of how they
+//! relate. Runs on: nothing (constants only). Invariant: a limit used anywhere in the crate is
+//! defined here, so the relations between limits can be asserted where they are declared.
+
+/// Default largest request frame accepted from a client (Kafka's `socket.request.max.bytes`).
+pub const SOCKET_REQUEST_MAX_BYTES_DEFAULT: u32 = 100 * 1024 * 1024;
+/// Default size at which the active segment rolls (Kafka's `segment.bytes`).
+pub const SEGMENT_BYTES_DEFAULT: u64 = 1024 * 1024 * 1024;
+/// Smallest segment size accepted in the configuration (the batch limit is clamped to it).
+pub const SEGMENT_BYTES_MIN: u64 = 1024 * 1024;
+/// Default age at which the active segment rolls even if not full (Kafka's `segment.ms`, 7 days).
+pub const SEGMENT_MS_DEFAULT: u64 = 7 * 24 * 3600 * 1000;
+/// Default retention by time (Kafka's `retention.ms`, 7 days); -1 means unlimited.
+pub const RETENTION_MS_DEFAULT: i64 = 7 * 24 * 3600 * 1000;
+/// Default retention by size per partition; -1 means unlimited (Kafka's default).
+pub const RETENTION_BYTES_DEFAULT: i64 = -1;
+/// Largest record batch accepted on produce (Kafka's `message.max.bytes` is ~1 MiB; ours is larger
+/// so a ~900 KB record with its batch overhead always fits).
+pub const MESSAGE_MAX_BYTES_DEFAULT: u32 = 8 * 1024 * 1024;
+/// Upper bound of `message_max_bytes` in configuration: a batch must fit in one segment.
+pub const MESSAGE_MAX_BYTES_MAX: u32 = 512 * 1024 * 1024;
+/// Largest fetch response the broker builds, whatever the client asks (Kafka's
+/// `fetch.max.bytes`).
+pub const FETCH_MAX_BYTES_DEFAULT: u32 = 55 * 1024 * 1024;
+/// Longest long-poll wait honoured for a fetch.
+pub const FETCH_WAIT_MAX_MS: u64 = 30_000;
+/// Default number of partitions for auto-created topics.
+pub const DEFAULT_PARTITIONS_DEFAULT: u32 = 1;
+/// Largest partition count of one topic: bounds directories, memory and metadata size.
+pub const PARTITIONS_PER_TOPIC_MAX: u32 = 10_000;
+/// Largest number of topics in the cluster.
+pub const TOPICS_MAX: usize = 10_000;
+/// Kafka's limit on topic name length.
+pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+/// Most shards (executors) one broker runs.
+pub const SHARDS_MAX: usize = 256;
+/// Depth of each shard-to-shard channel in the mesh; senders wait when it is full.
+pub const MESH_CHANNEL_DEPTH: usize = 1024;
+/// O_DIRECT alignment used for every write: the largest logical block size we expect (4 KiB
+/// covers 512e and 4Kn disks).
+pub const DIRECT_IO_ALIGNMENT_BYTES: u64 = 4096;
+/// One offset-index entry is added after at least this many bytes of batches (Kafka's
+/// `index.interval.bytes`).
+pub const INDEX_INTERVAL_BYTES: u64 = 4096;
+/// Bytes of recently appended batches each partition keeps in memory for tail reads.
+pub const TAIL_CACHE_BYTES_DEFAULT: u64 = 8 * 1024 * 1024;
+/// How many recent batches per producer and partition are remembered to answer duplicates
+/// (Kafka keeps 5).
+pub const PRODUCER_BATCHES_REMEMBERED: usize = 5;
+/// Most metadata records replayed at start; a larger log is refused as corrupt.
+pub const METADATA_RECORD_BYTES_MAX: u32 = 1024 * 1024;
+/// Most configs a topic may carry.
+pub const TOPIC_CONFIGS_MAX: usize = 64;
+/// Default interval of the background flusher for `flush = "interval:<ms>"`.
+pub const FLUSH_INTERVAL_MS_MIN: u64 = 1;
+/// Node id of this broker in a one-node cluster.
+pub const NODE_ID_DEFAULT: i32 = 0;
+/// Largest reserved virtual allocation a decoder may ask for; see `alloc_guard`.
+pub const DECODE_ALLOCATION_BYTES_MAX: usize = 256 * 1024 * 1024;
+
+const _: () = assert!(SEGMENT_BYTES_DEFAULT >= MESSAGE_MAX_BYTES_DEFAULT as u64);
+const _: () = assert!(SEGMENT_BYTES_DEFAULT >= SEGMENT_BYTES_MIN);
+const _: () = assert!(MESSAGE_MAX_BYTES_MAX as u64 <= SEGMENT_BYTES_DEFAULT);
+const _: () = assert!(MESSAGE_MAX_BYTES_DEFAULT <= SOCKET_REQUEST_MAX_BYTES_DEFAULT);
+const _: () = assert!(DIRECT_IO_ALIGNMENT_BYTES.is_power_of_two());
+const _: () = assert!(SEGMENT_BYTES_MIN % DIRECT_IO_ALIGNMENT_BYTES == 0);
+const _: () = assert!(TAIL_CACHE_BYTES_DEFAULT >= MESSAGE_MAX_BYTES_DEFAULT as u64);
+// Segment positions are stored as u32 in the offset index.
+const _: () = assert!(SEGMENT_BYTES_DEFAULT <= u32::MAX as u64);

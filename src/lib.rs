@@ -1,0 +1,24 @@
+//! tusk: a Kafka-compatible message broker for Linux, thread-per-core on io_uring, built for
+//! spinning disks and low tail latency.
+//!
+//! # Layout
+//! Each CPU core runs one shard (a glommio executor). A shard owns a set of partitions outright
+//! and serves any client connection the kernel hands it; work for a partition another shard owns
+//! crosses the shard mesh as a message. See ARCHITECTURE.md for the map and its invariants.
+
+/// The command line (`tusk serve`).
+pub mod cli;
+/// Cluster metadata: the image, its durable log, the controller.
+pub mod cluster;
+/// Broker configuration: defaults, TOML file, flags, validation.
+pub mod config;
+/// Every limit and default, with compile-time checks of how they relate.
+pub mod constants;
+/// The Kafka wire protocol: framing, versions, error codes, record batches.
+pub mod protocol;
+/// Shards, placement, the shard mesh and the IO seam (every glommio call).
+pub mod runtime;
+/// Connections and one handler per Kafka API.
+pub mod server;
+/// The partition log: segments, group-commit appends, indexes, recovery, retention.
+pub mod storage;

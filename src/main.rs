@@ -1,0 +1,18 @@
+//! `tusk`: parse the command line, run, map errors to an exit code.
+
+use clap::Parser;
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TUSK_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = tusk::cli::Cli::parse();
+    if let Err(e) = tusk::cli::run(cli) {
+        eprintln!("tusk: {e:#}");
+        std::process::exit(1);
+    }
+}

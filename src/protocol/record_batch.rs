@@ -1,0 +1,359 @@
+//! Record batch v2 (magic 2) header parsing, validation and offset assignment. Runs on: the shard
+//! that owns the partition (produce validation) and at recovery. Invariants: batches are stored
+//! exactly as the client sent them except `baseOffset` and `partitionLeaderEpoch`, which the
+//! batch CRC-32C does not cover, so rewriting them never invalidates the CRC; records are never
+//! decompressed here. Every length is checked against the bytes present before it is used.
+
+use super::types::{LeaderEpoch, Offset};
+
+/// Bytes of the fixed v2 batch header, up to and including `recordsCount`.
+pub const BATCH_HEADER_BYTES: usize = 61;
+/// `baseOffset` + `batchLength`: the part that precedes what `batchLength` counts.
+pub const BATCH_LENGTH_PREFIX_BYTES: usize = 12;
+const MAGIC_POS: usize = 16;
+const CRC_POS: usize = 17;
+const ATTRIBUTES_POS: usize = 21;
+const LAST_OFFSET_DELTA_POS: usize = 23;
+const BASE_TIMESTAMP_POS: usize = 27;
+const MAX_TIMESTAMP_POS: usize = 35;
+const PRODUCER_ID_POS: usize = 43;
+const PRODUCER_EPOCH_POS: usize = 51;
+const BASE_SEQUENCE_POS: usize = 53;
+const RECORDS_COUNT_POS: usize = 57;
+
+/// Why a batch was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchError {
+    /// Fewer bytes than the header or than `batchLength` says.
+    Truncated,
+    /// `batchLength` is smaller than a header or larger than the configured maximum.
+    BadLength,
+    /// Larger than `message_max_bytes`.
+    TooLarge,
+    /// Magic byte is not 2 (old message formats are not stored).
+    UnsupportedMagic(i8),
+    /// CRC-32C over attributes..end does not match.
+    BadCrc,
+    /// Counts or deltas that cannot describe a real batch.
+    Invalid,
+}
+
+/// The fields of a v2 batch header that the broker reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub base_offset: Offset,
+    /// Bytes of the whole batch, including the 12-byte prefix.
+    pub total_bytes: usize,
+    pub leader_epoch: LeaderEpoch,
+    pub attributes: i16,
+    pub last_offset_delta: i32,
+    pub base_timestamp_ms: i64,
+    pub max_timestamp_ms: i64,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub records_count: i32,
+}
+
+impl BatchHeader {
+    pub fn last_offset(&self) -> Offset {
+        Offset(self.base_offset.0 + self.last_offset_delta as i64)
+    }
+    /// Sequence number of the last record (wraps like Kafka's).
+    pub fn last_sequence(&self) -> i32 {
+        self.base_sequence.wrapping_add(self.last_offset_delta)
+    }
+    pub fn is_idempotent(&self) -> bool {
+        self.producer_id >= 0
+    }
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & 0x10 != 0
+    }
+    pub fn is_control(&self) -> bool {
+        self.attributes & 0x20 != 0
+    }
+}
+
+fn be_i64(b: &[u8], pos: usize) -> i64 {
+    i64::from_be_bytes(b[pos..pos + 8].try_into().expect("8-byte slice"))
+}
+fn be_i32(b: &[u8], pos: usize) -> i32 {
+    i32::from_be_bytes(b[pos..pos + 4].try_into().expect("4-byte slice"))
+}
+fn be_i16(b: &[u8], pos: usize) -> i16 {
+    i16::from_be_bytes(b[pos..pos + 2].try_into().expect("2-byte slice"))
+}
+
+/// Reads the total size of the batch starting at `bytes` from its `batchLength`, without
+/// checking anything else. `None` if fewer than 12 bytes are present or the length is negative.
+pub fn peek_total_bytes(bytes: &[u8]) -> Option<usize> {
+    if bytes.len() < BATCH_LENGTH_PREFIX_BYTES {
+        return None;
+    }
+    let length = be_i32(bytes, 8);
+    if length < 0 {
+        return None;
+    }
+    Some(BATCH_LENGTH_PREFIX_BYTES + length as usize)
+}
+
+/// Parses the header of the batch at the start of `bytes`, checking its length against the
+/// bytes present and `max_bytes`, its magic, and (if `check_crc`) its CRC-32C.
+pub fn parse_header(
+    bytes: &[u8],
+    max_bytes: usize,
+    check_crc: bool,
+) -> Result<BatchHeader, BatchError> {
+    if bytes.len() < BATCH_HEADER_BYTES {
+        return Err(BatchError::Truncated);
+    }
+    let length = be_i32(bytes, 8);
+    if length < (BATCH_HEADER_BYTES - BATCH_LENGTH_PREFIX_BYTES) as i32 {
+        return Err(BatchError::BadLength);
+    }
+    let total_bytes = BATCH_LENGTH_PREFIX_BYTES + length as usize;
+    if total_bytes > max_bytes {
+        return Err(BatchError::TooLarge);
+    }
+    if total_bytes > bytes.len() {
+        return Err(BatchError::Truncated);
+    }
+    let magic = bytes[MAGIC_POS] as i8;
+    if magic != 2 {
+        return Err(BatchError::UnsupportedMagic(magic));
+    }
+    if check_crc {
+        let stored = u32::from_be_bytes(bytes[CRC_POS..CRC_POS + 4].try_into().expect("4 bytes"));
+        if crc32c::crc32c(&bytes[ATTRIBUTES_POS..total_bytes]) != stored {
+            return Err(BatchError::BadCrc);
+        }
+    }
+    let header = BatchHeader {
+        base_offset: Offset(be_i64(bytes, 0)),
+        total_bytes,
+        leader_epoch: LeaderEpoch(be_i32(bytes, 12)),
+        attributes: be_i16(bytes, ATTRIBUTES_POS),
+        last_offset_delta: be_i32(bytes, LAST_OFFSET_DELTA_POS),
+        base_timestamp_ms: be_i64(bytes, BASE_TIMESTAMP_POS),
+        max_timestamp_ms: be_i64(bytes, MAX_TIMESTAMP_POS),
+        producer_id: be_i64(bytes, PRODUCER_ID_POS),
+        producer_epoch: be_i16(bytes, PRODUCER_EPOCH_POS),
+        base_sequence: be_i32(bytes, BASE_SEQUENCE_POS),
+        records_count: be_i32(bytes, RECORDS_COUNT_POS),
+    };
+    if header.last_offset_delta < 0 || header.records_count < 0 {
+        return Err(BatchError::Invalid);
+    }
+    Ok(header)
+}
+
+/// Validates a batch a producer sent: a well-formed header, CRC, at least one record and a
+/// record count that matches the offset delta (what Kafka requires of producer batches).
+pub fn validate_produced(bytes: &[u8], max_bytes: usize) -> Result<BatchHeader, BatchError> {
+    let header = parse_header(bytes, max_bytes, true)?;
+    if header.records_count < 1 || header.last_offset_delta != header.records_count - 1 {
+        return Err(BatchError::Invalid);
+    }
+    Ok(header)
+}
+
+/// Splits a produce payload into its batches, validating each. The whole payload is refused if
+/// any batch is bad (Kafka refuses the partition's whole write).
+pub fn split_produced(
+    mut bytes: &[u8],
+    max_bytes: usize,
+) -> Result<Vec<(usize, BatchHeader)>, BatchError> {
+    let mut batches = Vec::new();
+    let mut pos = 0usize;
+    if bytes.is_empty() {
+        return Err(BatchError::Invalid);
+    }
+    while !bytes.is_empty() {
+        let header = validate_produced(bytes, max_bytes)?;
+        batches.push((pos, header));
+        pos += header.total_bytes;
+        bytes = &bytes[header.total_bytes..];
+    }
+    Ok(batches)
+}
+
+/// Rewrites `baseOffset` and `partitionLeaderEpoch` in place. Neither is covered by the CRC.
+pub fn assign_offset(batch: &mut [u8], base_offset: Offset, epoch: LeaderEpoch) {
+    assert!(
+        batch.len() >= BATCH_HEADER_BYTES,
+        "assign_offset: batch shorter than its header"
+    );
+    batch[0..8].copy_from_slice(&base_offset.0.to_be_bytes());
+    batch[12..16].copy_from_slice(&epoch.0.to_be_bytes());
+}
+
+/// Reads a zig-zag varint from `bytes` at `*pos`, advancing it; `None` if truncated or too long.
+fn read_varint(bytes: &[u8], pos: &mut usize) -> Option<i64> {
+    let mut value: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let b = *bytes.get(*pos)?;
+        *pos += 1;
+        value |= ((b & 0x7f) as u64) << shift;
+        if b & 0x80 == 0 {
+            return Some(((value >> 1) as i64) ^ -((value & 1) as i64));
+        }
+    }
+    None
+}
+
+/// For an uncompressed batch, the offset delta of the first record whose timestamp is at least
+/// `timestamp_ms`. `None` if the batch is compressed, malformed, or has no such record.
+pub fn first_record_at_or_after(
+    batch: &[u8],
+    header: &BatchHeader,
+    timestamp_ms: i64,
+) -> Option<i32> {
+    if header.attributes & 0x07 != 0 || batch.len() < header.total_bytes {
+        return None;
+    }
+    let records = &batch[..header.total_bytes];
+    let mut pos = BATCH_HEADER_BYTES;
+    for _ in 0..header.records_count {
+        let length = read_varint(records, &mut pos)?;
+        if length < 0 || pos as i64 + length > records.len() as i64 {
+            return None;
+        }
+        let end = pos + length as usize;
+        let mut at = pos + 1; // attributes byte
+        let timestamp_delta = read_varint(records, &mut at)?;
+        let offset_delta = read_varint(records, &mut at)?;
+        if header.base_timestamp_ms.saturating_add(timestamp_delta) >= timestamp_ms {
+            return i32::try_from(offset_delta).ok();
+        }
+        pos = end;
+    }
+    None
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+
+    /// Builds a valid uncompressed v2 batch of `count` records with small values.
+    pub fn make_batch(count: i32, base_timestamp_ms: i64, value_bytes: usize) -> Vec<u8> {
+        let mut records = Vec::new();
+        for i in 0..count {
+            let mut r = Vec::new();
+            r.push(0u8); // attributes
+            put_varint(&mut r, 0); // timestamp delta
+            put_varint(&mut r, i as i64); // offset delta
+            put_varint(&mut r, -1); // key length: null
+            put_varint(&mut r, value_bytes as i64);
+            r.extend(std::iter::repeat_n(b'v', value_bytes));
+            put_varint(&mut r, 0); // headers count
+            put_varint(&mut records, r.len() as i64);
+            records.extend(r);
+        }
+        let mut b = Vec::new();
+        b.extend(0i64.to_be_bytes());
+        b.extend(0i32.to_be_bytes()); // length, patched below
+        b.extend(0i32.to_be_bytes()); // leader epoch
+        b.push(2); // magic
+        b.extend(0u32.to_be_bytes()); // crc, patched below
+        b.extend(0i16.to_be_bytes()); // attributes
+        b.extend((count - 1).to_be_bytes());
+        b.extend(base_timestamp_ms.to_be_bytes());
+        b.extend(base_timestamp_ms.to_be_bytes());
+        b.extend((-1i64).to_be_bytes());
+        b.extend((-1i16).to_be_bytes());
+        b.extend((-1i32).to_be_bytes());
+        b.extend(count.to_be_bytes());
+        b.extend(records);
+        let length = (b.len() - 12) as i32;
+        b[8..12].copy_from_slice(&length.to_be_bytes());
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    fn put_varint(out: &mut Vec<u8>, v: i64) {
+        let mut z = ((v << 1) ^ (v >> 63)) as u64;
+        loop {
+            if z < 0x80 {
+                out.push(z as u8);
+                return;
+            }
+            out.push((z as u8 & 0x7f) | 0x80);
+            z >>= 7;
+        }
+    }
+
+    #[test]
+    fn parses_valid_batch() {
+        let b = make_batch(3, 1000, 10);
+        let h = validate_produced(&b, 1 << 20).unwrap();
+        assert_eq!(h.records_count, 3);
+        assert_eq!(h.last_offset_delta, 2);
+        assert_eq!(h.total_bytes, b.len());
+        assert_eq!(h.base_timestamp_ms, 1000);
+    }
+
+    #[test]
+    fn assign_offset_keeps_crc_valid() {
+        let mut b = make_batch(2, 0, 4);
+        assign_offset(&mut b, Offset(77), LeaderEpoch(3));
+        let h = parse_header(&b, 1 << 20, true).unwrap();
+        assert_eq!(h.base_offset, Offset(77));
+        assert_eq!(h.leader_epoch, LeaderEpoch(3));
+        assert_eq!(h.last_offset(), Offset(78));
+    }
+
+    #[test]
+    fn rejects_corruption_truncation_and_size() {
+        let b = make_batch(2, 0, 4);
+        let mut flipped = b.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        assert_eq!(
+            parse_header(&flipped, 1 << 20, true),
+            Err(BatchError::BadCrc)
+        );
+        assert_eq!(
+            parse_header(&b[..b.len() - 1], 1 << 20, true),
+            Err(BatchError::Truncated)
+        );
+        assert_eq!(
+            parse_header(&b[..30], 1 << 20, true),
+            Err(BatchError::Truncated)
+        );
+        assert_eq!(parse_header(&b, 20, true), Err(BatchError::TooLarge));
+        let mut old = b.clone();
+        old[16] = 1;
+        assert_eq!(
+            parse_header(&old, 1 << 20, false),
+            Err(BatchError::UnsupportedMagic(1))
+        );
+        let mut negative = b.clone();
+        negative[8..12].copy_from_slice(&(-1i32).to_be_bytes());
+        assert_eq!(
+            parse_header(&negative, 1 << 20, true),
+            Err(BatchError::BadLength)
+        );
+    }
+
+    #[test]
+    fn finds_record_by_timestamp() {
+        let b = make_batch(5, 1000, 3);
+        let h = parse_header(&b, 1 << 20, true).unwrap();
+        assert_eq!(first_record_at_or_after(&b, &h, 0), Some(0));
+        assert_eq!(first_record_at_or_after(&b, &h, 1000), Some(0));
+        assert_eq!(first_record_at_or_after(&b, &h, 1001), None);
+        assert_eq!(first_record_at_or_after(&b[..70], &h, 0), None);
+    }
+
+    #[test]
+    fn splits_concatenated_batches() {
+        let mut payload = make_batch(2, 0, 4);
+        payload.extend(make_batch(3, 0, 4));
+        let parts = split_produced(&payload, 1 << 20).unwrap();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[1].0, parts[0].1.total_bytes);
+        assert!(split_produced(&payload[..payload.len() - 2], 1 << 20).is_err());
+        assert!(split_produced(&[], 1 << 20).is_err());
+    }
+}

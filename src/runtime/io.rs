@@ -1,0 +1,203 @@
+//! The IO seam: every glommio call the broker makes (O_DIRECT files, TCP, tasks, timers) goes
+//! through this module, so the runtime can be replaced (compio, a simulator) by rewriting one
+//! file. Runs on: every shard, always inside a glommio executor. Invariants: writes are whole
+//! aligned blocks (`DIRECT_IO_ALIGNMENT_BYTES`) at aligned positions; errors carry the operation
+//! and the path.
+
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use glommio::io::{DmaFile, OpenOptions};
+
+use crate::constants::DIRECT_IO_ALIGNMENT_BYTES;
+
+/// An IO error with the operation and the path it concerned.
+#[derive(Debug)]
+pub struct IoError {
+    pub op: &'static str,
+    pub path: PathBuf,
+    pub source: io::Error,
+}
+
+impl std::fmt::Display for IoError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.op, self.path.display(), self.source)
+    }
+}
+
+impl std::error::Error for IoError {}
+
+fn to_io(e: glommio::GlommioError<()>) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+/// A segment file opened with O_DIRECT for aligned appends and reads.
+pub struct LogFile {
+    file: Rc<DmaFile>,
+    path: PathBuf,
+}
+
+impl LogFile {
+    /// Opens (creating if asked) a file for O_DIRECT reads and writes.
+    pub async fn open(path: &Path, create: bool) -> Result<LogFile, IoError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .dma_open(path)
+            .await
+            .map_err(|e| IoError {
+                op: if create { "create" } else { "open" },
+                path: path.to_owned(),
+                source: to_io(e),
+            })?;
+        Ok(LogFile {
+            file: Rc::new(file),
+            path: path.to_owned(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, op: &'static str, e: glommio::GlommioError<()>) -> IoError {
+        IoError {
+            op,
+            path: self.path.clone(),
+            source: to_io(e),
+        }
+    }
+
+    /// Writes `data` at the aligned position `pos`, padded with zeros to a whole block.
+    pub async fn write_aligned(&self, pos: u64, data: &[u8]) -> Result<(), IoError> {
+        assert!(
+            pos % DIRECT_IO_ALIGNMENT_BYTES == 0,
+            "O_DIRECT writes start at an aligned position"
+        );
+        let len =
+            (data.len() as u64).div_ceil(DIRECT_IO_ALIGNMENT_BYTES) * DIRECT_IO_ALIGNMENT_BYTES;
+        let mut buf = self.file.alloc_dma_buffer(len as usize);
+        let bytes = buf.as_bytes_mut();
+        bytes[..data.len()].copy_from_slice(data);
+        bytes[data.len()..].fill(0);
+        let written = self
+            .file
+            .write_at(buf, pos)
+            .await
+            .map_err(|e| self.err("write", e))?;
+        if written as u64 != len {
+            return Err(IoError {
+                op: "write",
+                path: self.path.clone(),
+                source: io::Error::new(io::ErrorKind::WriteZero, "short O_DIRECT write"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads up to `len` bytes at `pos` (any alignment; glommio aligns internally).
+    pub async fn read(&self, pos: u64, len: usize) -> Result<Bytes, IoError> {
+        let result = self
+            .file
+            .read_at(pos, len)
+            .await
+            .map_err(|e| self.err("read", e))?;
+        Ok(Bytes::copy_from_slice(&result[..]))
+    }
+
+    pub async fn sync(&self) -> Result<(), IoError> {
+        self.file
+            .fdatasync()
+            .await
+            .map_err(|e| self.err("fdatasync", e))
+    }
+
+    /// Allocates `len` bytes on disk so that later syncs need not commit size metadata.
+    pub async fn preallocate(&self, len: u64) -> Result<(), IoError> {
+        self.file
+            .pre_allocate(len, false)
+            .await
+            .map_err(|e| self.err("fallocate", e))
+    }
+
+    pub async fn truncate(&self, len: u64) -> Result<(), IoError> {
+        self.file
+            .truncate(len)
+            .await
+            .map_err(|e| self.err("truncate", e))
+    }
+}
+
+/// Spawns a task on the current shard and lets it run detached.
+pub fn spawn<F: Future<Output = ()> + 'static>(future: F) {
+    glommio::spawn_local(future).detach();
+}
+
+/// Spawns a task on the current shard and returns a handle to await its result.
+pub fn spawn_joinable<T: 'static, F: Future<Output = T> + 'static>(future: F) -> Task<T> {
+    Task(glommio::spawn_local(future))
+}
+
+/// A task handle; awaiting it yields the task's output.
+pub struct Task<T>(glommio::Task<T>);
+
+impl<T> Task<T> {
+    pub async fn join(self) -> T {
+        self.0.await
+    }
+}
+
+/// Sleeps on the shard's timer.
+pub async fn sleep(duration: Duration) {
+    glommio::timer::sleep(duration).await;
+}
+
+/// Runs `future` with a deadline; `None` if it did not finish in time.
+pub async fn timeout<T, F: Future<Output = T>>(duration: Duration, future: F) -> Option<T> {
+    let fut = async { Some(future.await) };
+    let timer = async {
+        glommio::timer::sleep(duration).await;
+        None
+    };
+    futures_lite::future::or(fut, timer).await
+}
+
+/// Yields to other tasks of the shard.
+pub async fn yield_now() {
+    glommio::yield_if_needed().await;
+}
+
+pub use glommio::net::{TcpListener, TcpStream};
+
+/// A lock for one shard's tasks (never shared between shards): serializes control-plane work
+/// such as metadata changes across their awaits.
+pub struct LocalLock(glommio::sync::Semaphore);
+
+/// Held while the lock is taken.
+pub struct LocalLockGuard<'a>(#[allow(dead_code)] glommio::sync::Permit<'a>);
+
+impl LocalLock {
+    pub fn new() -> LocalLock {
+        LocalLock(glommio::sync::Semaphore::new(1))
+    }
+
+    pub async fn acquire(&self) -> LocalLockGuard<'_> {
+        LocalLockGuard(
+            self.0
+                .acquire_permit(1)
+                .await
+                .expect("local lock never closes"),
+        )
+    }
+}
+
+impl Default for LocalLock {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,313 @@
+//! The runtime: starts one pinned executor per shard, connects the shard mesh, recovers each
+//! shard's partitions, accepts connections on every shard, and stops cleanly on SIGTERM/SIGINT.
+//! Runs on: the main thread (start, signals, join) and every shard. Invariants: nothing is served
+//! before every shard has recovered its partitions; a stop lets in-flight writes finish and syncs
+//! before the process exits; every glommio call lives under this module (`io`, `mesh`, here).
+
+pub mod io;
+pub mod mesh;
+pub mod placement;
+pub mod shard;
+
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::cluster::controller::Controller;
+use crate::cluster::{LocalMetadataLog, MetadataImage, MetadataLog};
+use crate::config::Config;
+use crate::protocol::types::{ShardId, TopicPartition};
+use shard::Shard;
+
+/// Why the broker could not start (or stopped abnormally).
+#[derive(Debug)]
+pub enum StartError {
+    DataDir { path: PathBuf, reason: String },
+    Metadata(crate::cluster::metadata::MetadataError),
+    Shard { shard: usize, reason: String },
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::DataDir { path, reason } => {
+                write!(f, "data_dir {}: {reason}", path.display())
+            }
+            StartError::Metadata(e) => write!(f, "{e}"),
+            StartError::Shard { shard, reason } => write!(f, "shard {shard}: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// Runs the broker until SIGTERM or SIGINT.
+pub fn run(config: Config) -> Result<(), StartError> {
+    let _lock = prepare_data_dir(&config.data_dir)?;
+    let metadata = LocalMetadataLog::open(&config.data_dir).map_err(StartError::Metadata)?;
+    let image = Arc::new(metadata.image().clone());
+    let config = Arc::new(config);
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        let mut signals = signal_hook::iterator::Signals::new([
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGINT,
+        ])
+        .map_err(|e| StartError::Shard {
+            shard: 0,
+            reason: format!("signal handler: {e}"),
+        })?;
+        std::thread::spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                tracing::info!(signal = sig, "stopping");
+                stop.store(true, Ordering::SeqCst);
+            }
+        });
+    }
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
+    let mut metadata = Some(metadata);
+    let mut handles = Vec::new();
+    for (i, ends) in mesh::build(config.shards).into_iter().enumerate() {
+        let controller = if i == placement::CONTROLLER_SHARD.0 {
+            metadata.take().map(Controller::new_sendable)
+        } else {
+            None
+        };
+        let (config, image, stop, ready) = (
+            config.clone(),
+            image.clone(),
+            stop.clone(),
+            ready_tx.clone(),
+        );
+        let mut builder =
+            LocalExecutorBuilder::new(Placement::Fixed(i % cpus)).name(&format!("tusk-shard-{i}"));
+        if config.spin_before_park_us > 0 {
+            builder = builder.spin_before_park(Duration::from_micros(config.spin_before_park_us));
+        }
+        let handle = builder
+            .spawn(move || async move {
+                let shard = ShardId(i);
+                if let Err(e) = shard_main(
+                    shard,
+                    ends,
+                    config,
+                    image,
+                    controller,
+                    stop.clone(),
+                    ready.clone(),
+                )
+                .await
+                {
+                    let _ = ready.send(Err(format!("shard {i}: {e}")));
+                    stop.store(true, Ordering::SeqCst);
+                }
+            })
+            .map_err(|e| StartError::Shard {
+                shard: i,
+                reason: e.to_string(),
+            })?;
+        handles.push(handle);
+    }
+    drop(ready_tx);
+    let mut started = 0;
+    let mut failure = None;
+    while started < config.shards {
+        match ready_rx.recv() {
+            Ok(Ok(_)) => started += 1,
+            Ok(Err(e)) => {
+                failure = Some(e);
+                stop.store(true, Ordering::SeqCst);
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    if failure.is_none() && started == config.shards {
+        tracing::info!(
+            listen = %config.listen,
+            shards = config.shards,
+            data_dir = %config.data_dir.display(),
+            topics = image.topics.len(),
+            "tusk is serving"
+        );
+    }
+    for (i, h) in handles.into_iter().enumerate() {
+        if h.join().is_err() {
+            stop.store(true, Ordering::SeqCst);
+            failure.get_or_insert(format!("shard {i} panicked"));
+        }
+    }
+    match failure {
+        Some(reason) => Err(StartError::Shard { shard: 0, reason }),
+        None => Ok(()),
+    }
+}
+
+async fn shard_main(
+    id: ShardId,
+    ends: mesh::MeshEnds,
+    config: Arc<Config>,
+    image: Arc<MetadataImage>,
+    controller: Option<crate::cluster::controller::SendableController>,
+    stop: Arc<AtomicBool>,
+    ready: mpsc::Sender<Result<usize, String>>,
+) -> Result<(), String> {
+    let (mesh, receivers) = mesh::Mesh::connect(ends).await;
+    let shard = Rc::new(Shard::new(
+        id,
+        config.clone(),
+        mesh,
+        image.clone(),
+        controller.map(|c| c.into_controller()),
+    ));
+    // Recover the partitions this shard owns.
+    let mut owned = Vec::new();
+    for topic in image.topics.values() {
+        let log_config = config.topic_log_config(&topic.configs);
+        for p in 0..topic.partitions {
+            let tp = TopicPartition::new(topic.name.as_str(), p as i32);
+            if shard.owner(&tp) == id {
+                owned.push((tp, log_config.clone()));
+            }
+        }
+    }
+    for result in shard.open_partitions(owned).await {
+        result?;
+    }
+    for receiver in receivers {
+        let shard = shard.clone();
+        io::spawn(async move {
+            while let Some(message) = receiver.recv().await {
+                io::spawn(shard.clone().handle_message(message));
+            }
+        });
+    }
+    let listener = io::TcpListener::bind(config.listen)
+        .map_err(|e| format!("listen {}: {e}", config.listen))?;
+    let _ = ready.send(Ok(id.0));
+    {
+        let shard = shard.clone();
+        io::spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok(stream) => {
+                        io::spawn(crate::server::connection::serve(shard.clone(), stream))
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        io::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+        });
+    }
+    spawn_background(&shard);
+    while !stop.load(Ordering::SeqCst) {
+        io::sleep(Duration::from_millis(20)).await;
+    }
+    drain(&shard).await;
+    Ok(())
+}
+
+/// Retention and, under `flush = interval:<ms>`, the periodic fdatasync.
+fn spawn_background(shard: &Rc<Shard>) {
+    let retention_every = Duration::from_millis(shard.config.retention_check_interval_ms);
+    let s = shard.clone();
+    io::spawn(async move {
+        loop {
+            io::sleep(retention_every).await;
+            for p in s.local_partitions() {
+                crate::storage::apply_retention(&p);
+            }
+        }
+    });
+    if let crate::storage::FlushPolicy::IntervalMs(ms) = shard.config.log.flush {
+        let s = shard.clone();
+        io::spawn(async move {
+            loop {
+                io::sleep(Duration::from_millis(ms)).await;
+                for p in s.local_partitions() {
+                    crate::storage::flush_unsynced(&p).await;
+                }
+            }
+        });
+    }
+}
+
+/// Lets pending writes finish (bounded) and syncs what was written without a sync.
+async fn drain(shard: &Rc<Shard>) {
+    for _ in 0..500 {
+        if shard
+            .local_partitions()
+            .iter()
+            .all(|p| !p.borrow().is_writing())
+        {
+            break;
+        }
+        io::sleep(Duration::from_millis(10)).await;
+    }
+    for p in shard.local_partitions() {
+        crate::storage::flush_unsynced(&p).await;
+    }
+}
+
+/// Creates the data dir, takes its lock and checks that it accepts O_DIRECT writes.
+fn prepare_data_dir(dir: &Path) -> Result<std::fs::File, StartError> {
+    let fail = |reason: String| StartError::DataDir {
+        path: dir.to_owned(),
+        reason,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create: {e}")))?;
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(".lock"))
+        .map_err(|e| fail(format!("cannot write: {e}")))?;
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(fail("another broker is using this data directory".into()));
+    }
+    probe_direct_io(dir).map_err(fail)?;
+    Ok(lock)
+}
+
+/// Writes one aligned block with O_DIRECT: a filesystem that refuses it cannot hold the log.
+fn probe_direct_io(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::FileExt;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(".direct-io-probe");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&path)
+        .map_err(|e| format!("the filesystem refuses O_DIRECT ({e}); tusk needs it for its log"))?;
+    let layout = std::alloc::Layout::from_size_align(4096, 4096).expect("valid layout");
+    // SAFETY: the layout is non-zero; the buffer is freed below with the same layout.
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+    assert!(!ptr.is_null(), "allocating the O_DIRECT probe buffer");
+    // SAFETY: ptr points to 4096 initialized (zeroed) bytes we own.
+    let buf = unsafe { std::slice::from_raw_parts(ptr, 4096) };
+    let result = file.write_at(buf, 0);
+    // SAFETY: allocated above with this layout.
+    unsafe { std::alloc::dealloc(ptr, layout) };
+    let _ = std::fs::remove_file(&path);
+    match result {
+        Ok(4096) => Ok(()),
+        Ok(n) => Err(format!("O_DIRECT probe wrote {n} of 4096 bytes")),
+        Err(e) => Err(format!(
+            "the filesystem refuses O_DIRECT writes ({e}); tusk needs them for its log"
+        )),
+    }
+}

@@ -1,0 +1,446 @@
+//! A shard: the state one executor owns (its partitions, its copy of the metadata image, its end
+//! of the mesh) and the routing of partition work to the owning shard. Runs on: every shard; a
+//! `Shard` never leaves its thread (it is held in an `Rc`). Invariants: a partition is opened,
+//! read and written only by `partition_owner(topic, partition)`; answers to a request that was
+//! split across shards are merged back in request order; no borrow is held across an `.await`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_channel::oneshot;
+
+use super::mesh::{Mesh, PartitionRequest, PartitionResponse, ShardMessage};
+use super::placement::partition_owner;
+use crate::cluster::controller::Controller;
+use crate::cluster::MetadataImage;
+use crate::config::Config;
+use crate::protocol::types::{Offset, ShardId, TopicPartition};
+use crate::protocol::ErrorCode;
+use crate::storage::{AppendOutcome, LogConfig, Partition, PartitionHandle, Waiter};
+
+pub struct Shard {
+    pub id: ShardId,
+    pub shard_count: usize,
+    pub config: Arc<Config>,
+    mesh: Mesh,
+    partitions: RefCell<HashMap<TopicPartition, PartitionHandle>>,
+    image: RefCell<Arc<MetadataImage>>,
+    /// Present on the controller shard only.
+    pub controller: Option<Controller>,
+    next_producer_id: Cell<i64>,
+}
+
+pub type ShardRef = Rc<Shard>;
+
+impl Shard {
+    pub fn new(
+        id: ShardId,
+        config: Arc<Config>,
+        mesh: Mesh,
+        image: Arc<MetadataImage>,
+        controller: Option<Controller>,
+    ) -> Shard {
+        // Producer ids: milliseconds since the epoch in the high bits, the shard in the low
+        // bits, then a counter; unique across restarts unless the clock goes backwards.
+        let now = crate::storage::writer::now_ms_i64();
+        let first_id = ((now << 20) | ((id.0 as i64) << 12)) & i64::MAX;
+        Shard {
+            id,
+            shard_count: config.shards,
+            config,
+            mesh,
+            partitions: RefCell::new(HashMap::new()),
+            image: RefCell::new(image),
+            controller,
+            next_producer_id: Cell::new(first_id),
+        }
+    }
+
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.image.borrow().clone()
+    }
+
+    pub fn set_image(&self, image: Arc<MetadataImage>) {
+        *self.image.borrow_mut() = image;
+    }
+
+    pub fn owner(&self, tp: &TopicPartition) -> ShardId {
+        partition_owner(&tp.topic, tp.partition, self.shard_count)
+    }
+
+    pub fn partition(&self, tp: &TopicPartition) -> Option<PartitionHandle> {
+        self.partitions.borrow().get(tp).cloned()
+    }
+
+    pub fn local_partitions(&self) -> Vec<PartitionHandle> {
+        self.partitions.borrow().values().cloned().collect()
+    }
+
+    /// A new producer id (InitProducerId).
+    pub fn allocate_producer_id(&self) -> i64 {
+        let id = self.next_producer_id.get();
+        self.next_producer_id
+            .set(id + (1 << 12) * self.shard_count as i64);
+        id
+    }
+
+    pub async fn send(&self, to: ShardId, message: ShardMessage) -> bool {
+        self.mesh.send(to.0, message).await
+    }
+
+    /// Runs partition work wherever each partition lives and returns the answers in order.
+    pub async fn execute(
+        self: &Rc<Self>,
+        items: Vec<(TopicPartition, PartitionRequest)>,
+    ) -> Vec<PartitionResponse> {
+        let count = items.len();
+        let mut groups: Vec<Vec<(usize, TopicPartition, PartitionRequest)>> =
+            (0..self.shard_count).map(|_| Vec::new()).collect();
+        for (i, (tp, req)) in items.into_iter().enumerate() {
+            groups[self.owner(&tp).0].push((i, tp, req));
+        }
+        let mut results: Vec<Option<PartitionResponse>> = vec![None; count];
+        let mut remote = Vec::new();
+        let mut local = Vec::new();
+        for (shard, group) in groups.into_iter().enumerate() {
+            if group.is_empty() {
+                continue;
+            }
+            if shard == self.id.0 {
+                local = group;
+                continue;
+            }
+            let fallbacks: Vec<(usize, PartitionResponse)> = group
+                .iter()
+                .map(|(i, _, r)| {
+                    (
+                        *i,
+                        PartitionResponse::error_for(r, ErrorCode::NotLeaderOrFollower),
+                    )
+                })
+                .collect();
+            let items = group.into_iter().map(|(_, tp, r)| (tp, r)).collect();
+            let (tx, rx) = oneshot::channel();
+            if self
+                .send(
+                    ShardId(shard),
+                    ShardMessage::Partitions { items, reply: tx },
+                )
+                .await
+            {
+                remote.push((fallbacks, Some(rx)));
+            } else {
+                remote.push((fallbacks, None));
+            }
+        }
+        if !local.is_empty() {
+            let idx: Vec<usize> = local.iter().map(|(i, _, _)| *i).collect();
+            let answers = self
+                .execute_local(local.into_iter().map(|(_, tp, r)| (tp, r)).collect())
+                .await;
+            for (i, a) in idx.into_iter().zip(answers) {
+                results[i] = Some(a);
+            }
+        }
+        for (fallbacks, rx) in remote {
+            let answers = match rx {
+                Some(rx) => rx.await.ok(),
+                None => None,
+            };
+            match answers {
+                Some(answers) => {
+                    for ((i, _), a) in fallbacks.into_iter().zip(answers) {
+                        results[i] = Some(a);
+                    }
+                }
+                None => {
+                    for (i, a) in fallbacks {
+                        results[i] = Some(a);
+                    }
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every partition request gets an answer"))
+            .collect()
+    }
+
+    /// Runs partition work for partitions this shard owns.
+    pub async fn execute_local(
+        &self,
+        items: Vec<(TopicPartition, PartitionRequest)>,
+    ) -> Vec<PartitionResponse> {
+        let mut answers = Vec::with_capacity(items.len());
+        // Appends first, all of them, so that they share the next group commit; then wait.
+        let mut durable = Vec::new();
+        for (i, (tp, req)) in items.iter().enumerate() {
+            let Some(part) = self.partition(tp) else {
+                answers.push(PartitionResponse::error_for(
+                    req,
+                    ErrorCode::UnknownTopicOrPartition,
+                ));
+                continue;
+            };
+            match req {
+                PartitionRequest::Produce { payload, acks } => {
+                    let log_start = part.borrow().log_start;
+                    let answer = match Partition::append(&part, payload) {
+                        Ok(AppendOutcome::Appended {
+                            base_offset,
+                            durable: rx,
+                        }) => {
+                            if *acks != 0 {
+                                durable.push((i, rx));
+                            }
+                            produce_ok(base_offset, log_start)
+                        }
+                        Ok(AppendOutcome::Duplicate { base_offset }) => {
+                            produce_ok(base_offset, log_start)
+                        }
+                        Err(e) => {
+                            tracing::debug!(partition = %tp, error = %e, "produce refused");
+                            PartitionResponse::error_for(req, e.error_code())
+                        }
+                    };
+                    answers.push(answer);
+                }
+                PartitionRequest::Fetch { offset, max_bytes } => {
+                    answers.push(match Partition::read(&part, *offset, *max_bytes).await {
+                        Ok(r) => PartitionResponse::Fetch {
+                            error: ErrorCode::None,
+                            high_watermark: r.high_watermark,
+                            log_start: r.log_start,
+                            records: r.records,
+                        },
+                        Err(e) => {
+                            let p = part.borrow();
+                            PartitionResponse::Fetch {
+                                error: e.error_code(),
+                                high_watermark: p.high_watermark,
+                                log_start: p.log_start,
+                                records: bytes::Bytes::new(),
+                            }
+                        }
+                    });
+                }
+                PartitionRequest::ListOffsets { timestamp_ms } => {
+                    answers.push(list_offset(&part, *timestamp_ms).await);
+                }
+            }
+        }
+        for (i, rx) in durable {
+            let ok = matches!(rx.await, Ok(Ok(())));
+            if !ok {
+                answers[i] =
+                    PartitionResponse::error_for(&items[i].1, ErrorCode::KafkaStorageError);
+            }
+        }
+        answers
+    }
+
+    /// Waits until any of the partitions has data past its offset, or `timeout` passes.
+    pub async fn wait_for_data(
+        self: &Rc<Self>,
+        items: Vec<(TopicPartition, Offset)>,
+        timeout: Duration,
+    ) {
+        let mut groups: HashMap<usize, Vec<(TopicPartition, Offset)>> = HashMap::new();
+        for (tp, offset) in items {
+            groups
+                .entry(self.owner(&tp).0)
+                .or_default()
+                .push((tp, offset));
+        }
+        let mut receivers = Vec::new();
+        for (shard, group) in groups {
+            let (tx, rx) = oneshot::channel();
+            if shard == self.id.0 {
+                self.register_waiter(&group, tx);
+            } else if !self
+                .send(
+                    ShardId(shard),
+                    ShardMessage::WaitForData {
+                        items: group,
+                        reply: tx,
+                    },
+                )
+                .await
+            {
+                return;
+            }
+            receivers.push(rx);
+        }
+        super::io::timeout(timeout, FirstOf(receivers)).await;
+    }
+
+    /// Registers `reply` on each partition; resolves it at once if one already has data.
+    pub fn register_waiter(&self, items: &[(TopicPartition, Offset)], reply: oneshot::Sender<()>) {
+        let waiter: Waiter = Rc::new(RefCell::new(Some(reply)));
+        for (tp, offset) in items {
+            match self.partition(tp) {
+                Some(part) => {
+                    let mut p = part.borrow_mut();
+                    if p.high_watermark > *offset {
+                        drop(p);
+                        if let Some(tx) = waiter.borrow_mut().take() {
+                            let _ = tx.send(());
+                        }
+                        return;
+                    }
+                    p.add_waiter(waiter.clone());
+                }
+                None => {
+                    if let Some(tx) = waiter.borrow_mut().take() {
+                        let _ = tx.send(());
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Opens (recovering) partitions this shard owns.
+    pub async fn open_partitions(
+        &self,
+        list: Vec<(TopicPartition, LogConfig)>,
+    ) -> Vec<Result<(), String>> {
+        let image = self.image();
+        let mut results = Vec::new();
+        for (tp, log_config) in list {
+            assert_eq!(
+                self.owner(&tp),
+                self.id,
+                "a shard opens only partitions it owns"
+            );
+            if self.partition(&tp).is_some() {
+                results.push(Ok(()));
+                continue;
+            }
+            let dir = self.config.data_dir.join(tp.to_string());
+            let topic_id = image.topics.get(&tp.topic).map(|t| t.topic_id);
+            if let Err(e) = crate::cluster::controller::claim_partition_dir(&dir, topic_id) {
+                results.push(Err(e));
+                continue;
+            }
+            match Partition::open(&dir, tp.clone(), log_config, Default::default()).await {
+                Ok(handle) => {
+                    self.partitions.borrow_mut().insert(tp, handle);
+                    results.push(Ok(()));
+                }
+                Err(e) => results.push(Err(format!("{tp}: {e}"))),
+            }
+        }
+        results
+    }
+
+    /// Forgets partitions and removes their directories.
+    pub fn delete_partitions(&self, list: &[TopicPartition]) {
+        for tp in list {
+            if let Some(part) = self.partitions.borrow_mut().remove(tp) {
+                let dir = part.borrow().dir().to_owned();
+                part.borrow_mut().notify_all_waiters();
+                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    tracing::warn!(dir = %dir.display(), error = %e, "removing a deleted partition");
+                }
+            }
+        }
+    }
+
+    /// Handles one message from another shard.
+    pub async fn handle_message(self: Rc<Self>, message: ShardMessage) {
+        match message {
+            ShardMessage::Partitions { items, reply } => {
+                let answers = self.execute_local(items).await;
+                let _ = reply.send(answers);
+            }
+            ShardMessage::WaitForData { items, reply } => self.register_waiter(&items, reply),
+            ShardMessage::OpenPartitions { partitions, reply } => {
+                let _ = reply.send(self.open_partitions(partitions).await);
+            }
+            ShardMessage::DeletePartitions { partitions, reply } => {
+                self.delete_partitions(&partitions);
+                let _ = reply.send(());
+            }
+            ShardMessage::MetadataUpdate { image, reply } => {
+                self.set_image(image);
+                let _ = reply.send(());
+            }
+            ShardMessage::Controller(request) => match &self.controller {
+                Some(controller) => controller.handle(&self, request).await,
+                None => {
+                    tracing::error!("controller request reached a shard without the controller")
+                }
+            },
+        }
+    }
+}
+
+fn produce_ok(base_offset: Offset, log_start: Offset) -> PartitionResponse {
+    PartitionResponse::Produce {
+        error: ErrorCode::None,
+        base_offset,
+        log_start,
+    }
+}
+
+/// Kafka's ListOffsets: -2 earliest, -1 latest, -3 the batch with the largest timestamp is
+/// answered as latest - 1, anything else the first offset with a timestamp at or after it.
+async fn list_offset(part: &PartitionHandle, timestamp_ms: i64) -> PartitionResponse {
+    let (start, hwm) = {
+        let p = part.borrow();
+        (p.log_start, p.high_watermark)
+    };
+    let (offset, ts) = match timestamp_ms {
+        -2 => (start, -1),
+        -1 => (hwm, -1),
+        -3 => (Offset((hwm.0 - 1).max(start.0)), -1),
+        t if t < 0 => {
+            return PartitionResponse::ListOffsets {
+                error: ErrorCode::InvalidRequest,
+                offset: Offset(-1),
+                timestamp_ms: -1,
+            }
+        }
+        t => match Partition::offset_for_timestamp(part, t).await {
+            Ok(Some(o)) => (o, t),
+            Ok(None) => (Offset(-1), -1),
+            Err(e) => {
+                return PartitionResponse::ListOffsets {
+                    error: e.error_code(),
+                    offset: Offset(-1),
+                    timestamp_ms: -1,
+                }
+            }
+        },
+    };
+    PartitionResponse::ListOffsets {
+        error: ErrorCode::None,
+        offset,
+        timestamp_ms: ts,
+    }
+}
+
+/// Resolves when the first of several receivers does (either value or cancellation).
+struct FirstOf(Vec<oneshot::Receiver<()>>);
+
+impl Future for FirstOf {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0.is_empty() {
+            return Poll::Ready(());
+        }
+        for rx in self.0.iter_mut() {
+            if Pin::new(rx).poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+        }
+        Poll::Pending
+    }
+}

@@ -1,0 +1,105 @@
+//! One client connection: reads size-prefixed request frames, runs each request as its own task
+//! (so pipelined produce requests share group commits), and writes the responses strictly in
+//! request order. Runs on: the shard that accepted the connection. Invariants: a frame's size is
+//! checked before its body is read and the body buffer grows only as bytes arrive; at most
+//! `IN_FLIGHT_MAX` requests per connection are in progress (backpressure on the reader); an
+//! unrecoverable framing or decoding error closes this connection only.
+
+use std::os::unix::io::{AsRawFd, FromRawFd};
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel;
+
+use super::handlers::{self, Reply};
+use crate::protocol::check_frame_size;
+use crate::runtime::io::{self, TcpStream};
+use crate::runtime::shard::ShardRef;
+
+/// Requests of one connection in progress at once (librdkafka pipelines up to 5 per broker for
+/// idempotent producers, up to 1M otherwise).
+const IN_FLIGHT_MAX: usize = 64;
+/// Largest chunk the body buffer grows by per read.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Serves `stream` until the client closes it or sends something unrecoverable.
+pub async fn serve(shard: ShardRef, mut reader: TcpStream) {
+    let _ = reader.set_nodelay(true);
+    // A second descriptor of the same socket for the writer task, so reads and writes proceed
+    // independently without a lock.
+    // SAFETY: dup returns a new descriptor we own (or -1, checked); from_raw_fd takes ownership.
+    let fd = unsafe { libc::dup(reader.as_raw_fd()) };
+    if fd < 0 {
+        tracing::warn!("dup of a client socket failed; closing it");
+        return;
+    }
+    let writer = unsafe { TcpStream::from_raw_fd(fd) };
+    let (queue_tx, queue_rx) = local_channel::new_bounded::<io::Task<Reply>>(IN_FLIGHT_MAX);
+    let writer_task = io::spawn_joinable(write_responses(writer, queue_rx));
+    let max_bytes = shard.config.socket_request_max_bytes;
+    loop {
+        let frame = match read_frame(&mut reader, max_bytes).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(why) => {
+                tracing::debug!(reason = %why, "closing connection");
+                break;
+            }
+        };
+        let shard = shard.clone();
+        let task = io::spawn_joinable(async move { handlers::handle(&shard, frame).await });
+        if queue_tx.send(task).await.is_err() {
+            break;
+        }
+    }
+    drop(queue_tx);
+    writer_task.join().await;
+    let _ = reader.shutdown(std::net::Shutdown::Both).await;
+}
+
+/// Reads one frame; `Ok(None)` on a clean end of stream.
+async fn read_frame(stream: &mut TcpStream, max_bytes: u32) -> Result<Option<Bytes>, String> {
+    let mut size = [0u8; 4];
+    match stream.read_exact(&mut size).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    }
+    let size =
+        check_frame_size(i32::from_be_bytes(size), max_bytes).map_err(|e| format!("{e:?}"))?;
+    let mut body = BytesMut::with_capacity(size.min(READ_CHUNK_BYTES));
+    while body.len() < size {
+        let start = body.len();
+        let grow = (size - start).min(READ_CHUNK_BYTES);
+        body.resize(start + grow, 0);
+        stream
+            .read_exact(&mut body[start..])
+            .await
+            .map_err(|e| format!("truncated frame: {e}"))?;
+    }
+    Ok(Some(body.freeze()))
+}
+
+async fn write_responses(
+    mut writer: TcpStream,
+    queue: local_channel::LocalReceiver<io::Task<Reply>>,
+) {
+    let queue = Rc::new(queue);
+    while let Some(task) = queue.recv().await {
+        match task.join().await {
+            Reply::Send(bytes) => {
+                if writer.write_all(&bytes).await.is_err() {
+                    break;
+                }
+            }
+            Reply::Nothing => {}
+            Reply::Close(why) => {
+                tracing::debug!(reason = %why, "closing connection after a bad request");
+                break;
+            }
+        }
+    }
+    let _ = writer.flush().await;
+    let _ = writer.shutdown(std::net::Shutdown::Both).await;
+}

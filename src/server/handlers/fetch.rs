@@ -1,0 +1,111 @@
+//! Fetch: whole batches from each requested partition, with long-poll (`min_bytes`,
+//! `max_wait_ms`): if too little data is there, wait until any partition's high watermark moves
+//! (the owners wake us) or the wait ends, then read again. Runs on: the connection's shard; reads
+//! run on the owners. Fetch sessions are not kept: every response carries session id 0, which
+//! tells clients to send full fetch requests.
+
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::fetch_response::{
+    FetchResponse, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{FetchRequest, ResponseKind};
+
+use crate::constants::FETCH_WAIT_MAX_MS;
+use crate::protocol::types::{Offset, TopicPartition};
+use crate::protocol::ErrorCode;
+use crate::runtime::mesh::{PartitionRequest, PartitionResponse};
+use crate::runtime::shard::ShardRef;
+
+pub async fn handle(shard: &ShardRef, request: FetchRequest, _version: i16) -> ResponseKind {
+    let image = shard.image();
+    let request_max = (request.max_bytes.max(1) as u32).min(shard.config.fetch_max_bytes) as usize;
+    let wait = Duration::from_millis((request.max_wait_ms.max(0) as u64).min(FETCH_WAIT_MAX_MS));
+    let deadline = Instant::now() + wait;
+    let min_bytes = request.min_bytes.max(0) as usize;
+    // (topic index, partition index) of each partition read, and its request.
+    let mut places = Vec::new();
+    let mut reads = Vec::new();
+    let mut topics: Vec<FetchableTopicResponse> = Vec::new();
+    for (ti, topic) in request.topics.iter().enumerate() {
+        let name = topic.topic.to_string();
+        let partitions = image.topics.get(&name).map(|t| t.partitions as i32);
+        let mut parts = Vec::new();
+        for (pi, p) in topic.partitions.iter().enumerate() {
+            let mut data = PartitionData::default()
+                .with_partition_index(p.partition)
+                .with_high_watermark(-1)
+                .with_last_stable_offset(-1)
+                .with_log_start_offset(-1)
+                .with_aborted_transactions(Some(Vec::new()));
+            match partitions {
+                Some(n) if p.partition >= 0 && p.partition < n => {
+                    let max = (p.partition_max_bytes.max(1) as usize).min(request_max);
+                    places.push((ti, pi));
+                    reads.push((
+                        TopicPartition::new(name.as_str(), p.partition),
+                        Offset(p.fetch_offset),
+                        max,
+                    ));
+                }
+                _ => data.error_code = ErrorCode::UnknownTopicOrPartition.code(),
+            }
+            parts.push(data);
+        }
+        topics.push(
+            FetchableTopicResponse::default()
+                .with_topic(topic.topic.clone())
+                .with_partitions(parts),
+        );
+    }
+    let answers = loop {
+        let items = reads
+            .iter()
+            .map(|(tp, offset, max)| {
+                (
+                    tp.clone(),
+                    PartitionRequest::Fetch {
+                        offset: *offset,
+                        max_bytes: *max,
+                    },
+                )
+            })
+            .collect();
+        let answers = shard.execute(items).await;
+        let mut bytes = 0usize;
+        let mut errors = false;
+        for a in &answers {
+            if let PartitionResponse::Fetch { error, records, .. } = a {
+                bytes += records.len();
+                errors |= *error != ErrorCode::None;
+            }
+        }
+        let now = Instant::now();
+        if bytes >= min_bytes.max(1) || errors || now >= deadline || reads.is_empty() {
+            break answers;
+        }
+        let waits = reads.iter().map(|(tp, o, _)| (tp.clone(), *o)).collect();
+        shard.wait_for_data(waits, deadline - now).await;
+        if Instant::now() >= deadline {
+            // One last read after the wait ends, so data that arrived at the deadline is sent.
+            continue;
+        }
+    };
+    for ((ti, pi), answer) in places.into_iter().zip(answers) {
+        if let PartitionResponse::Fetch {
+            error,
+            high_watermark,
+            log_start,
+            records,
+        } = answer
+        {
+            let d = &mut topics[ti].partitions[pi];
+            d.error_code = error.code();
+            d.high_watermark = high_watermark.0;
+            d.last_stable_offset = high_watermark.0;
+            d.log_start_offset = log_start.0;
+            d.records = Some(records);
+        }
+    }
+    ResponseKind::Fetch(FetchResponse::default().with_responses(topics))
+}

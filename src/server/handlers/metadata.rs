@@ -1,0 +1,88 @@
+//! Metadata: brokers (this one), topics and partitions (all led by this node), with
+//! auto-creation of unknown topics. Runs on: the connection's shard.
+
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponse, MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, ResponseKind, TopicName};
+
+use super::{str_bytes, uuid};
+use crate::cluster::controller::validate_topic_name;
+use crate::protocol::ErrorCode;
+use crate::runtime::shard::ShardRef;
+
+pub async fn handle(shard: &ShardRef, request: MetadataRequest, version: i16) -> ResponseKind {
+    let image = shard.image();
+    let requested: Option<Vec<String>> = request.topics.map(|topics| {
+        topics
+            .into_iter()
+            .filter_map(|t| match t.name {
+                Some(name) => Some(name.to_string()),
+                None => image
+                    .topic_by_id(t.topic_id.as_bytes())
+                    .map(|m| m.name.clone()),
+            })
+            .collect()
+    });
+    // Metadata v0-v3 always auto-creates; v4+ asks.
+    let allow_create = version < 4 || request.allow_auto_topic_creation;
+    let image = match &requested {
+        Some(names) if allow_create => {
+            let missing: Vec<String> = names
+                .iter()
+                .filter(|n| !image.topics.contains_key(*n))
+                .cloned()
+                .collect();
+            if missing.is_empty() {
+                image
+            } else {
+                super::create_topics::auto_create(shard, missing).await;
+                shard.image()
+            }
+        }
+        _ => image,
+    };
+    let node = shard.config.node_id;
+    let names = requested.unwrap_or_else(|| image.topics.keys().cloned().collect());
+    let topics = names
+        .into_iter()
+        .map(|name| {
+            let mut t = MetadataResponseTopic::default();
+            match image.topics.get(&name) {
+                Some(meta) => {
+                    t.topic_id = uuid(meta.topic_id);
+                    t.partitions = (0..meta.partitions as i32)
+                        .map(|p| {
+                            MetadataResponsePartition::default()
+                                .with_partition_index(p)
+                                .with_leader_id(BrokerId(node))
+                                .with_leader_epoch(0)
+                                .with_replica_nodes(vec![BrokerId(node)])
+                                .with_isr_nodes(vec![BrokerId(node)])
+                        })
+                        .collect();
+                }
+                None => {
+                    t.error_code = if validate_topic_name(&name).is_err() {
+                        ErrorCode::InvalidTopicException.code()
+                    } else {
+                        ErrorCode::UnknownTopicOrPartition.code()
+                    };
+                }
+            }
+            t.name = Some(TopicName(str_bytes(&name)));
+            t
+        })
+        .collect();
+    let broker = MetadataResponseBroker::default()
+        .with_node_id(BrokerId(node))
+        .with_host(str_bytes(&shard.config.advertise_host))
+        .with_port(shard.config.advertise_port as i32);
+    ResponseKind::Metadata(
+        MetadataResponse::default()
+            .with_brokers(vec![broker])
+            .with_cluster_id(Some(str_bytes(&image.cluster_id)))
+            .with_controller_id(BrokerId(node))
+            .with_topics(topics),
+    )
+}

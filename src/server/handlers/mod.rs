@@ -1,0 +1,120 @@
+//! Request dispatch: decode the header and body, call the API's handler, encode the response
+//! header and body. One file per Kafka API beside this one. Runs on: the shard that serves the
+//! connection. Invariants: ApiVersions is always answered with response header v0 (clients read
+//! it before they know our versions); a version outside the served range gets UNSUPPORTED_VERSION
+//! for ApiVersions and closes the connection for other APIs, as Kafka does; a body the codec
+//! cannot decode closes the connection.
+
+mod api_versions;
+mod create_partitions;
+mod create_topics;
+mod delete_topics;
+mod describe_cluster;
+mod describe_configs;
+mod fetch;
+mod init_producer_id;
+mod list_offsets;
+mod metadata;
+mod produce;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+use crate::protocol::versions;
+use crate::runtime::shard::ShardRef;
+
+/// What the connection does with a handled request.
+pub enum Reply {
+    Send(Bytes),
+    /// acks=0 produce: Kafka sends no response.
+    Nothing,
+    Close(String),
+}
+
+/// Handles one request frame (without its size prefix).
+pub async fn handle(shard: &ShardRef, mut frame: Bytes) -> Reply {
+    if frame.len() < 8 {
+        return Reply::Close("frame shorter than a request header".into());
+    }
+    let key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let Ok(api_key) = ApiKey::try_from(key) else {
+        return Reply::Close(format!("unknown api key {key}"));
+    };
+    let served = versions::supported(api_key);
+    let in_range = served.is_some_and(|(min, max)| version >= min && version <= max);
+    if api_key == ApiKey::ApiVersions && !in_range {
+        return encode(correlation_id, api_key, 0, api_versions::unsupported());
+    }
+    if !in_range {
+        return Reply::Close(format!("{api_key:?} v{version} is not served"));
+    }
+    if api_key == ApiKey::Produce && version < versions::PRODUCE_VERSION_DECODED_MIN {
+        return Reply::Close(format!(
+            "Produce v{version} (message format before v2) is not served"
+        ));
+    }
+    let header_version = api_key.request_header_version(version);
+    let header = match RequestHeader::decode(&mut frame, header_version) {
+        Ok(h) => h,
+        Err(e) => return Reply::Close(format!("bad request header: {e}")),
+    };
+    let request = match RequestKind::decode(api_key, &mut frame, version) {
+        Ok(r) => r,
+        Err(e) => return Reply::Close(format!("bad {api_key:?} v{version} body: {e}")),
+    };
+    let response = match request {
+        RequestKind::ApiVersions(_) => api_versions::handle(),
+        RequestKind::Metadata(r) => metadata::handle(shard, r, version).await,
+        RequestKind::Produce(r) => {
+            if r.acks == 0 {
+                produce::handle(shard, r).await;
+                return Reply::Nothing;
+            }
+            produce::handle(shard, r).await
+        }
+        RequestKind::Fetch(r) => fetch::handle(shard, r, version).await,
+        RequestKind::ListOffsets(r) => list_offsets::handle(shard, r).await,
+        RequestKind::CreateTopics(r) => create_topics::handle(shard, r).await,
+        RequestKind::DeleteTopics(r) => delete_topics::handle(shard, r).await,
+        RequestKind::CreatePartitions(r) => create_partitions::handle(shard, r).await,
+        RequestKind::InitProducerId(r) => init_producer_id::handle(shard, r),
+        RequestKind::DescribeConfigs(r) => describe_configs::handle(shard, r),
+        RequestKind::DescribeCluster(_) => describe_cluster::handle(shard),
+        other => return Reply::Close(format!("unexpected request {other:?}")),
+    };
+    let _ = header;
+    encode(correlation_id, api_key, version, response)
+}
+
+fn encode(correlation_id: i32, api_key: ApiKey, version: i16, response: ResponseKind) -> Reply {
+    let mut buf = BytesMut::with_capacity(256);
+    buf.put_i32(0); // size, patched below
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let header_version = if api_key == ApiKey::ApiVersions {
+        0
+    } else {
+        api_key.response_header_version(version)
+    };
+    if let Err(e) = header.encode(&mut buf, header_version) {
+        return Reply::Close(format!("encoding response header: {e}"));
+    }
+    if let Err(e) = response.encode(&mut buf, version) {
+        return Reply::Close(format!("encoding {api_key:?} v{version} response: {e}"));
+    }
+    let size = (buf.len() - 4) as i32;
+    buf[0..4].copy_from_slice(&size.to_be_bytes());
+    Reply::Send(buf.freeze())
+}
+
+/// A `StrBytes` from a `&str`.
+pub fn str_bytes(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_owned())
+}
+
+/// A Kafka topic id from our 16 bytes.
+pub fn uuid(bytes: [u8; 16]) -> uuid::Uuid {
+    uuid::Uuid::from_bytes(bytes)
+}

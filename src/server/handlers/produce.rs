@@ -1,0 +1,86 @@
+//! Produce: validate acks, auto-create unknown topics, route each partition's batches to its
+//! owner, answer in request order. Runs on: the connection's shard; appends run on the owners.
+
+use kafka_protocol::messages::produce_response::{
+    PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::messages::{ProduceRequest, ResponseKind};
+
+use crate::protocol::types::TopicPartition;
+use crate::protocol::ErrorCode;
+use crate::runtime::mesh::{PartitionRequest, PartitionResponse};
+use crate::runtime::shard::ShardRef;
+
+fn error_partition(index: i32, code: ErrorCode) -> PartitionProduceResponse {
+    PartitionProduceResponse::default()
+        .with_index(index)
+        .with_error_code(code.code())
+        .with_base_offset(-1)
+        .with_log_append_time_ms(-1)
+        .with_log_start_offset(-1)
+}
+
+pub async fn handle(shard: &ShardRef, request: ProduceRequest) -> ResponseKind {
+    let acks = request.acks;
+    let acks_valid = matches!(acks, -1..=1);
+    let mut image = shard.image();
+    let missing: Vec<String> = request
+        .topic_data
+        .iter()
+        .map(|t| t.name.to_string())
+        .filter(|n| !image.topics.contains_key(n))
+        .collect();
+    if acks_valid && !missing.is_empty() {
+        super::create_topics::auto_create(shard, missing).await;
+        image = shard.image();
+    }
+    // Partition work for every (topic, partition) that exists, with its place in the response.
+    let mut items = Vec::new();
+    let mut places = Vec::new();
+    let mut responses: Vec<TopicProduceResponse> = Vec::with_capacity(request.topic_data.len());
+    for (ti, topic) in request.topic_data.into_iter().enumerate() {
+        let name = topic.name.to_string();
+        let partitions = image.topics.get(&name).map(|t| t.partitions as i32);
+        let mut partition_responses = Vec::with_capacity(topic.partition_data.len());
+        for (pi, data) in topic.partition_data.into_iter().enumerate() {
+            let code = match (partitions, &data.records) {
+                _ if !acks_valid => Some(ErrorCode::InvalidRequiredAcks),
+                (None, _) => Some(ErrorCode::UnknownTopicOrPartition),
+                (Some(n), _) if data.index < 0 || data.index >= n => {
+                    Some(ErrorCode::UnknownTopicOrPartition)
+                }
+                (_, None) => Some(ErrorCode::CorruptMessage),
+                _ => None,
+            };
+            partition_responses.push(error_partition(data.index, code.unwrap_or(ErrorCode::None)));
+            if code.is_none() {
+                let payload = data.records.expect("checked above");
+                items.push((
+                    TopicPartition::new(name.as_str(), data.index),
+                    PartitionRequest::Produce { payload, acks },
+                ));
+                places.push((ti, pi));
+            }
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(topic.name)
+                .with_partition_responses(partition_responses),
+        );
+    }
+    let answers = shard.execute(items).await;
+    for ((ti, pi), answer) in places.into_iter().zip(answers) {
+        if let PartitionResponse::Produce {
+            error,
+            base_offset,
+            log_start,
+        } = answer
+        {
+            let r = &mut responses[ti].partition_responses[pi];
+            r.error_code = error.code();
+            r.base_offset = base_offset.0;
+            r.log_start_offset = log_start.0;
+        }
+    }
+    ResponseKind::Produce(ProduceResponse::default().with_responses(responses))
+}

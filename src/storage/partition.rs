@@ -1,0 +1,297 @@
+//! One partition's log on its owning shard: offsets, segments, the in-memory tail, idempotent
+//! producer state, and the appender's contract. Runs on: the owning shard only (the handle is an
+//! `Rc`, so it cannot leave the shard).
+//!
+//! The appender contract (after Redpanda's segment appender): `append` *logically* appends (the
+//! batch has its offset and is placed in order) and returns a completion that resolves once the
+//! bytes are durable under the flush policy; the high watermark only moves past a batch after
+//! that. One writer task per partition drains everything appended while the previous write was in
+//! flight into one write + one fdatasync (group commit). Invariants:
+//! `log_start <= high_watermark <= log_end`; offsets are contiguous; no `RefCell` borrow is held
+//! across an `.await`.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use futures_channel::oneshot;
+
+use super::producer::{ProducerStates, SequenceCheck};
+use super::segment::{self, Segment};
+use super::{Error, LogConfig};
+use crate::protocol::record_batch::{self, BatchHeader};
+use crate::protocol::types::{LeaderEpoch, Offset, TopicPartition};
+
+pub type PartitionHandle = Rc<RefCell<Partition>>;
+
+/// A long-poll waiting on one or more partitions: whichever moves first takes the sender.
+pub type Waiter = Rc<RefCell<Option<oneshot::Sender<()>>>>;
+
+/// A batch placed in the log and waiting for the writer.
+pub(super) struct PendingAppend {
+    pub bytes: Bytes,
+    pub header: BatchHeader,
+    pub done: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+/// A recently appended batch kept in memory for tail reads.
+pub(super) struct CachedBatch {
+    pub base: Offset,
+    pub last: Offset,
+    pub bytes: Bytes,
+}
+
+/// What an append did.
+pub enum AppendOutcome {
+    /// Appended at `base_offset`; `durable` resolves when the flush policy is satisfied.
+    Appended {
+        base_offset: Offset,
+        durable: oneshot::Receiver<Result<(), String>>,
+    },
+    /// A retried idempotent batch that is already in the log.
+    Duplicate { base_offset: Offset },
+}
+
+pub struct Partition {
+    pub tp: TopicPartition,
+    pub(super) dir: PathBuf,
+    pub(super) config: LogConfig,
+    pub epoch: LeaderEpoch,
+    pub(super) segments: BTreeMap<Offset, Segment>,
+    /// Bytes of the active segment from `tail_file_pos` (aligned) to its `size_bytes`.
+    pub(super) tail: Vec<u8>,
+    pub(super) tail_file_pos: u64,
+    pub log_start: Offset,
+    pub log_end: Offset,
+    pub high_watermark: Offset,
+    pub(super) pending: VecDeque<PendingAppend>,
+    pub(super) writer_active: bool,
+    pub(super) cache: VecDeque<CachedBatch>,
+    pub(super) cache_bytes: u64,
+    producers: ProducerStates,
+    pub(super) waiters: Vec<Waiter>,
+    pub(super) failed: Option<String>,
+    /// Written but not yet fdatasynced (interval flush policy).
+    pub(super) unsynced: bool,
+}
+
+impl Partition {
+    /// Opens (recovering) or creates the partition's log in `dir`.
+    pub async fn open(
+        dir: &Path,
+        tp: TopicPartition,
+        config: LogConfig,
+        epoch: LeaderEpoch,
+    ) -> Result<PartitionHandle, Error> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Fs {
+            op: "create_dir",
+            path: dir.to_owned(),
+            source: e,
+        })?;
+        let bases = segment::list_segments(dir)?;
+        let mut segments = BTreeMap::new();
+        let mut producers = ProducerStates::default();
+        let mut last_epoch = LeaderEpoch(0);
+        for (i, base) in bases.iter().enumerate() {
+            let is_last = i + 1 == bases.len();
+            let recovered = segment::open_segment(dir, *base, is_last, &config, last_epoch).await?;
+            if let Some(scan) = &recovered.scan {
+                last_epoch = scan.last_epoch;
+                for h in &scan.producer_batches {
+                    producers.record(
+                        h.producer_id,
+                        h.producer_epoch,
+                        h.base_sequence,
+                        h.last_sequence(),
+                        h.base_offset,
+                    );
+                }
+            }
+            segments.insert(*base, recovered.segment);
+        }
+        // A closed segment ends where the next one begins.
+        let bases: Vec<Offset> = segments.keys().copied().collect();
+        for pair in bases.windows(2) {
+            let seg = segments.get_mut(&pair[0]).expect("segment listed");
+            if seg.closed && seg.index.offsets.len() + seg.size_bytes as usize > 0 {
+                seg.next_offset = pair[1];
+            }
+        }
+        if segments.is_empty() {
+            let seg = segment::create_segment(dir, Offset(0), &config).await?;
+            segments.insert(Offset(0), seg);
+        }
+        let active = segments.values().next_back().expect("at least one segment");
+        let log_end = active.next_offset;
+        let tail_file_pos = active.size_bytes / crate::constants::DIRECT_IO_ALIGNMENT_BYTES
+            * crate::constants::DIRECT_IO_ALIGNMENT_BYTES;
+        let tail = if active.size_bytes > tail_file_pos {
+            active
+                .file
+                .read(tail_file_pos, (active.size_bytes - tail_file_pos) as usize)
+                .await?
+                .to_vec()
+        } else {
+            Vec::new()
+        };
+        assert_eq!(
+            tail.len() as u64,
+            active.size_bytes - tail_file_pos,
+            "tail block must be read whole at recovery"
+        );
+        let log_start = *segments.keys().next().expect("at least one segment");
+        let partition = Partition {
+            tp,
+            dir: dir.to_owned(),
+            config,
+            epoch: epoch.max(last_epoch),
+            segments,
+            tail,
+            tail_file_pos,
+            log_start,
+            log_end,
+            high_watermark: log_end,
+            pending: VecDeque::new(),
+            writer_active: false,
+            cache: VecDeque::new(),
+            cache_bytes: 0,
+            producers,
+            waiters: Vec::new(),
+            failed: None,
+            unsynced: false,
+        };
+        Ok(Rc::new(RefCell::new(partition)))
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Bytes of all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.values().map(|s| s.size_bytes).sum()
+    }
+
+    /// Validates `payload` (one or more v2 batches), assigns offsets, places it in the log and
+    /// wakes the writer. Never awaits.
+    pub fn append(this: &PartitionHandle, payload: &[u8]) -> Result<AppendOutcome, Error> {
+        let mut p = this.borrow_mut();
+        if let Some(why) = &p.failed {
+            return Err(Error::Failed(why.clone()));
+        }
+        let max = p.config.message_max_bytes as usize;
+        let batches = record_batch::split_produced(payload, max).map_err(Error::InvalidBatch)?;
+        // Idempotence is checked on the first batch: producers send one batch per partition.
+        let first = batches[0].1;
+        if first.is_idempotent() {
+            let last_seq = first.last_sequence();
+            match p.producers.check(
+                first.producer_id,
+                first.producer_epoch,
+                first.base_sequence,
+                last_seq,
+            ) {
+                SequenceCheck::Append => {}
+                SequenceCheck::Duplicate(base_offset) => {
+                    return Ok(AppendOutcome::Duplicate { base_offset })
+                }
+                SequenceCheck::OutOfOrder => return Err(Error::OutOfOrderSequence),
+                SequenceCheck::Fenced => return Err(Error::InvalidProducerEpoch),
+            }
+        }
+        let mut owned = BytesMut::from(payload);
+        let base_offset = p.log_end;
+        let epoch = p.epoch;
+        let (tx, rx) = oneshot::channel();
+        let mut tx = Some(tx);
+        let count = batches.len();
+        for (i, (pos, header)) in batches.into_iter().enumerate() {
+            let offset = p.log_end;
+            record_batch::assign_offset(&mut owned[pos..pos + header.total_bytes], offset, epoch);
+            let mut header = header;
+            header.base_offset = offset;
+            header.leader_epoch = epoch;
+            if header.is_idempotent() {
+                p.producers.record(
+                    header.producer_id,
+                    header.producer_epoch,
+                    header.base_sequence,
+                    header.last_sequence(),
+                    offset,
+                );
+            }
+            p.log_end = header.last_offset().next();
+            let bytes = owned.split_to(header.total_bytes).freeze();
+            p.push_cache(offset, header.last_offset(), bytes.clone());
+            let done = if i + 1 == count { tx.take() } else { None };
+            p.pending.push_back(PendingAppend {
+                bytes,
+                header,
+                done,
+            });
+        }
+        let start_writer = !p.writer_active;
+        p.writer_active = true;
+        drop(p);
+        if start_writer {
+            crate::runtime::io::spawn(super::writer::run(this.clone()));
+        }
+        Ok(AppendOutcome::Appended {
+            base_offset,
+            durable: rx,
+        })
+    }
+
+    fn push_cache(&mut self, base: Offset, last: Offset, bytes: Bytes) {
+        self.cache_bytes += bytes.len() as u64;
+        self.cache.push_back(CachedBatch { base, last, bytes });
+        while self.cache_bytes > self.config.tail_cache_bytes && self.cache.len() > 1 {
+            let old = self.cache.pop_front().expect("cache not empty");
+            self.cache_bytes -= old.bytes.len() as u64;
+        }
+    }
+
+    /// Registers a waiter resolved when the high watermark next moves. Waiters whose request
+    /// went away are dropped here, so the list stays bounded by the live long-polls.
+    pub fn add_waiter(&mut self, waiter: Waiter) {
+        self.waiters
+            .retain(|w| w.borrow().as_ref().is_some_and(|tx| !tx.is_canceled()));
+        self.waiters.push(waiter);
+    }
+
+    /// Wakes every long-poll (the partition is going away).
+    pub fn notify_all_waiters(&mut self) {
+        self.notify_waiters();
+    }
+
+    pub(super) fn notify_waiters(&mut self) {
+        for w in self.waiters.drain(..) {
+            if let Some(tx) = w.borrow_mut().take() {
+                let _ = tx.send(());
+            }
+        }
+    }
+
+    /// True while appends are waiting for or in a write.
+    pub fn is_writing(&self) -> bool {
+        self.writer_active || !self.pending.is_empty()
+    }
+
+    /// Directory of the partition (deleted with the topic).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Marks the log failed and fails everything waiting on the writer.
+    pub(super) fn fail(&mut self, why: String) {
+        tracing::error!(partition = %self.tp, error = %why, "log failed; refusing writes until restart");
+        for pending in self.pending.drain(..) {
+            if let Some(done) = pending.done {
+                let _ = done.send(Err(why.clone()));
+            }
+        }
+        self.failed = Some(why);
+    }
+}

@@ -1,0 +1,241 @@
+//! Reads of a partition: whole batches from an offset, from the in-memory tail when it covers the
+//! offset, else from the segment files; and the offset lookup by timestamp. Runs on: the owning
+//! shard. Invariants: nothing at or past the high watermark is ever returned; at least one whole
+//! batch is returned when any is available, even if larger than `max_bytes` (Kafka's KIP-74
+//! rule, so a consumer can always make progress); reads never cross the durable size of the
+//! active segment.
+
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+
+use super::partition::{Partition, PartitionHandle};
+use super::Error;
+use crate::protocol::record_batch::{self, BATCH_HEADER_BYTES};
+use crate::protocol::types::Offset;
+use crate::runtime::io::LogFile;
+
+/// Whole batches read from a partition with its watermarks at the time of the read.
+pub struct ReadResult {
+    pub records: Bytes,
+    pub high_watermark: Offset,
+    pub log_start: Offset,
+}
+
+const DISK_READ_MIN_BYTES: usize = 64 * 1024;
+
+struct DiskSpan {
+    file: Rc<LogFile>,
+    position: u64,
+    limit: u64,
+    next_segment_base: Option<Offset>,
+}
+
+impl Partition {
+    /// Batches from `offset` on, at most about `max_bytes` (at least one whole batch).
+    pub async fn read(
+        this: &PartitionHandle,
+        offset: Offset,
+        max_bytes: usize,
+    ) -> Result<ReadResult, Error> {
+        let mut offset_cursor = offset;
+        loop {
+            let span = {
+                let p = this.borrow();
+                let result = |records| ReadResult {
+                    records,
+                    high_watermark: p.high_watermark,
+                    log_start: p.log_start,
+                };
+                if offset < p.log_start || offset > p.log_end {
+                    return Err(Error::OffsetOutOfRange);
+                }
+                if offset >= p.high_watermark {
+                    return Ok(result(Bytes::new()));
+                }
+                if let Some(bytes) = p.read_cache(offset, max_bytes) {
+                    return Ok(result(bytes));
+                }
+                match p.disk_span(offset_cursor) {
+                    Some(span) => span,
+                    None => return Ok(result(Bytes::new())),
+                }
+            };
+            let records = read_span(&span, offset, max_bytes).await?;
+            if !records.is_empty() {
+                let p = this.borrow();
+                return Ok(ReadResult {
+                    records,
+                    high_watermark: p.high_watermark,
+                    log_start: p.log_start,
+                });
+            }
+            // Nothing at or after `offset` in that segment: continue in the next one.
+            match span.next_segment_base {
+                Some(next) if next > offset_cursor => offset_cursor = next,
+                _ => {
+                    let p = this.borrow();
+                    return Ok(ReadResult {
+                        records,
+                        high_watermark: p.high_watermark,
+                        log_start: p.log_start,
+                    });
+                }
+            }
+        }
+    }
+
+    fn read_cache(&self, offset: Offset, max_bytes: usize) -> Option<Bytes> {
+        let front = self.cache.front()?;
+        if front.base > offset {
+            return None;
+        }
+        let mut parts: Vec<&Bytes> = Vec::new();
+        let mut total = 0usize;
+        for c in self.cache.iter() {
+            if c.last < offset {
+                continue;
+            }
+            if c.base >= self.high_watermark {
+                break;
+            }
+            if !parts.is_empty() && total + c.bytes.len() > max_bytes {
+                break;
+            }
+            total += c.bytes.len();
+            parts.push(&c.bytes);
+        }
+        match parts.len() {
+            0 => None,
+            1 => Some(parts[0].clone()),
+            _ => {
+                let mut out = BytesMut::with_capacity(total);
+                for p in parts {
+                    out.extend_from_slice(p);
+                }
+                Some(out.freeze())
+            }
+        }
+    }
+
+    fn disk_span(&self, offset: Offset) -> Option<DiskSpan> {
+        let (base, seg) = self.segments.range(..=offset).next_back()?;
+        let position = seg.index.lookup_offset((offset.0 - base.0) as u32) as u64;
+        let next_segment_base = self
+            .segments
+            .range(Offset(base.0 + 1)..)
+            .next()
+            .map(|(b, _)| *b);
+        Some(DiskSpan {
+            file: seg.file.clone(),
+            position,
+            limit: seg.durable_bytes,
+            next_segment_base,
+        })
+    }
+
+    /// The offset of the first record with a timestamp at or after `timestamp_ms`, if any.
+    pub async fn offset_for_timestamp(
+        this: &PartitionHandle,
+        timestamp_ms: i64,
+    ) -> Result<Option<Offset>, Error> {
+        let spans: Vec<(Rc<LogFile>, u64, u64)> = {
+            let p = this.borrow();
+            p.segments
+                .values()
+                .filter(|s| s.index.max_timestamp_ms >= timestamp_ms)
+                .map(|s| {
+                    (
+                        s.file.clone(),
+                        s.index.lookup_time(timestamp_ms) as u64,
+                        s.durable_bytes,
+                    )
+                })
+                .collect()
+        };
+        for (file, mut pos, limit) in spans {
+            while pos + BATCH_HEADER_BYTES as u64 <= limit {
+                let want = DISK_READ_MIN_BYTES.min((limit - pos) as usize);
+                let data = file.read(pos, want).await?;
+                let mut at = 0usize;
+                while at + BATCH_HEADER_BYTES <= data.len() {
+                    let total = record_batch::peek_total_bytes(&data[at..]).unwrap_or(0);
+                    if total < BATCH_HEADER_BYTES {
+                        return Ok(None);
+                    }
+                    let batch = if at + total <= data.len() {
+                        data.slice(at..at + total)
+                    } else {
+                        file.read(pos + at as u64, total).await?
+                    };
+                    let header = record_batch::parse_header(&batch, usize::MAX, false)
+                        .map_err(Error::InvalidBatch)?;
+                    if header.max_timestamp_ms >= timestamp_ms {
+                        let delta =
+                            record_batch::first_record_at_or_after(&batch, &header, timestamp_ms)
+                                .unwrap_or(0);
+                        return Ok(Some(Offset(header.base_offset.0 + delta as i64)));
+                    }
+                    at += total;
+                }
+                if at == 0 {
+                    break;
+                }
+                pos += at as u64;
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Reads whole batches with last offset >= `offset` from a segment span.
+async fn read_span(span: &DiskSpan, offset: Offset, max_bytes: usize) -> Result<Bytes, Error> {
+    let mut pos = span.position;
+    loop {
+        if pos + BATCH_HEADER_BYTES as u64 > span.limit {
+            return Ok(Bytes::new());
+        }
+        let want = max_bytes
+            .max(DISK_READ_MIN_BYTES)
+            .min((span.limit - pos) as usize);
+        let data = span.file.read(pos, want).await?;
+        let mut at = 0usize;
+        let mut start: Option<usize> = None;
+        let mut end = 0usize;
+        while at + BATCH_HEADER_BYTES <= data.len() {
+            let header = match record_batch::parse_header(&data[at..], usize::MAX, false) {
+                Ok(h) => h,
+                Err(record_batch::BatchError::Truncated) => {
+                    let total = record_batch::peek_total_bytes(&data[at..]).unwrap_or(0);
+                    if start.is_none() && total > 0 {
+                        // The first batch is larger than what was read: read exactly it.
+                        let whole = span.file.read(pos + at as u64, total).await?;
+                        let h = record_batch::parse_header(&whole, usize::MAX, false)
+                            .map_err(Error::InvalidBatch)?;
+                        if h.last_offset() >= offset {
+                            return Ok(whole);
+                        }
+                        pos += (at + total) as u64;
+                        start = Some(usize::MAX);
+                    }
+                    break;
+                }
+                Err(e) => return Err(Error::InvalidBatch(e)),
+            };
+            if header.last_offset() >= offset {
+                let first = *start.get_or_insert(at);
+                if at + header.total_bytes - first > max_bytes && end > first {
+                    break;
+                }
+                end = at + header.total_bytes;
+            }
+            at += header.total_bytes;
+        }
+        match start {
+            Some(usize::MAX) => continue,
+            Some(first) => return Ok(data.slice(first..end)),
+            None if at == 0 => return Ok(Bytes::new()),
+            None => pos += at as u64,
+        }
+    }
+}

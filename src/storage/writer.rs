@@ -1,0 +1,252 @@
+//! The group-commit writer of one partition, plus the interval flusher and retention. Runs on:
+//! the owning shard, as one task per partition while appends are pending. Invariants: one write
+//! in flight per partition; a write covers whole aligned blocks from the aligned start of the
+//! unflushed tail, so the last partial block is rewritten with identical leading bytes (a torn
+//! rewrite leaves each sector either old or new, both holding the same acknowledged bytes); the
+//! high watermark moves only after the write (and fdatasync under `flush = always`) succeeded; a
+//! failed write or sync fails the partition and is never retried.
+
+use std::rc::Rc;
+
+use super::partition::{Partition, PartitionHandle};
+use super::segment::{self, now_ms};
+use super::FlushPolicy;
+use crate::constants::DIRECT_IO_ALIGNMENT_BYTES;
+use crate::protocol::types::Offset;
+use crate::runtime::io::LogFile;
+
+type Done = futures_channel::oneshot::Sender<Result<(), String>>;
+
+struct WriteJob {
+    file: Rc<LogFile>,
+    pos: u64,
+    data: Vec<u8>,
+    new_size_bytes: u64,
+    new_high_watermark: Offset,
+    dones: Vec<Done>,
+    sync: bool,
+}
+
+enum Step {
+    Idle,
+    Roll,
+    Write(WriteJob),
+}
+
+/// Milliseconds since the epoch as i64.
+pub fn now_ms_i64() -> i64 {
+    now_ms() as i64
+}
+
+/// Drains the partition's pending appends until none are left.
+pub(super) async fn run(part: PartitionHandle) {
+    loop {
+        let step = part.borrow_mut().next_step();
+        match step {
+            Step::Idle => return,
+            Step::Roll => {
+                if let Err(e) = roll(&part).await {
+                    part.borrow_mut().fail(e.to_string());
+                    part.borrow_mut().writer_active = false;
+                    return;
+                }
+            }
+            Step::Write(job) => {
+                let mut result = job.file.write_aligned(job.pos, &job.data).await;
+                if result.is_ok() && job.sync {
+                    result = job.file.sync().await;
+                }
+                part.borrow_mut()
+                    .complete(job, result.map_err(|e| e.to_string()));
+            }
+        }
+    }
+}
+
+impl Partition {
+    fn next_step(&mut self) -> Step {
+        if self.failed.is_some() || self.pending.is_empty() {
+            self.writer_active = false;
+            return Step::Idle;
+        }
+        let segment_bytes = self.config.segment_bytes;
+        let segment_ms = self.config.segment_ms;
+        let interval = self.config.index_interval_bytes;
+        let active = self
+            .segments
+            .values_mut()
+            .next_back()
+            .expect("active segment");
+        let first_len = self.pending.front().expect("pending").bytes.len() as u64;
+        let too_old = now_ms().saturating_sub(active.created_ms) > segment_ms;
+        if active.size_bytes > 0 && (active.size_bytes + first_len > segment_bytes || too_old) {
+            return Step::Roll;
+        }
+        let mut dones = Vec::new();
+        let mut last = active.next_offset;
+        while let Some(next) = self.pending.front() {
+            let len = next.bytes.len() as u64;
+            if active.size_bytes + len > segment_bytes {
+                break;
+            }
+            let p = self.pending.pop_front().expect("pending");
+            let relative = (p.header.base_offset.0 - active.base_offset.0) as u32;
+            active.index.on_batch(
+                relative,
+                active.size_bytes as u32,
+                len,
+                p.header.max_timestamp_ms,
+                interval,
+            );
+            self.tail.extend_from_slice(&p.bytes);
+            active.size_bytes += len;
+            last = p.header.last_offset().next();
+            active.next_offset = last;
+            if let Some(done) = p.done {
+                dones.push(done);
+            }
+        }
+        assert_eq!(
+            self.tail_file_pos + self.tail.len() as u64,
+            active.size_bytes,
+            "tail buffer must end at the segment's placed size"
+        );
+        Step::Write(WriteJob {
+            file: active.file.clone(),
+            pos: self.tail_file_pos,
+            data: self.tail.clone(),
+            new_size_bytes: active.size_bytes,
+            new_high_watermark: last,
+            dones,
+            sync: self.config.flush == FlushPolicy::Always,
+        })
+    }
+
+    fn complete(&mut self, job: WriteJob, result: Result<(), String>) {
+        if let Err(why) = result {
+            for done in job.dones {
+                let _ = done.send(Err(why.clone()));
+            }
+            self.fail(why);
+            return;
+        }
+        let active = self
+            .segments
+            .values_mut()
+            .next_back()
+            .expect("active segment");
+        assert!(
+            job.new_size_bytes >= active.durable_bytes,
+            "durable bytes never go backwards"
+        );
+        active.durable_bytes = job.new_size_bytes;
+        assert!(
+            job.new_high_watermark >= self.high_watermark,
+            "high watermark never goes backwards"
+        );
+        self.high_watermark = job.new_high_watermark;
+        let new_tail_pos =
+            job.new_size_bytes / DIRECT_IO_ALIGNMENT_BYTES * DIRECT_IO_ALIGNMENT_BYTES;
+        self.tail
+            .drain(..(new_tail_pos - self.tail_file_pos) as usize);
+        self.tail_file_pos = new_tail_pos;
+        if !job.sync && self.config.flush != FlushPolicy::Never {
+            self.unsynced = true;
+        }
+        for done in job.dones {
+            let _ = done.send(Ok(()));
+        }
+        self.notify_waiters();
+    }
+}
+
+/// Closes the active segment and opens a new one at the next offset.
+async fn roll(part: &PartitionHandle) -> Result<(), super::Error> {
+    let (dir, base, file, size, index_bytes, next, config) = {
+        let p = part.borrow();
+        let active = p.segments.values().next_back().expect("active segment");
+        (
+            p.dir.clone(),
+            active.base_offset,
+            active.file.clone(),
+            active.size_bytes,
+            active.index.encode(),
+            active.next_offset,
+            p.config.clone(),
+        )
+    };
+    segment::close_segment(&dir, base, file, size, index_bytes).await?;
+    let new_segment = segment::create_segment(&dir, next, &config).await?;
+    let mut p = part.borrow_mut();
+    if let Some(old) = p.segments.get_mut(&base) {
+        old.closed = true;
+    }
+    p.segments.insert(next, new_segment);
+    p.tail.clear();
+    p.tail_file_pos = 0;
+    p.unsynced = false;
+    tracing::debug!(partition = %p.tp, base = next.0, "rolled segment");
+    Ok(())
+}
+
+/// fdatasyncs the active segment if writes were acknowledged without a sync (interval policy).
+pub async fn flush_unsynced(part: &PartitionHandle) {
+    let file = {
+        let mut p = part.borrow_mut();
+        if !p.unsynced || p.failed.is_some() {
+            return;
+        }
+        p.unsynced = false;
+        p.segments
+            .values()
+            .next_back()
+            .expect("active")
+            .file
+            .clone()
+    };
+    if let Err(e) = file.sync().await {
+        part.borrow_mut().fail(e.to_string());
+    }
+}
+
+/// Deletes closed segments past the retention time or beyond the retention size.
+pub fn apply_retention(part: &PartitionHandle) {
+    let mut p = part.borrow_mut();
+    let now = now_ms() as i64;
+    let retention_ms = p.config.retention_ms;
+    let retention_bytes = p.config.retention_bytes;
+    let mut total: i64 = p.size_bytes() as i64;
+    let mut removed = Vec::new();
+    while p.segments.len() > 1 {
+        let first = p.segments.values().next().expect("segment");
+        if !first.closed {
+            break;
+        }
+        let newest_ms = if first.index.max_timestamp_ms >= 0 {
+            first.index.max_timestamp_ms
+        } else {
+            first.created_ms as i64
+        };
+        let expired = retention_ms >= 0 && newest_ms < now - retention_ms;
+        let oversize = retention_bytes >= 0 && total - first.size_bytes as i64 >= retention_bytes;
+        if !(expired || oversize) {
+            break;
+        }
+        total -= first.size_bytes as i64;
+        let base = first.base_offset;
+        p.segments.remove(&base);
+        removed.push(base);
+    }
+    if removed.is_empty() {
+        return;
+    }
+    let new_start = *p.segments.keys().next().expect("segment");
+    p.log_start = new_start;
+    p.cache.retain(|c| c.base >= new_start);
+    p.cache_bytes = p.cache.iter().map(|c| c.bytes.len() as u64).sum();
+    for base in removed {
+        let _ = std::fs::remove_file(segment::log_path(&p.dir, base));
+        let _ = std::fs::remove_file(segment::index_path(&p.dir, base));
+        tracing::info!(partition = %p.tp, base = base.0, "retention deleted segment");
+    }
+}

@@ -201,3 +201,25 @@ impl Default for LocalLock {
         Self::new()
     }
 }
+
+/// Makes glommio's per-device IOPOLL probe see a real read. glommio decides whether a device
+/// supports polled IO by reading the first block of the first O_DIRECT file it opens there, and
+/// caches the answer; on an empty file that read returns at once with 0 bytes, so a device
+/// without poll queues (virtio, most HDD controllers) is taken as pollable and every later read
+/// fails with EOPNOTSUPP. Opening a file that holds one real block first gives the probe real
+/// work, and the right answer is cached before any segment is opened.
+pub async fn prime_device_probe(dir: &Path, shard: usize) -> Result<(), IoError> {
+    let path = dir.join(format!(".io-probe-{shard}"));
+    let fail = |op, source| IoError {
+        op,
+        path: path.clone(),
+        source,
+    };
+    std::fs::write(&path, vec![0u8; DIRECT_IO_ALIGNMENT_BYTES as usize])
+        .map_err(|e| fail("write", e))?;
+    let file = DmaFile::open(&path)
+        .await
+        .map_err(|e| fail("open", to_io(e)))?;
+    let _ = file.close().await;
+    std::fs::remove_file(&path).map_err(|e| fail("remove", e))
+}

@@ -161,6 +161,9 @@ async fn shard_main(
     stop: Arc<AtomicBool>,
     ready: mpsc::Sender<Result<usize, String>>,
 ) -> Result<(), String> {
+    io::prime_device_probe(&config.data_dir, id.0)
+        .await
+        .map_err(|e| e.to_string())?;
     let (mesh, receivers) = mesh::Mesh::connect(ends).await;
     let shard = Rc::new(Shard::new(
         id,

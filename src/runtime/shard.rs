@@ -412,11 +412,12 @@ async fn list_offset(part: &PartitionHandle, timestamp_ms: i64) -> PartitionResp
             Ok(Some(o)) => (o, t),
             Ok(None) => (Offset(-1), -1),
             Err(e) => {
+                tracing::warn!(error = %e, timestamp_ms = t, "offset lookup by timestamp failed");
                 return PartitionResponse::ListOffsets {
                     error: e.error_code(),
                     offset: Offset(-1),
                     timestamp_ms: -1,
-                }
+                };
             }
         },
     };

@@ -1,0 +1,134 @@
+//! Segment rolls, disk reads and retention through a real client: small segments and a tiny
+//! in-memory tail force every fetch to read segment files (closed ones through their persisted
+//! index after a restart), and retention by size moves the log start offset.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use rdkafka::producer::BaseRecord;
+use rdkafka::Offset;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+const RECORD_BYTES: usize = 1000;
+
+fn value(i: usize) -> Vec<u8> {
+    let mut v = format!("{i:08}").into_bytes();
+    v.resize(RECORD_BYTES, b'.');
+    v
+}
+
+fn produce(bootstrap: &str, topic: &str, range: std::ops::Range<usize>) -> Vec<common::Ack> {
+    let producer = common::producer(bootstrap, &[("linger.ms", "2"), ("batch.size", "65536")]);
+    let count = range.len();
+    for i in range {
+        let payload = value(i);
+        common::send(
+            &producer,
+            BaseRecord::with_opaque_to(topic, i)
+                .payload(&payload)
+                .key("k"),
+        );
+    }
+    common::flush(&producer, count, TIMEOUT)
+}
+
+fn segment_files(broker: &common::Broker, dir: &str) -> usize {
+    std::fs::read_dir(broker.data_dir().join(dir))
+        .expect("partition directory exists")
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".log")
+        })
+        .count()
+}
+
+fn check_all(bootstrap: &str, topic: &str, count: usize) {
+    let consumer = common::consumer(bootstrap);
+    let records = common::consume_all(&consumer, topic, 1, count, TIMEOUT);
+    assert_eq!(records.len(), count, "records read back from disk");
+    common::assert_offsets_contiguous(0, &records, 0);
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(
+            r.value.as_deref(),
+            Some(&value(i)[..]),
+            "value at offset {i}"
+        );
+    }
+}
+
+#[test]
+fn reads_span_rolled_segments_before_and_after_restart() {
+    let mut broker =
+        common::Broker::start(&["--segment-bytes", "1048576", "--tail-cache-bytes", "4096"]);
+    let bootstrap = broker.bootstrap();
+    common::create_topic(&bootstrap, "rolling", 1);
+    let acks = produce(&bootstrap, "rolling", 0..3000);
+    for a in &acks {
+        assert_eq!(a.offset, a.id as i64, "offsets follow production order");
+    }
+    assert!(
+        segment_files(&broker, "rolling-0") >= 3,
+        "3 MB in 1 MiB segments rolls at least twice"
+    );
+    check_all(&bootstrap, "rolling", 3000);
+
+    let status = broker.terminate();
+    assert!(status.success(), "clean stop: {status:?}");
+    broker.restart();
+    check_all(&bootstrap, "rolling", 3000);
+    let more = produce(&bootstrap, "rolling", 3000..3010);
+    let offsets: Vec<i64> = more.iter().map(|a| a.offset).collect();
+    assert_eq!(
+        offsets,
+        (3000..3010).collect::<Vec<i64>>(),
+        "offsets continue after restart"
+    );
+}
+
+#[test]
+fn retention_by_size_moves_the_log_start() {
+    let broker = common::Broker::start(&[
+        "--segment-bytes",
+        "1048576",
+        "--retention-bytes",
+        "1048576",
+        "--retention-check-interval-ms",
+        "200",
+        "--tail-cache-bytes",
+        "4096",
+    ]);
+    let bootstrap = broker.bootstrap();
+    common::create_topic(&bootstrap, "trimmed", 1);
+    produce(&bootstrap, "trimmed", 0..4000);
+    let consumer = common::consumer(&bootstrap);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (low, high) = loop {
+        let (low, high) = common::watermarks(&consumer, "trimmed", 0);
+        if low > 0 || Instant::now() > deadline {
+            break (low, high);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(high, 4000, "high watermark");
+    assert!(
+        low > 0,
+        "retention deleted the oldest segments (low watermark {low})"
+    );
+    let expected = (high - low) as usize;
+    let records = common::consume_from(
+        &consumer,
+        "trimmed",
+        &[(0, Offset::Beginning)],
+        expected,
+        TIMEOUT,
+    );
+    common::assert_offsets_contiguous(0, &records, low);
+    assert!(
+        segment_files(&broker, "trimmed-0") <= 3,
+        "old segment files are deleted from disk"
+    );
+}

@@ -55,13 +55,15 @@ pub const TOPIC_CONFIGS_MAX: usize = 64;
 pub const FLUSH_INTERVAL_MS_MIN: u64 = 1;
 /// Node id of this broker in a one-node cluster.
 pub const NODE_ID_DEFAULT: i32 = 0;
-/// Largest reserved virtual allocation a decoder may ask for; see `alloc_guard`.
-pub const DECODE_ALLOCATION_BYTES_MAX: usize = 256 * 1024 * 1024;
+/// Allocations of at least this size are reserved as no-reserve mappings; see `runtime::alloc`.
+pub const RESERVED_ALLOCATION_BYTES_MIN: usize = 256 * 1024 * 1024;
 
 const _: () = assert!(SEGMENT_BYTES_DEFAULT >= MESSAGE_MAX_BYTES_DEFAULT as u64);
 const _: () = assert!(SEGMENT_BYTES_DEFAULT >= SEGMENT_BYTES_MIN);
 const _: () = assert!(MESSAGE_MAX_BYTES_MAX as u64 <= SEGMENT_BYTES_DEFAULT);
 const _: () = assert!(MESSAGE_MAX_BYTES_DEFAULT <= SOCKET_REQUEST_MAX_BYTES_DEFAULT);
+// A frame buffer of the default maximum size stays an ordinary allocation.
+const _: () = assert!(SOCKET_REQUEST_MAX_BYTES_DEFAULT as usize <= RESERVED_ALLOCATION_BYTES_MIN);
 const _: () = assert!(DIRECT_IO_ALIGNMENT_BYTES.is_power_of_two());
 const _: () = assert!(SEGMENT_BYTES_MIN % DIRECT_IO_ALIGNMENT_BYTES == 0);
 const _: () = assert!(TAIL_CACHE_BYTES_DEFAULT >= MESSAGE_MAX_BYTES_DEFAULT as u64);

@@ -2,6 +2,11 @@
 
 use clap::Parser;
 
+/// Huge single allocations become no-reserve mappings (see `tusk::runtime::alloc`).
+#[global_allocator]
+static ALLOCATOR: tusk::runtime::alloc::ReservingAllocator =
+    tusk::runtime::alloc::ReservingAllocator;
+
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(

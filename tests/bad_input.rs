@@ -421,3 +421,51 @@ fn bad_flag_value_is_rejected_by_name() {
         out.stderr
     );
 }
+
+/// KAFKA-14063's shape: tiny requests whose array counts claim billions of elements. The broker
+/// must refuse them without committing the claimed memory, and keep serving.
+#[test]
+fn huge_array_counts_are_refused_without_allocating() {
+    let mut broker = Broker::start(&[]);
+    let addr = broker.bootstrap();
+    // Metadata v1 (non-flexible): topics array count i32::MAX, no elements.
+    let mut metadata_v1 = header_v1(3, 1, 301, "raw");
+    metadata_v1.extend_from_slice(&i32::MAX.to_be_bytes());
+    // Produce v9 (flexible): null transactional id, acks -1, timeout 1000, then a compact array
+    // count of u32::MAX - 1 topics (varint 0xffffffff).
+    let mut produce_v9 = header_v2(0, 9, 302, "raw");
+    produce_v9.extend_from_slice(&[0x00, 0xff, 0xff, 0x00, 0x00, 0x03, 0xe8]);
+    produce_v9.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+    // CreateTopics v2 (non-flexible): topics count i32::MAX.
+    let mut create_v2 = header_v1(19, 2, 303, "raw");
+    create_v2.extend_from_slice(&i32::MAX.to_be_bytes());
+    for (what, body) in [
+        ("Metadata v1 claiming 2^31 topics", metadata_v1),
+        ("Produce v9 claiming 2^32 topics", produce_v9),
+        ("CreateTopics v2 claiming 2^31 topics", create_v2),
+    ] {
+        for _ in 0..20 {
+            let mut stream = connect(&addr);
+            stream
+                .write_all(&frame(&body))
+                .unwrap_or_else(|e| panic!("send {what}: {e}"));
+            match read_frame(&mut stream, IO_TIMEOUT) {
+                Ok(_) | Err(ReadEnd::Closed) => {}
+                Err(ReadEnd::TimedOut) => panic!("no answer and no close after {what}"),
+            }
+        }
+        broker.assert_alive();
+        assert_api_versions_v0_works(&addr, 304);
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", broker.pid())).unwrap();
+    let rss_kib: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS in /proc/pid/status");
+    assert!(
+        rss_kib < 512 * 1024,
+        "broker RSS {rss_kib} KiB after hostile counts"
+    );
+}

@@ -4,6 +4,7 @@
 //! before every shard has recovered its partitions; a stop lets in-flight writes finish and syncs
 //! before the process exits; every glommio call lives under this module (`io`, `mesh`, here).
 
+pub mod alloc;
 pub mod io;
 pub mod mesh;
 pub mod placement;

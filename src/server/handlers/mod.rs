@@ -61,9 +61,18 @@ pub async fn handle(shard: &ShardRef, mut frame: Bytes) -> Reply {
         Ok(h) => h,
         Err(e) => return Reply::Close(format!("bad request header: {e}")),
     };
-    let request = match RequestKind::decode(api_key, &mut frame, version) {
-        Ok(r) => r,
-        Err(e) => return Reply::Close(format!("bad {api_key:?} v{version} body: {e}")),
+    // The codec is not ours: a panic inside it must cost this connection, not the shard.
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        RequestKind::decode(api_key, &mut frame, version)
+    }));
+    let request = match decoded {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return Reply::Close(format!("bad {api_key:?} v{version} body: {e}")),
+        Err(_) => {
+            return Reply::Close(format!(
+                "{api_key:?} v{version} body made the decoder panic"
+            ))
+        }
     };
     let response = match request {
         RequestKind::ApiVersions(_) => api_versions::handle(),

@@ -223,3 +223,12 @@ pub async fn prime_device_probe(dir: &Path, shard: usize) -> Result<(), IoError>
     let _ = file.close().await;
     std::fs::remove_file(&path).map_err(|e| fail("remove", e))
 }
+
+/// Runs `future` to completion on a fresh single-shard executor on the calling thread (benches,
+/// tools and tests that need the runtime without the whole broker).
+pub fn run_local<T: 'static, F: Future<Output = T> + 'static>(future: F) -> T {
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .make()
+        .expect("a glommio executor starts (needs io_uring and locked memory)")
+        .run(future)
+}

@@ -12,7 +12,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-packages=(build-essential cmake pkg-config libcurl4-openssl-dev kcat)
+packages=(build-essential cmake pkg-config libcurl4-openssl-dev kcat python3 python3-venv)
 
 installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
@@ -47,6 +47,23 @@ for component in rustfmt clippy; do
         rustup component add "$component"
     fi
 done
+
+# The Python clients (confluent-kafka bundles librdkafka 2.16; kafka-python is pure Python)
+# live in a venv under target/, which git ignores.
+venv=target/test-venv
+if [[ ! -x $venv/bin/python ]] || ! "$venv/bin/python" -c 'import confluent_kafka, kafka' 2>/dev/null; then
+    echo "== creating the Python venv ($venv)"
+    rm -rf "$venv"
+    mkdir -p target
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --upgrade pip
+    "$venv/bin/pip" install -q 'confluent-kafka>=2.16,<3' 'kafka-python>=3.0,<4'
+fi
+export TUSK_TEST_PYTHON=$PWD/$venv/bin/python
+# CI must run the Python clients, not skip them.
+if [[ -n ${CI:-} ]]; then
+    export TUSK_REQUIRE_PYTHON=1
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -469,3 +469,57 @@ fn huge_array_counts_are_refused_without_allocating() {
         "broker RSS {rss_kib} KiB after hostile counts"
     );
 }
+
+fn serve_raw(args: &[&str]) -> common::CmdOutput {
+    common::run_with_timeout(
+        Command::new(env!("CARGO_BIN_EXE_tusk"))
+            .arg("serve")
+            .args(args),
+        None,
+        Duration::from_secs(30),
+    )
+}
+
+/// An unusable data dir, a data dir another broker holds, a port another broker holds, and an
+/// unknown config-file key each refuse the start with a message naming the setting.
+#[test]
+fn unusable_start_conditions_are_refused_by_name() {
+    let port = common::free_port().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let out = serve_raw(&["--data-dir", "/proc/no-such-dir", "--listen", &listen]);
+    assert!(
+        !out.status.success() && out.stderr.contains("data_dir"),
+        "{}",
+        out.stderr
+    );
+
+    let broker = Broker::start(&[]);
+    let dir = broker.data_dir();
+    let out = serve_raw(&["--data-dir", dir.to_str().unwrap(), "--listen", &listen]);
+    assert!(
+        !out.status.success() && out.stderr.contains("another broker"),
+        "second broker on the same data dir: {}",
+        out.stderr
+    );
+    let other_dir = tempfile::tempdir().unwrap();
+    let out = serve_raw(&[
+        "--data-dir",
+        other_dir.path().to_str().unwrap(),
+        "--listen",
+        &broker.bootstrap(),
+    ]);
+    assert!(
+        !out.status.success() && out.stderr.contains("listen"),
+        "second broker on the same port: {}",
+        out.stderr
+    );
+
+    let config = other_dir.path().join("tusk.toml");
+    std::fs::write(&config, "shards = 1\nflsh = \"always\"\n").unwrap();
+    let out = serve_raw(&["--config", config.to_str().unwrap(), "--listen", &listen]);
+    assert!(
+        !out.status.success() && out.stderr.contains("config") && out.stderr.contains("flsh"),
+        "unknown config key: {}",
+        out.stderr
+    );
+}

@@ -28,9 +28,19 @@ use shard::Shard;
 /// Why the broker could not start (or stopped abnormally).
 #[derive(Debug)]
 pub enum StartError {
-    DataDir { path: PathBuf, reason: String },
+    DataDir {
+        path: PathBuf,
+        reason: String,
+    },
     Metadata(crate::cluster::metadata::MetadataError),
-    Shard { shard: usize, reason: String },
+    Shard {
+        shard: usize,
+        reason: String,
+    },
+    Listen {
+        addr: std::net::SocketAddr,
+        reason: String,
+    },
 }
 
 impl std::fmt::Display for StartError {
@@ -41,6 +51,7 @@ impl std::fmt::Display for StartError {
             }
             StartError::Metadata(e) => write!(f, "{e}"),
             StartError::Shard { shard, reason } => write!(f, "shard {shard}: {reason}"),
+            StartError::Listen { addr, reason } => write!(f, "listen {addr}: {reason}"),
         }
     }
 }
@@ -50,6 +61,14 @@ impl std::error::Error for StartError {}
 /// Runs the broker until SIGTERM or SIGINT.
 pub fn run(config: Config) -> Result<(), StartError> {
     let _lock = prepare_data_dir(&config.data_dir)?;
+    // Shards bind with SO_REUSEPORT, which would let a second broker silently share the port
+    // with a first one; a plain bind first fails if anyone holds it.
+    drop(
+        std::net::TcpListener::bind(config.listen).map_err(|e| StartError::Listen {
+            addr: config.listen,
+            reason: e.to_string(),
+        })?,
+    );
     let metadata = LocalMetadataLog::open(&config.data_dir).map_err(StartError::Metadata)?;
     let image = Arc::new(metadata.image().clone());
     let config = Arc::new(config);

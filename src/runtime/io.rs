@@ -167,9 +167,9 @@ pub async fn timeout<T, F: Future<Output = T>>(duration: Duration, future: F) ->
     futures_lite::future::or(fut, timer).await
 }
 
-/// Yields to other tasks of the shard.
+/// Lets every other ready task of the shard run before continuing.
 pub async fn yield_now() {
-    glommio::yield_if_needed().await;
+    glommio::executor().yield_now().await;
 }
 
 pub use glommio::net::{TcpListener, TcpStream};

@@ -180,6 +180,7 @@ impl Shard {
         let mut answers = Vec::with_capacity(items.len());
         // Appends first, all of them, so that they share the next group commit; then wait.
         let mut durable = Vec::new();
+        let mut duplicates = Vec::new();
         for (i, (tp, req)) in items.iter().enumerate() {
             let Some(part) = self.partition(tp) else {
                 answers.push(PartitionResponse::error_for(
@@ -202,6 +203,9 @@ impl Shard {
                             produce_ok(base_offset, log_start)
                         }
                         Ok(AppendOutcome::Duplicate { base_offset }) => {
+                            if *acks != 0 {
+                                duplicates.push((i, part.clone(), base_offset));
+                            }
                             produce_ok(base_offset, log_start)
                         }
                         Err(e) => {
@@ -236,8 +240,13 @@ impl Shard {
             }
         }
         for (i, rx) in durable {
-            let ok = matches!(rx.await, Ok(Ok(())));
-            if !ok {
+            if !matches!(rx.await, Ok(Ok(()))) {
+                answers[i] =
+                    PartitionResponse::error_for(&items[i].1, ErrorCode::KafkaStorageError);
+            }
+        }
+        for (i, part, base_offset) in duplicates {
+            if Partition::wait_durable(&part, base_offset).await.is_err() {
                 answers[i] =
                     PartitionResponse::error_for(&items[i].1, ErrorCode::KafkaStorageError);
             }
@@ -345,7 +354,7 @@ impl Shard {
         for tp in list {
             if let Some(part) = self.partitions.borrow_mut().remove(tp) {
                 let dir = part.borrow().dir().to_owned();
-                part.borrow_mut().notify_all_waiters();
+                part.borrow_mut().close("topic deleted");
                 if let Err(e) = std::fs::remove_dir_all(&dir) {
                     tracing::warn!(dir = %dir.display(), error = %e, "removing a deleted partition");
                 }

@@ -261,11 +261,6 @@ impl Partition {
         self.waiters.push(waiter);
     }
 
-    /// Wakes every long-poll (the partition is going away).
-    pub fn notify_all_waiters(&mut self) {
-        self.notify_waiters();
-    }
-
     pub(super) fn notify_waiters(&mut self) {
         for w in self.waiters.drain(..) {
             if let Some(tx) = w.borrow_mut().take() {
@@ -284,6 +279,32 @@ impl Partition {
         &self.dir
     }
 
+    /// Resolves once everything up to and including `offset` is durable (the high watermark
+    /// is past it); an error if the partition fails or is deleted first. A retried idempotent
+    /// batch waits here for its original, so a duplicate is never acknowledged earlier.
+    pub async fn wait_durable(this: &PartitionHandle, offset: Offset) -> Result<(), String> {
+        loop {
+            let rx = {
+                let mut p = this.borrow_mut();
+                if let Some(why) = &p.failed {
+                    return Err(why.clone());
+                }
+                if p.high_watermark > offset {
+                    return Ok(());
+                }
+                let (tx, rx) = oneshot::channel();
+                p.add_waiter(Rc::new(RefCell::new(Some(tx))));
+                rx
+            };
+            let _ = rx.await;
+        }
+    }
+
+    /// Takes the partition out of service (topic deleted): writes and waits fail from now on.
+    pub fn close(&mut self, why: &str) {
+        self.fail(why.to_string());
+    }
+
     /// Marks the log failed and fails everything waiting on the writer.
     pub(super) fn fail(&mut self, why: String) {
         tracing::error!(partition = %self.tp, error = %why, "log failed; refusing writes until restart");
@@ -293,5 +314,6 @@ impl Partition {
             }
         }
         self.failed = Some(why);
+        self.notify_waiters();
     }
 }

@@ -37,14 +37,24 @@ const LOG_TAIL_BYTES: usize = 64 * 1024;
 
 /// Returns a port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener
-        .local_addr()
-        .expect("local address of the ephemeral listener")
-        .port()
+    // Ports from the kernel's ephemeral range (what binding port 0 hands out) can be taken as
+    // the source port of some client connection while a broker restarts, and the restart then
+    // fails with EADDRINUSE. So pick below that range (32768+ on Linux), pseudo-randomly per
+    // process and call, and check that the port is free now.
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let seed =
+        u64::from(std::process::id()) * 7919 + CALLS.fetch_add(1, Ordering::Relaxed) * 104_729;
+    let mut lcg = Lcg::new(seed ^ now_ms() as u64);
+    for _ in 0..1000 {
+        let port = 20_000 + (lcg.next_u32() % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port found below the ephemeral range");
 }
 
-/// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     let since = SystemTime::now()
         .duration_since(UNIX_EPOCH)

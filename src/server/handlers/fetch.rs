@@ -26,6 +26,8 @@ pub async fn handle(shard: &ShardRef, request: FetchRequest, _version: i16) -> R
     // (topic index, partition index) of each partition read, and its request.
     let mut places = Vec::new();
     let mut reads = Vec::new();
+    // Kafka answers at once when any partition is in error.
+    let mut unknown = false;
     let mut topics: Vec<FetchableTopicResponse> = Vec::new();
     for (ti, topic) in request.topics.iter().enumerate() {
         let name = topic.topic.to_string();
@@ -48,7 +50,10 @@ pub async fn handle(shard: &ShardRef, request: FetchRequest, _version: i16) -> R
                         max,
                     ));
                 }
-                _ => data.error_code = ErrorCode::UnknownTopicOrPartition.code(),
+                _ => {
+                    data.error_code = ErrorCode::UnknownTopicOrPartition.code();
+                    unknown = true;
+                }
             }
             parts.push(data);
         }
@@ -73,32 +78,46 @@ pub async fn handle(shard: &ShardRef, request: FetchRequest, _version: i16) -> R
             .collect();
         let answers = shard.execute(items).await;
         let mut bytes = 0usize;
-        let mut errors = false;
-        for a in &answers {
-            if let PartitionResponse::Fetch { error, records, .. } = a {
+        let mut errors = unknown;
+        // What to wait for: the high watermark moving past what this read already saw.
+        let mut waits = Vec::with_capacity(reads.len());
+        for (a, (tp, offset, _)) in answers.iter().zip(&reads) {
+            if let PartitionResponse::Fetch {
+                error,
+                records,
+                high_watermark,
+                ..
+            } = a
+            {
                 bytes += records.len();
                 errors |= *error != ErrorCode::None;
+                waits.push((tp.clone(), (*offset).max(*high_watermark)));
             }
         }
         let now = Instant::now();
-        if bytes >= min_bytes.max(1) || errors || now >= deadline || reads.is_empty() {
+        if bytes >= min_bytes || errors || now >= deadline || reads.is_empty() {
             break answers;
         }
-        let waits = reads.iter().map(|(tp, o, _)| (tp.clone(), *o)).collect();
+        // Then read again: after new data, or one last time when the wait ends.
         shard.wait_for_data(waits, deadline - now).await;
-        if Instant::now() >= deadline {
-            // One last read after the wait ends, so data that arrived at the deadline is sent.
-            continue;
-        }
+        // Never run the loop without giving the shard's other tasks a turn.
+        crate::runtime::io::yield_now().await;
     };
+    // The request-wide limit: partitions are filled in request order until `max_bytes`; the
+    // first non-empty partition is always sent whole so a consumer can progress (KIP-74).
+    let mut total = 0usize;
     for ((ti, pi), answer) in places.into_iter().zip(answers) {
         if let PartitionResponse::Fetch {
             error,
             high_watermark,
             log_start,
-            records,
+            mut records,
         } = answer
         {
+            if total > 0 && total + records.len() > request_max {
+                records = bytes::Bytes::new();
+            }
+            total += records.len();
             let d = &mut topics[ti].partitions[pi];
             d.error_code = error.code();
             d.high_watermark = high_watermark.0;

@@ -13,7 +13,12 @@ use crate::runtime::shard::ShardRef;
 
 pub async fn handle(shard: &ShardRef, request: MetadataRequest, version: i16) -> ResponseKind {
     let image = shard.image();
-    let requested: Option<Vec<String>> = request.topics.map(|topics| {
+    // In v0 an empty topic list means every topic; from v1 on that is a null list.
+    let topics = match request.topics {
+        Some(t) if t.is_empty() && version == 0 => None,
+        other => other,
+    };
+    let requested: Option<Vec<String>> = topics.map(|topics| {
         topics
             .into_iter()
             .filter_map(|t| match t.name {

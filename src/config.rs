@@ -294,6 +294,10 @@ impl Config {
                 _ => {}
             }
         }
+        // A batch must always fit in one segment of the topic.
+        log.message_max_bytes = log
+            .message_max_bytes
+            .min(log.segment_bytes.min(u32::MAX as u64) as u32);
         log
     }
 }

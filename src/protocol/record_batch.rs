@@ -20,6 +20,11 @@ const PRODUCER_ID_POS: usize = 43;
 const PRODUCER_EPOCH_POS: usize = 51;
 const BASE_SEQUENCE_POS: usize = 53;
 const RECORDS_COUNT_POS: usize = 57;
+/// Smallest encoded record: length, attributes, timestamp delta, offset delta, key length,
+/// value length and header count, one byte each.
+const RECORD_BYTES_MIN: u64 = 7;
+/// Most records per compressed byte accepted in a produced batch.
+const COMPRESSION_RATIO_MAX: u64 = 4096;
 
 /// Why a batch was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,6 +157,23 @@ pub fn parse_header(
 pub fn validate_produced(bytes: &[u8], max_bytes: usize) -> Result<BatchHeader, BatchError> {
     let header = parse_header(bytes, max_bytes, true)?;
     if header.records_count < 1 || header.last_offset_delta != header.records_count - 1 {
+        return Err(BatchError::Invalid);
+    }
+    // The count must be possible for the bytes present: an uncompressed record takes at least
+    // RECORD_BYTES_MIN bytes; a compressed one cannot shrink below 1/COMPRESSION_RATIO_MAX of
+    // that. This keeps a forged count from consuming the offset space.
+    let area = (header.total_bytes - BATCH_HEADER_BYTES) as u64;
+    let count = header.records_count as u64;
+    let possible = if header.attributes & 0x07 == 0 {
+        count * RECORD_BYTES_MIN <= area
+    } else {
+        count <= area.max(1) * COMPRESSION_RATIO_MAX
+    };
+    if !possible {
+        return Err(BatchError::Invalid);
+    }
+    if header.is_control() {
+        // Control batches (transaction markers) are written by the broker, never by clients.
         return Err(BatchError::Invalid);
     }
     Ok(header)
@@ -344,6 +366,22 @@ pub mod tests {
         assert_eq!(first_record_at_or_after(&b, &h, 1000), Some(0));
         assert_eq!(first_record_at_or_after(&b, &h, 1001), None);
         assert_eq!(first_record_at_or_after(&b[..70], &h, 0), None);
+    }
+
+    #[test]
+    fn refuses_counts_the_bytes_cannot_hold_and_control_batches() {
+        let mut b = make_batch(3, 0, 4);
+        // Claim 2^30 records in a 3-record batch (count and delta agree, CRC recomputed).
+        b[23..27].copy_from_slice(&((1i32 << 30) - 1).to_be_bytes());
+        b[57..61].copy_from_slice(&(1i32 << 30).to_be_bytes());
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert_eq!(validate_produced(&b, 1 << 20), Err(BatchError::Invalid));
+        let mut c = make_batch(1, 0, 4);
+        c[22] |= 0x20; // control bit
+        let crc = crc32c::crc32c(&c[21..]);
+        c[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert_eq!(validate_produced(&c, 1 << 20), Err(BatchError::Invalid));
     }
 
     #[test]

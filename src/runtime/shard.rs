@@ -46,10 +46,10 @@ impl Shard {
         image: Arc<MetadataImage>,
         controller: Option<Controller>,
     ) -> Shard {
-        // Producer ids: milliseconds since the epoch in the high bits, the shard in the low
-        // bits, then a counter; unique across restarts unless the clock goes backwards.
-        let now = crate::storage::writer::now_ms_i64();
-        let first_id = ((now << 20) | ((id.0 as i64) << 12)) & i64::MAX;
+        // Producer ids are `counter * shards + shard`, so shards never collide; the counter
+        // starts at the clock in ms times 1024, so ids stay unique across restarts unless a
+        // shard hands out more than 1024 per ms or the clock goes backwards.
+        let counter_start = crate::storage::writer::now_ms_i64() * 1024;
         Shard {
             id,
             shard_count: config.shards,
@@ -58,7 +58,7 @@ impl Shard {
             partitions: RefCell::new(HashMap::new()),
             image: RefCell::new(image),
             controller,
-            next_producer_id: Cell::new(first_id),
+            next_producer_id: Cell::new(counter_start),
         }
     }
 
@@ -84,10 +84,9 @@ impl Shard {
 
     /// A new producer id (InitProducerId).
     pub fn allocate_producer_id(&self) -> i64 {
-        let id = self.next_producer_id.get();
-        self.next_producer_id
-            .set(id + (1 << 12) * self.shard_count as i64);
-        id
+        let counter = self.next_producer_id.get();
+        self.next_producer_id.set(counter + 1);
+        counter * self.shard_count as i64 + self.id.0 as i64
     }
 
     pub async fn send(&self, to: ShardId, message: ShardMessage) -> bool {

@@ -120,7 +120,8 @@ impl Partition {
 
     fn disk_span(&self, offset: Offset) -> Option<DiskSpan> {
         let (base, seg) = self.segments.range(..=offset).next_back()?;
-        let position = seg.index.lookup_offset((offset.0 - base.0) as u32) as u64;
+        let relative = (offset.0 - base.0).clamp(0, u32::MAX as i64) as u32;
+        let position = seg.index.lookup_offset(relative) as u64;
         let next_segment_base = self
             .segments
             .range(Offset(base.0 + 1)..)

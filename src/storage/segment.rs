@@ -121,7 +121,9 @@ pub async fn open_segment(
         &std_file,
         file_bytes,
         base,
-        config.message_max_bytes as usize + 64,
+        // A fixed bound, never the tunable limit: lowering `message_max_bytes` must not make
+        // recovery cut batches that were valid when they were written.
+        crate::constants::MESSAGE_MAX_BYTES_MAX as usize + 64,
         config.index_interval_bytes,
         last_epoch,
     )

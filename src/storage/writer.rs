@@ -77,16 +77,23 @@ impl Partition {
             .values_mut()
             .next_back()
             .expect("active segment");
-        let first_len = self.pending.front().expect("pending").bytes.len() as u64;
+        let first = self.pending.front().expect("pending");
+        let first_len = first.bytes.len() as u64;
         let too_old = now_ms().saturating_sub(active.created_ms) > segment_ms;
-        if active.size_bytes > 0 && (active.size_bytes + first_len > segment_bytes || too_old) {
+        if active.size_bytes > 0
+            && (active.size_bytes + first_len > segment_bytes
+                || too_old
+                || !fits_relative(first.header.last_offset(), active.base_offset))
+        {
             return Step::Roll;
         }
         let mut dones = Vec::new();
         let mut last = active.next_offset;
         while let Some(next) = self.pending.front() {
             let len = next.bytes.len() as u64;
-            if active.size_bytes + len > segment_bytes {
+            if active.size_bytes + len > segment_bytes
+                || !fits_relative(next.header.last_offset(), active.base_offset)
+            {
                 break;
             }
             let p = self.pending.pop_front().expect("pending");
@@ -158,6 +165,12 @@ impl Partition {
         }
         self.notify_waiters();
     }
+}
+
+/// True if `offset` is addressable relative to a segment starting at `base` (the indexes
+/// store relative offsets as u32).
+fn fits_relative(offset: Offset, base: Offset) -> bool {
+    offset.0 - base.0 < u32::MAX as i64
 }
 
 /// Closes the active segment and opens a new one at the next offset.

@@ -42,6 +42,13 @@ pub const DIRECT_IO_ALIGNMENT_BYTES: u64 = 4096;
 /// One offset-index entry is added after at least this many bytes of batches (Kafka's
 /// `index.interval.bytes`).
 pub const INDEX_INTERVAL_BYTES: u64 = 4096;
+/// The active segment's disk space is allocated ahead in steps of this size (at most
+/// `segment_bytes`), so an fdatasync commits a size change only once per step, and a new
+/// partition does not claim a whole segment of disk at once.
+pub const PREALLOCATE_STEP_BYTES: u64 = 64 * 1024 * 1024;
+/// Bytes of request frames one connection may hold in progress (frames read but not yet
+/// answered); the reader waits when a new frame would pass it.
+pub const CONNECTION_IN_FLIGHT_BYTES_MAX: u64 = 128 * 1024 * 1024;
 /// Bytes of recently appended batches each partition keeps in memory for tail reads.
 pub const TAIL_CACHE_BYTES_DEFAULT: u64 = 8 * 1024 * 1024;
 /// How many recent batches per producer and partition are remembered to answer duplicates
@@ -65,6 +72,9 @@ const _: () = assert!(MESSAGE_MAX_BYTES_DEFAULT <= SOCKET_REQUEST_MAX_BYTES_DEFA
 // A frame buffer of the default maximum size stays an ordinary allocation.
 const _: () = assert!(SOCKET_REQUEST_MAX_BYTES_DEFAULT as usize <= RESERVED_ALLOCATION_BYTES_MIN);
 const _: () = assert!(DIRECT_IO_ALIGNMENT_BYTES.is_power_of_two());
+const _: () = assert!(PREALLOCATE_STEP_BYTES % DIRECT_IO_ALIGNMENT_BYTES == 0);
+// The largest frame must fit the connection budget, or it could never be read.
+const _: () = assert!(CONNECTION_IN_FLIGHT_BYTES_MAX >= SOCKET_REQUEST_MAX_BYTES_DEFAULT as u64);
 const _: () = assert!(SEGMENT_BYTES_MIN % DIRECT_IO_ALIGNMENT_BYTES == 0);
 const _: () = assert!(TAIL_CACHE_BYTES_DEFAULT >= MESSAGE_MAX_BYTES_DEFAULT as u64);
 // Segment positions are stored as u32 in the offset index.

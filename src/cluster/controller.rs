@@ -20,7 +20,7 @@ use crate::constants::{
 use crate::protocol::types::{ShardId, TopicPartition};
 use crate::protocol::ErrorCode;
 use crate::runtime::io::LocalLock;
-use crate::runtime::mesh::{ControllerRequest, ShardMessage};
+use crate::runtime::mesh::{ControllerRequest, OpenPartition, ShardMessage};
 use crate::runtime::shard::Shard;
 
 /// A topic to create, as CreateTopics (or auto-creation) asks.
@@ -276,15 +276,21 @@ impl Controller {
             return (ErrorCode::KafkaStorageError, Some(e.to_string()));
         }
         let image = Arc::new(self.log.borrow().image().clone());
-        // Owners need the image (for the topic id) before they open the partitions.
-        self.publish(shard, image.clone()).await;
-        let log_config = shard.config.topic_log_config(&image.topics[topic].configs);
-        let mut by_owner: Vec<Vec<(TopicPartition, crate::storage::LogConfig)>> =
+        let meta = &image.topics[topic];
+        let log = shard.config.topic_log_config(&meta.configs);
+        let mut by_owner: Vec<Vec<OpenPartition>> =
             (0..shard.shard_count).map(|_| Vec::new()).collect();
         for p in new_partitions {
             let tp = TopicPartition::new(topic, p as i32);
-            by_owner[shard.owner(&tp).0].push((tp, log_config.clone()));
+            let open = OpenPartition {
+                tp,
+                log: log.clone(),
+                topic_id: meta.topic_id,
+            };
+            by_owner[shard.owner(&open.tp).0].push(open);
         }
+        // Open on the owners first, then publish: a client that sees the topic can use it.
+        let mut failure = None;
         for (owner, list) in by_owner.into_iter().enumerate() {
             if list.is_empty() {
                 continue;
@@ -293,22 +299,22 @@ impl Controller {
                 shard.open_partitions(list).await
             } else {
                 let (tx, rx) = oneshot::channel();
-                shard
-                    .send(
-                        ShardId(owner),
-                        ShardMessage::OpenPartitions {
-                            partitions: list,
-                            reply: tx,
-                        },
-                    )
-                    .await;
+                let message = ShardMessage::OpenPartitions {
+                    partitions: list,
+                    reply: tx,
+                };
+                shard.send(ShardId(owner), message).await;
                 rx.await
                     .unwrap_or_else(|_| vec![Err("owner shard gone".into())])
             };
             if let Some(Err(e)) = results.into_iter().find(|r| r.is_err()) {
                 tracing::error!(error = %e, "opening a new partition failed");
-                return (ErrorCode::KafkaStorageError, Some(e));
+                failure.get_or_insert(e);
             }
+        }
+        self.publish(shard, image.clone()).await;
+        if let Some(e) = failure {
+            return (ErrorCode::KafkaStorageError, Some(e));
         }
         (ErrorCode::None, None)
     }
@@ -391,10 +397,16 @@ impl Controller {
     }
 }
 
-/// Sends a controller request from any shard (directly on the controller shard).
+/// Sends a controller request from any shard. On the controller shard the work runs as its own
+/// task: the caller awaits only the reply inside the request, so a caller that goes away (its
+/// connection closed) cannot cancel a metadata change halfway.
 pub async fn call(shard: &Rc<Shard>, request: ControllerRequest) {
-    if let Some(controller) = &shard.controller {
-        controller.handle(shard, request).await;
+    if shard.controller.is_some() {
+        let shard = shard.clone();
+        crate::runtime::io::spawn(async move {
+            let controller = shard.controller.as_ref().expect("checked above");
+            controller.handle(&shard, request).await;
+        });
     } else {
         shard
             .send(

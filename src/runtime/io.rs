@@ -232,3 +232,26 @@ pub fn run_local<T: 'static, F: Future<Output = T> + 'static>(future: F) -> T {
         .expect("a glommio executor starts (needs io_uring and locked memory)")
         .run(future)
 }
+
+/// A budget of units (bytes) shared by one shard's tasks, with owned permits that return their
+/// units when dropped.
+pub struct Budget(Rc<glommio::sync::Semaphore>);
+
+/// Units taken from a `Budget`, returned on drop.
+pub struct BudgetPermit(#[allow(dead_code)] glommio::sync::StaticPermit);
+
+impl Budget {
+    pub fn new(units: u64) -> Budget {
+        Budget(Rc::new(glommio::sync::Semaphore::new(units)))
+    }
+
+    /// Waits until `units` are available and takes them.
+    pub async fn take(&self, units: u64) -> BudgetPermit {
+        BudgetPermit(
+            self.0
+                .acquire_static_permit(units)
+                .await
+                .expect("a budget is never closed"),
+        )
+    }
+}

@@ -68,6 +68,15 @@ impl PartitionResponse {
     }
 }
 
+/// A partition for its owner to open: its log settings and the id of the topic it belongs to
+/// (a directory left by an older topic of the same name is wiped).
+#[derive(Debug, Clone)]
+pub struct OpenPartition {
+    pub tp: TopicPartition,
+    pub log: LogConfig,
+    pub topic_id: [u8; 16],
+}
+
 /// Topic-level changes the controller asks of partition owners and shards.
 #[derive(Debug)]
 pub enum ControllerRequest {
@@ -100,7 +109,7 @@ pub enum ShardMessage {
         reply: oneshot::Sender<()>,
     },
     OpenPartitions {
-        partitions: Vec<(TopicPartition, LogConfig)>,
+        partitions: Vec<OpenPartition>,
         reply: oneshot::Sender<Vec<Result<(), String>>>,
     },
     DeletePartitions {

@@ -73,6 +73,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let image = Arc::new(metadata.image().clone());
     let config = Arc::new(config);
     let stop = Arc::new(AtomicBool::new(false));
+    install_panic_stop(stop.clone());
     {
         let stop = stop.clone();
         let mut signals = signal_hook::iterator::Signals::new([
@@ -172,6 +173,35 @@ pub fn run(config: Config) -> Result<(), StartError> {
     }
 }
 
+thread_local! {
+    /// Set while a panic is expected and caught (the codec guard); such a panic costs one
+    /// connection, not the broker.
+    static PANIC_GUARDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, turning a panic into `Err` without stopping the broker (for code that is not ours:
+/// the wire codec).
+pub fn guarded<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
+    PANIC_GUARDED.with(|g| g.set(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    PANIC_GUARDED.with(|g| g.set(false));
+    result
+}
+
+/// Any other panic stops the whole broker: a shard that died would leave its partitions
+/// unanswered while the other shards kept serving (fail-stop beats half-alive).
+fn install_panic_stop(stop: Arc<AtomicBool>) {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if PANIC_GUARDED.with(|g| g.get()) {
+            return;
+        }
+        previous(info);
+        tracing::error!("a shard panicked; stopping the broker");
+        stop.store(true, Ordering::SeqCst);
+    }));
+}
+
 async fn shard_main(
     id: ShardId,
     ends: mesh::MeshEnds,
@@ -192,19 +222,26 @@ async fn shard_main(
         image.clone(),
         controller.map(|c| c.into_controller()),
     ));
-    // Recover the partitions this shard owns.
+    // Recover the partitions this shard owns. One that cannot be opened is logged and left
+    // offline (clients get UNKNOWN_TOPIC_OR_PARTITION for it); the rest of the broker serves.
     let mut owned = Vec::new();
     for topic in image.topics.values() {
-        let log_config = config.topic_log_config(&topic.configs);
+        let log = config.topic_log_config(&topic.configs);
         for p in 0..topic.partitions {
             let tp = TopicPartition::new(topic.name.as_str(), p as i32);
             if shard.owner(&tp) == id {
-                owned.push((tp, log_config.clone()));
+                owned.push(mesh::OpenPartition {
+                    tp,
+                    log: log.clone(),
+                    topic_id: topic.topic_id,
+                });
             }
         }
     }
     for result in shard.open_partitions(owned).await {
-        result?;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "a partition could not be opened; it stays offline");
+        }
     }
     for receiver in receivers {
         let shard = shard.clone();

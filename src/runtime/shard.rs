@@ -15,14 +15,14 @@ use std::time::Duration;
 
 use futures_channel::oneshot;
 
-use super::mesh::{Mesh, PartitionRequest, PartitionResponse, ShardMessage};
+use super::mesh::{Mesh, OpenPartition, PartitionRequest, PartitionResponse, ShardMessage};
 use super::placement::partition_owner;
 use crate::cluster::controller::Controller;
 use crate::cluster::MetadataImage;
 use crate::config::Config;
 use crate::protocol::types::{Offset, ShardId, TopicPartition};
 use crate::protocol::ErrorCode;
-use crate::storage::{AppendOutcome, LogConfig, Partition, PartitionHandle, Waiter};
+use crate::storage::{AppendOutcome, Partition, PartitionHandle, Waiter};
 
 pub struct Shard {
     pub id: ShardId,
@@ -315,13 +315,9 @@ impl Shard {
     }
 
     /// Opens (recovering) partitions this shard owns.
-    pub async fn open_partitions(
-        &self,
-        list: Vec<(TopicPartition, LogConfig)>,
-    ) -> Vec<Result<(), String>> {
-        let image = self.image();
+    pub async fn open_partitions(&self, list: Vec<OpenPartition>) -> Vec<Result<(), String>> {
         let mut results = Vec::new();
-        for (tp, log_config) in list {
+        for OpenPartition { tp, log, topic_id } in list {
             assert_eq!(
                 self.owner(&tp),
                 self.id,
@@ -332,12 +328,11 @@ impl Shard {
                 continue;
             }
             let dir = self.config.data_dir.join(tp.to_string());
-            let topic_id = image.topics.get(&tp.topic).map(|t| t.topic_id);
-            if let Err(e) = crate::cluster::controller::claim_partition_dir(&dir, topic_id) {
+            if let Err(e) = crate::cluster::controller::claim_partition_dir(&dir, Some(topic_id)) {
                 results.push(Err(e));
                 continue;
             }
-            match Partition::open(&dir, tp.clone(), log_config, Default::default()).await {
+            match Partition::open(&dir, tp.clone(), log, Default::default()).await {
                 Ok(handle) => {
                     self.partitions.borrow_mut().insert(tp, handle);
                     results.push(Ok(()));

@@ -13,6 +13,7 @@ use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel;
 
 use super::handlers::{self, Reply};
+use crate::constants::CONNECTION_IN_FLIGHT_BYTES_MAX;
 use crate::protocol::check_frame_size;
 use crate::runtime::io::{self, TcpStream};
 use crate::runtime::shard::ShardRef;
@@ -35,11 +36,15 @@ pub async fn serve(shard: ShardRef, mut reader: TcpStream) {
         return;
     }
     let writer = unsafe { TcpStream::from_raw_fd(fd) };
-    let (queue_tx, queue_rx) = local_channel::new_bounded::<io::Task<Reply>>(IN_FLIGHT_MAX);
+    let (queue_tx, queue_rx) =
+        local_channel::new_bounded::<(io::Task<Reply>, io::BudgetPermit)>(IN_FLIGHT_MAX);
+    // Frame bytes held by requests in progress; a permit is returned when its response is
+    // written, so one connection never holds more than CONNECTION_IN_FLIGHT_BYTES_MAX.
+    let budget = io::Budget::new(CONNECTION_IN_FLIGHT_BYTES_MAX);
     let writer_task = io::spawn_joinable(write_responses(writer, queue_rx));
     let max_bytes = shard.config.socket_request_max_bytes;
     loop {
-        let frame = match read_frame(&mut reader, max_bytes).await {
+        let frame = match read_frame(&mut reader, max_bytes, &budget).await {
             Ok(Some(frame)) => frame,
             Ok(None) => break,
             Err(why) => {
@@ -47,9 +52,10 @@ pub async fn serve(shard: ShardRef, mut reader: TcpStream) {
                 break;
             }
         };
+        let (frame, permit) = frame;
         let shard = shard.clone();
         let task = io::spawn_joinable(async move { handlers::handle(&shard, frame).await });
-        if queue_tx.send(task).await.is_err() {
+        if queue_tx.send((task, permit)).await.is_err() {
             break;
         }
     }
@@ -58,8 +64,12 @@ pub async fn serve(shard: ShardRef, mut reader: TcpStream) {
     let _ = reader.shutdown(std::net::Shutdown::Both).await;
 }
 
-/// Reads one frame; `Ok(None)` on a clean end of stream.
-async fn read_frame(stream: &mut TcpStream, max_bytes: u32) -> Result<Option<Bytes>, String> {
+/// Reads one frame, holding its size in `budget`; `Ok(None)` on a clean end of stream.
+async fn read_frame(
+    stream: &mut TcpStream,
+    max_bytes: u32,
+    budget: &io::Budget,
+) -> Result<Option<(Bytes, io::BudgetPermit)>, String> {
     let mut size = [0u8; 4];
     match stream.read_exact(&mut size).await {
         Ok(()) => {}
@@ -68,6 +78,7 @@ async fn read_frame(stream: &mut TcpStream, max_bytes: u32) -> Result<Option<Byt
     }
     let size =
         check_frame_size(i32::from_be_bytes(size), max_bytes).map_err(|e| format!("{e:?}"))?;
+    let permit = budget.take(size as u64).await;
     let mut body = BytesMut::with_capacity(size.min(READ_CHUNK_BYTES));
     while body.len() < size {
         let start = body.len();
@@ -78,15 +89,16 @@ async fn read_frame(stream: &mut TcpStream, max_bytes: u32) -> Result<Option<Byt
             .await
             .map_err(|e| format!("truncated frame: {e}"))?;
     }
-    Ok(Some(body.freeze()))
+    Ok(Some((body.freeze(), permit)))
 }
 
 async fn write_responses(
     mut writer: TcpStream,
-    queue: local_channel::LocalReceiver<io::Task<Reply>>,
+    queue: local_channel::LocalReceiver<(io::Task<Reply>, io::BudgetPermit)>,
 ) {
     let queue = Rc::new(queue);
-    while let Some(task) = queue.recv().await {
+    // The permit lives until the response is written (end of the loop body).
+    while let Some((task, _permit)) = queue.recv().await {
         match task.join().await {
             Reply::Send(bytes) => {
                 if writer.write_all(&bytes).await.is_err() {

@@ -12,6 +12,7 @@ use std::rc::Rc;
 use super::index::SegmentIndex;
 use super::recovery::{scan_segment, ScanResult, ScanStop};
 use super::{Error, LogConfig};
+use crate::constants::PREALLOCATE_STEP_BYTES;
 use crate::protocol::types::{LeaderEpoch, Offset};
 use crate::runtime::io::LogFile;
 
@@ -24,6 +25,8 @@ pub struct Segment {
     pub durable_bytes: u64,
     /// Offset after the segment's last placed batch.
     pub next_offset: Offset,
+    /// Bytes of disk space allocated to the file (preallocated ahead of `size_bytes`).
+    pub allocated_bytes: u64,
     pub index: SegmentIndex,
     pub created_ms: u64,
     pub closed: bool,
@@ -107,6 +110,7 @@ pub async fn open_segment(
                     file,
                     size_bytes: file_bytes,
                     durable_bytes: file_bytes,
+                    allocated_bytes: file_bytes,
                     // Fixed up by the partition: the next segment's base offset.
                     next_offset: base,
                     index,
@@ -139,15 +143,13 @@ pub async fn open_segment(
     }
     drop(std_file);
     let file = Rc::new(LogFile::open(&path, false).await?);
-    if is_last && file_bytes < config.segment_bytes {
-        file.preallocate(config.segment_bytes).await?;
-    }
     Ok(Recovered {
         segment: Segment {
             base_offset: base,
             file,
             size_bytes: scan.valid_bytes,
             durable_bytes: scan.valid_bytes,
+            allocated_bytes: file_bytes,
             next_offset: scan.next_offset,
             index: scan.index.clone(),
             created_ms,
@@ -193,13 +195,15 @@ pub async fn create_segment(
 ) -> Result<Segment, Error> {
     let path = log_path(dir, base);
     let file = Rc::new(LogFile::open(&path, true).await?);
-    file.preallocate(config.segment_bytes).await?;
+    let allocated_bytes = PREALLOCATE_STEP_BYTES.min(config.segment_bytes);
+    file.preallocate(allocated_bytes).await?;
     sync_dir(dir)?;
     Ok(Segment {
         base_offset: base,
         file,
         size_bytes: 0,
         durable_bytes: 0,
+        allocated_bytes,
         next_offset: base,
         index: SegmentIndex::new(),
         created_ms: now_ms(),

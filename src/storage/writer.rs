@@ -11,7 +11,7 @@ use std::rc::Rc;
 use super::partition::{Partition, PartitionHandle};
 use super::segment::{self, now_ms};
 use super::FlushPolicy;
-use crate::constants::DIRECT_IO_ALIGNMENT_BYTES;
+use crate::constants::{DIRECT_IO_ALIGNMENT_BYTES, PREALLOCATE_STEP_BYTES};
 use crate::protocol::types::Offset;
 use crate::runtime::io::LogFile;
 
@@ -25,6 +25,8 @@ struct WriteJob {
     new_high_watermark: Offset,
     dones: Vec<Done>,
     sync: bool,
+    /// Allocate the file up to this size before writing.
+    extend_to: Option<u64>,
 }
 
 enum Step {
@@ -52,7 +54,13 @@ pub(super) async fn run(part: PartitionHandle) {
                 }
             }
             Step::Write(job) => {
-                let mut result = job.file.write_aligned(job.pos, &job.data).await;
+                let mut result = Ok(());
+                if let Some(len) = job.extend_to {
+                    result = job.file.preallocate(len).await;
+                }
+                if result.is_ok() {
+                    result = job.file.write_aligned(job.pos, &job.data).await;
+                }
                 if result.is_ok() && job.sync {
                     result = job.file.sync().await;
                 }
@@ -118,7 +126,17 @@ impl Partition {
             active.size_bytes,
             "tail buffer must end at the segment's placed size"
         );
+        let written_end =
+            active.size_bytes.div_ceil(DIRECT_IO_ALIGNMENT_BYTES) * DIRECT_IO_ALIGNMENT_BYTES;
+        let extend_to = if written_end > active.allocated_bytes {
+            let target = (written_end + PREALLOCATE_STEP_BYTES).min(segment_bytes);
+            active.allocated_bytes = target;
+            Some(target)
+        } else {
+            None
+        };
         Step::Write(WriteJob {
+            extend_to,
             file: active.file.clone(),
             pos: self.tail_file_pos,
             data: self.tail.clone(),

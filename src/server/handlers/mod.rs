@@ -62,9 +62,7 @@ pub async fn handle(shard: &ShardRef, mut frame: Bytes) -> Reply {
         Err(e) => return Reply::Close(format!("bad request header: {e}")),
     };
     // The codec is not ours: a panic inside it must cost this connection, not the shard.
-    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        RequestKind::decode(api_key, &mut frame, version)
-    }));
+    let decoded = crate::runtime::guarded(|| RequestKind::decode(api_key, &mut frame, version));
     let request = match decoded {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => return Reply::Close(format!("bad {api_key:?} v{version} body: {e}")),

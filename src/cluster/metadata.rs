@@ -172,6 +172,10 @@ impl LocalMetadataLog {
             .create(true)
             .open(&path)
             .map_err(|e| err("open", e))?;
+        // The file's directory entry must survive a crash as well as its bytes.
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| err("fsync dir", e))?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(|e| err("read", e))?;
         let (records, valid) = decode_frames(&bytes);
@@ -202,8 +206,18 @@ impl MetadataLog for LocalMetadataLog {
             path: self.path.clone(),
             detail: e.to_string(),
         };
-        self.file.write_all(&frame).map_err(|e| err("write", e))?;
-        self.file.sync_data().map_err(|e| err("fdatasync", e))?;
+        let good_len = self.file.metadata().map_err(|e| err("stat", e))?.len();
+        let written = self
+            .file
+            .write_all(&frame)
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            // Never leave a partial frame for later records to follow: replay would stop at it
+            // and forget them.
+            let _ = self.file.set_len(good_len);
+            let _ = self.file.sync_all();
+            return Err(err("append", e));
+        }
         self.image.apply(&record);
         Ok(())
     }

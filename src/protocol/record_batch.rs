@@ -223,13 +223,14 @@ fn read_varint(bytes: &[u8], pos: &mut usize) -> Option<i64> {
     None
 }
 
-/// For an uncompressed batch, the offset delta of the first record whose timestamp is at least
-/// `timestamp_ms`. `None` if the batch is compressed, malformed, or has no such record.
+/// For an uncompressed batch, the offset delta and timestamp of the first record whose
+/// timestamp is at least `timestamp_ms`. `None` if the batch is compressed, malformed, or has
+/// no such record.
 pub fn first_record_at_or_after(
     batch: &[u8],
     header: &BatchHeader,
     timestamp_ms: i64,
-) -> Option<i32> {
+) -> Option<(i32, i64)> {
     if header.attributes & 0x07 != 0 || batch.len() < header.total_bytes {
         return None;
     }
@@ -244,8 +245,11 @@ pub fn first_record_at_or_after(
         let mut at = pos + 1; // attributes byte
         let timestamp_delta = read_varint(records, &mut at)?;
         let offset_delta = read_varint(records, &mut at)?;
-        if header.base_timestamp_ms.saturating_add(timestamp_delta) >= timestamp_ms {
-            return i32::try_from(offset_delta).ok();
+        let record_timestamp_ms = header.base_timestamp_ms.saturating_add(timestamp_delta);
+        if record_timestamp_ms >= timestamp_ms {
+            return i32::try_from(offset_delta)
+                .ok()
+                .map(|d| (d, record_timestamp_ms));
         }
         pos = end;
     }
@@ -362,8 +366,8 @@ pub mod tests {
     fn finds_record_by_timestamp() {
         let b = make_batch(5, 1000, 3);
         let h = parse_header(&b, 1 << 20, true).unwrap();
-        assert_eq!(first_record_at_or_after(&b, &h, 0), Some(0));
-        assert_eq!(first_record_at_or_after(&b, &h, 1000), Some(0));
+        assert_eq!(first_record_at_or_after(&b, &h, 0), Some((0, 1000)));
+        assert_eq!(first_record_at_or_after(&b, &h, 1000), Some((0, 1000)));
         assert_eq!(first_record_at_or_after(&b, &h, 1001), None);
         assert_eq!(first_record_at_or_after(&b[..70], &h, 0), None);
     }

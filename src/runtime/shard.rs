@@ -393,41 +393,33 @@ fn produce_ok(base_offset: Offset, log_start: Offset) -> PartitionResponse {
     }
 }
 
-/// Kafka's ListOffsets: -2 earliest, -1 latest, -3 the batch with the largest timestamp is
-/// answered as latest - 1, anything else the first offset with a timestamp at or after it.
+/// Kafka's ListOffsets: -2 earliest, -1 latest, -3 the last offset with the largest timestamp
+/// in the log (-1/-1 when empty), anything else the first record at or after that
+/// timestamp with its own timestamp (-1/-1 when there is none).
 async fn list_offset(part: &PartitionHandle, timestamp_ms: i64) -> PartitionResponse {
-    let (start, hwm) = {
+    let (start, hwm, max_ts) = {
         let p = part.borrow();
-        (p.log_start, p.high_watermark)
+        (p.log_start, p.high_watermark, p.max_timestamp_ms())
     };
-    let (offset, ts) = match timestamp_ms {
-        -2 => (start, -1),
-        -1 => (hwm, -1),
-        -3 => (Offset((hwm.0 - 1).max(start.0)), -1),
-        t if t < 0 => {
-            return PartitionResponse::ListOffsets {
-                error: ErrorCode::InvalidRequest,
-                offset: Offset(-1),
-                timestamp_ms: -1,
-            }
-        }
+    let answer = |error, offset, timestamp_ms| PartitionResponse::ListOffsets {
+        error,
+        offset,
+        timestamp_ms,
+    };
+    match timestamp_ms {
+        -2 => answer(ErrorCode::None, start, -1),
+        -1 => answer(ErrorCode::None, hwm, -1),
+        -3 if hwm > start => answer(ErrorCode::None, Offset(hwm.0 - 1), max_ts),
+        -3 => answer(ErrorCode::None, Offset(-1), -1),
+        t if t < 0 => answer(ErrorCode::InvalidRequest, Offset(-1), -1),
         t => match Partition::offset_for_timestamp(part, t).await {
-            Ok(Some(o)) => (o, t),
-            Ok(None) => (Offset(-1), -1),
+            Ok(Some((offset, found_ms))) => answer(ErrorCode::None, offset, found_ms),
+            Ok(None) => answer(ErrorCode::None, Offset(-1), -1),
             Err(e) => {
                 tracing::warn!(error = %e, timestamp_ms = t, "offset lookup by timestamp failed");
-                return PartitionResponse::ListOffsets {
-                    error: e.error_code(),
-                    offset: Offset(-1),
-                    timestamp_ms: -1,
-                };
+                answer(e.error_code(), Offset(-1), -1)
             }
         },
-    };
-    PartitionResponse::ListOffsets {
-        error: ErrorCode::None,
-        offset,
-        timestamp_ms: ts,
     }
 }
 

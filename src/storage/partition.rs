@@ -90,6 +90,9 @@ impl Partition {
             path: dir.to_owned(),
             source: e,
         })?;
+        if let Some(parent) = dir.parent() {
+            segment::sync_dir(parent)?;
+        }
         let bases = segment::list_segments(dir)?;
         let mut segments = BTreeMap::new();
         let mut producers = ProducerStates::default();
@@ -167,6 +170,15 @@ impl Partition {
 
     pub fn config(&self) -> &LogConfig {
         &self.config
+    }
+
+    /// The largest timestamp in the log (-1 if none), from the segment indexes.
+    pub fn max_timestamp_ms(&self) -> i64 {
+        self.segments
+            .values()
+            .map(|s| s.index.max_timestamp_ms)
+            .max()
+            .unwrap_or(-1)
     }
 
     /// Bytes of all segments.

@@ -135,11 +135,12 @@ impl Partition {
         })
     }
 
-    /// The offset of the first record with a timestamp at or after `timestamp_ms`, if any.
+    /// The offset and timestamp of the first record with a timestamp at or after
+    /// `timestamp_ms`, if any.
     pub async fn offset_for_timestamp(
         this: &PartitionHandle,
         timestamp_ms: i64,
-    ) -> Result<Option<Offset>, Error> {
+    ) -> Result<Option<(Offset, i64)>, Error> {
         let spans: Vec<(Rc<LogFile>, u64, u64)> = {
             let p = this.borrow();
             p.segments
@@ -172,10 +173,15 @@ impl Partition {
                     let header = record_batch::parse_header(&batch, usize::MAX, false)
                         .map_err(Error::InvalidBatch)?;
                     if header.max_timestamp_ms >= timestamp_ms {
-                        let delta =
+                        // A compressed batch answers with its first offset and its largest
+                        // timestamp (its records are not decompressed here).
+                        let (delta, found_ms) =
                             record_batch::first_record_at_or_after(&batch, &header, timestamp_ms)
-                                .unwrap_or(0);
-                        return Ok(Some(Offset(header.base_offset.0 + delta as i64)));
+                                .unwrap_or((0, header.max_timestamp_ms));
+                        return Ok(Some((
+                            Offset(header.base_offset.0 + delta as i64),
+                            found_ms,
+                        )));
                     }
                     at += total;
                 }

@@ -132,3 +132,62 @@ fn retention_by_size_moves_the_log_start() {
         "old segment files are deleted from disk"
     );
 }
+
+/// Roll by age and retention by time: records stamped an hour ago land in a segment that rolls
+/// by age when newer records arrive; time retention then deletes it and moves the log start to
+/// the first new record.
+#[test]
+fn age_roll_and_time_retention() {
+    let broker = common::Broker::start(&[
+        "--segment-ms",
+        "100",
+        "--retention-ms",
+        "60000",
+        "--retention-check-interval-ms",
+        "200",
+    ]);
+    let bootstrap = broker.bootstrap();
+    common::create_topic(&bootstrap, "aged", 1);
+    let producer = common::producer(&bootstrap, &[]);
+    let hour_ago = common::now_ms() - 3_600_000;
+    for i in 0..10usize {
+        let payload = value(i);
+        let record = BaseRecord::with_opaque_to("aged", i)
+            .payload(&payload)
+            .key("old")
+            .timestamp(hour_ago);
+        common::send(&producer, record);
+    }
+    common::flush(&producer, 10, TIMEOUT);
+    std::thread::sleep(Duration::from_millis(300));
+    let producer = common::producer(&bootstrap, &[]);
+    for i in 10..20usize {
+        let payload = value(i);
+        common::send(
+            &producer,
+            BaseRecord::with_opaque_to("aged", i)
+                .payload(&payload)
+                .key("new"),
+        );
+    }
+    common::flush(&producer, 10, TIMEOUT);
+    assert!(
+        segment_files(&broker, "aged-0") >= 2,
+        "the old segment rolled by age"
+    );
+    let consumer = common::consumer(&bootstrap);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let low = loop {
+        let (low, _) = common::watermarks(&consumer, "aged", 0);
+        if low > 0 || Instant::now() > deadline {
+            break low;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        low, 10,
+        "time retention deleted exactly the hour-old segment"
+    );
+    let records = common::consume_from(&consumer, "aged", &[(0, Offset::Beginning)], 10, TIMEOUT);
+    common::assert_offsets_contiguous(0, &records, 10);
+}

@@ -32,47 +32,84 @@ pub enum Reply {
     Close(String),
 }
 
-/// Handles one request frame (without its size prefix).
-pub async fn handle(shard: &ShardRef, mut frame: Bytes) -> Reply {
+/// A request frame, decoded as far as the connection needs.
+pub enum Decoded {
+    Request {
+        correlation_id: i32,
+        api_key: ApiKey,
+        version: i16,
+        request: Box<RequestKind>,
+    },
+    /// An ApiVersions version we do not serve: answered with error 35 in v0.
+    UnsupportedApiVersions { correlation_id: i32 },
+    /// Unrecoverable: close the connection, for this reason.
+    Close(String),
+}
+
+/// Decodes one request frame (without its size prefix). Never panics: the codec runs guarded.
+pub fn decode(mut frame: Bytes) -> Decoded {
     if frame.len() < 8 {
-        return Reply::Close("frame shorter than a request header".into());
+        return Decoded::Close("frame shorter than a request header".into());
     }
     let key = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
     let Ok(api_key) = ApiKey::try_from(key) else {
-        return Reply::Close(format!("unknown api key {key}"));
+        return Decoded::Close(format!("unknown api key {key}"));
     };
     let served = versions::supported(api_key);
     let in_range = served.is_some_and(|(min, max)| version >= min && version <= max);
     if api_key == ApiKey::ApiVersions && !in_range {
-        return encode(correlation_id, api_key, 0, api_versions::unsupported());
+        return Decoded::UnsupportedApiVersions { correlation_id };
     }
     if !in_range {
-        return Reply::Close(format!("{api_key:?} v{version} is not served"));
+        return Decoded::Close(format!("{api_key:?} v{version} is not served"));
     }
     if api_key == ApiKey::Produce && version < versions::PRODUCE_VERSION_DECODED_MIN {
-        return Reply::Close(format!(
+        return Decoded::Close(format!(
             "Produce v{version} (message format before v2) is not served"
         ));
     }
     let header_version = api_key.request_header_version(version);
-    let header = match RequestHeader::decode(&mut frame, header_version) {
-        Ok(h) => h,
-        Err(e) => return Reply::Close(format!("bad request header: {e}")),
-    };
     // The codec is not ours: a panic inside it must cost this connection, not the shard.
-    let decoded = crate::runtime::guarded(|| RequestKind::decode(api_key, &mut frame, version));
-    let request = match decoded {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return Reply::Close(format!("bad {api_key:?} v{version} body: {e}")),
-        Err(_) => {
-            return Reply::Close(format!(
-                "{api_key:?} v{version} body made the decoder panic"
-            ))
+    let decoded = crate::runtime::guarded(|| {
+        RequestHeader::decode(&mut frame, header_version)
+            .and_then(|_| RequestKind::decode(api_key, &mut frame, version))
+    });
+    match decoded {
+        Ok(Ok(request)) => Decoded::Request {
+            correlation_id,
+            api_key,
+            version,
+            request: Box::new(request),
+        },
+        Ok(Err(e)) => Decoded::Close(format!("bad {api_key:?} v{version} request: {e}")),
+        Err(_) => Decoded::Close(format!(
+            "{api_key:?} v{version} request made the decoder panic"
+        )),
+    }
+}
+
+/// Handles one request frame (without its size prefix).
+pub async fn handle(shard: &ShardRef, frame: Bytes) -> Reply {
+    let (correlation_id, api_key, version, request) = match decode(frame) {
+        Decoded::Request {
+            correlation_id,
+            api_key,
+            version,
+            request,
+        } => (correlation_id, api_key, version, request),
+        Decoded::UnsupportedApiVersions { correlation_id } => {
+            return encode(
+                correlation_id,
+                ApiKey::ApiVersions,
+                0,
+                api_versions::unsupported(),
+            )
         }
+        Decoded::Close(why) => return Reply::Close(why),
     };
-    let response = match request {
+    let response = match *request {
         RequestKind::ApiVersions(_) => api_versions::handle(),
         RequestKind::Metadata(r) => metadata::handle(shard, r, version).await,
         RequestKind::Produce(r) => {
@@ -92,7 +129,6 @@ pub async fn handle(shard: &ShardRef, mut frame: Bytes) -> Reply {
         RequestKind::DescribeCluster(_) => describe_cluster::handle(shard),
         other => return Reply::Close(format!("unexpected request {other:?}")),
     };
-    let _ = header;
     encode(correlation_id, api_key, version, response)
 }
 

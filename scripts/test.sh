@@ -74,4 +74,9 @@ cargo clippy --all-targets --release -- -D warnings
 # Release profile: the same build `cargo run --release` and the benches use,
 # and the integration tests push a few hundred thousand records through it.
 echo "== cargo test"
-cargo test --release "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --release "$@" 2>&1 | tee "$log"
+# One total over every test binary, as the last line.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed/) p += $(i-1); if ($(i) ~ /^failed/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

@@ -255,3 +255,28 @@ impl Budget {
         )
     }
 }
+
+/// A bounded FIFO between tasks of one shard: `push` waits while it is full.
+pub struct LocalQueue<T>(glommio::channels::local_channel::LocalSender<T>);
+
+/// The receiving end of a `LocalQueue`; `pop` yields `None` once every sender is gone.
+pub struct LocalQueueReceiver<T>(glommio::channels::local_channel::LocalReceiver<T>);
+
+/// A bounded queue of `depth` items for tasks of the current shard.
+pub fn local_queue<T>(depth: usize) -> (LocalQueue<T>, LocalQueueReceiver<T>) {
+    let (tx, rx) = glommio::channels::local_channel::new_bounded(depth);
+    (LocalQueue(tx), LocalQueueReceiver(rx))
+}
+
+impl<T> LocalQueue<T> {
+    /// Waits for room, then enqueues; `false` if the receiver is gone.
+    pub async fn push(&self, item: T) -> bool {
+        self.0.send(item).await.is_ok()
+    }
+}
+
+impl<T> LocalQueueReceiver<T> {
+    pub async fn pop(&self) -> Option<T> {
+        self.0.recv().await
+    }
+}

@@ -6,11 +6,9 @@
 //! unrecoverable framing or decoding error closes this connection only.
 
 use std::os::unix::io::{AsRawFd, FromRawFd};
-use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
-use glommio::channels::local_channel;
 
 use super::handlers::{self, Reply};
 use crate::constants::CONNECTION_IN_FLIGHT_BYTES_MAX;
@@ -37,7 +35,7 @@ pub async fn serve(shard: ShardRef, mut reader: TcpStream) {
     }
     let writer = unsafe { TcpStream::from_raw_fd(fd) };
     let (queue_tx, queue_rx) =
-        local_channel::new_bounded::<(io::Task<Reply>, io::BudgetPermit)>(IN_FLIGHT_MAX);
+        io::local_queue::<(io::Task<Reply>, io::BudgetPermit)>(IN_FLIGHT_MAX);
     // Frame bytes held by requests in progress; a permit is returned when its response is
     // written, so one connection never holds more than CONNECTION_IN_FLIGHT_BYTES_MAX.
     let budget = io::Budget::new(CONNECTION_IN_FLIGHT_BYTES_MAX);
@@ -55,7 +53,7 @@ pub async fn serve(shard: ShardRef, mut reader: TcpStream) {
         let (frame, permit) = frame;
         let shard = shard.clone();
         let task = io::spawn_joinable(async move { handlers::handle(&shard, frame).await });
-        if queue_tx.send((task, permit)).await.is_err() {
+        if !queue_tx.push((task, permit)).await {
             break;
         }
     }
@@ -94,11 +92,10 @@ async fn read_frame(
 
 async fn write_responses(
     mut writer: TcpStream,
-    queue: local_channel::LocalReceiver<(io::Task<Reply>, io::BudgetPermit)>,
+    queue: io::LocalQueueReceiver<(io::Task<Reply>, io::BudgetPermit)>,
 ) {
-    let queue = Rc::new(queue);
     // The permit lives until the response is written (end of the loop body).
-    while let Some((task, _permit)) = queue.recv().await {
+    while let Some((task, _permit)) = queue.pop().await {
         match task.join().await {
             Reply::Send(bytes) => {
                 if writer.write_all(&bytes).await.is_err() {

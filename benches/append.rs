@@ -11,48 +11,9 @@ use tusk::protocol::types::{LeaderEpoch, TopicPartition};
 use tusk::runtime::io;
 use tusk::storage::{AppendOutcome, FlushPolicy, LogConfig, Partition};
 
-/// A v2 batch of `count` uncompressed records with `value_bytes` values.
+/// A v2 batch of `count` uncompressed records with `value_bytes`-byte values.
 fn batch(count: i32, value_bytes: usize) -> Vec<u8> {
-    fn varint(out: &mut Vec<u8>, v: i64) {
-        let mut z = ((v << 1) ^ (v >> 63)) as u64;
-        while z >= 0x80 {
-            out.push((z as u8 & 0x7f) | 0x80);
-            z >>= 7;
-        }
-        out.push(z as u8);
-    }
-    let mut records = Vec::new();
-    for i in 0..count {
-        let mut r = vec![0u8];
-        varint(&mut r, 0);
-        varint(&mut r, i as i64);
-        varint(&mut r, -1);
-        varint(&mut r, value_bytes as i64);
-        r.extend(std::iter::repeat_n(b'x', value_bytes));
-        varint(&mut r, 0);
-        varint(&mut records, r.len() as i64);
-        records.extend(r);
-    }
-    let mut b = Vec::new();
-    b.extend(0i64.to_be_bytes());
-    b.extend(0i32.to_be_bytes());
-    b.extend(0i32.to_be_bytes());
-    b.push(2);
-    b.extend(0u32.to_be_bytes());
-    b.extend(0i16.to_be_bytes());
-    b.extend((count - 1).to_be_bytes());
-    b.extend(0i64.to_be_bytes());
-    b.extend(0i64.to_be_bytes());
-    b.extend((-1i64).to_be_bytes());
-    b.extend((-1i16).to_be_bytes());
-    b.extend((-1i32).to_be_bytes());
-    b.extend(count.to_be_bytes());
-    b.extend(records);
-    let len = (b.len() - 12) as i32;
-    b[8..12].copy_from_slice(&len.to_be_bytes());
-    let crc = crc32c::crc32c(&b[21..]);
-    b[17..21].copy_from_slice(&crc.to_be_bytes());
-    b
+    record_batch::encode_uncompressed(count, None, &vec![b'x'; value_bytes], 0, 0)
 }
 
 fn log_config(flush: FlushPolicy) -> LogConfig {

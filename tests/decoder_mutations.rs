@@ -85,47 +85,7 @@ fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
 }
 
 fn batch(count: i32) -> Vec<u8> {
-    fn varint(out: &mut Vec<u8>, v: i64) {
-        let mut z = ((v << 1) ^ (v >> 63)) as u64;
-        while z >= 0x80 {
-            out.push((z as u8 & 0x7f) | 0x80);
-            z >>= 7;
-        }
-        out.push(z as u8);
-    }
-    let mut records = Vec::new();
-    for i in 0..count {
-        let mut r = vec![0u8];
-        varint(&mut r, i as i64 * 10);
-        varint(&mut r, i as i64);
-        varint(&mut r, 1);
-        r.push(b'k');
-        varint(&mut r, 3);
-        r.extend(b"val");
-        varint(&mut r, 0);
-        varint(&mut records, r.len() as i64);
-        records.extend(r);
-    }
-    let mut b = Vec::new();
-    b.extend(0i64.to_be_bytes());
-    b.extend(0i32.to_be_bytes());
-    b.extend(0i32.to_be_bytes());
-    b.push(2);
-    b.extend(0u32.to_be_bytes());
-    b.extend(0i16.to_be_bytes());
-    b.extend((count - 1).to_be_bytes());
-    b.extend(1000i64.to_be_bytes());
-    b.extend((1000 + 10 * count as i64).to_be_bytes());
-    b.extend((-1i64).to_be_bytes());
-    b.extend((-1i16).to_be_bytes());
-    b.extend((-1i32).to_be_bytes());
-    b.extend(count.to_be_bytes());
-    b.extend(records);
-    let len = (b.len() - 12) as i32;
-    b[8..12].copy_from_slice(&len.to_be_bytes());
-    let crc = crc32c::crc32c(&b[21..]);
-    b[17..21].copy_from_slice(&crc.to_be_bytes());
-    b
+    record_batch::encode_uncompressed(count, Some(b"k"), b"val", 1000, 10)
 }
 
 fn frame<R: Encodable>(key: ApiKey, version: i16, request: &R) -> Vec<u8> {

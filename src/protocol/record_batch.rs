@@ -256,57 +256,77 @@ pub fn first_record_at_or_after(
     None
 }
 
+/// Appends a zig-zag varint.
+fn put_varint(out: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    while z >= 0x80 {
+        out.push((z as u8 & 0x7f) | 0x80);
+        z >>= 7;
+    }
+    out.push(z as u8);
+}
+
+/// Encodes an uncompressed v2 batch of `count` records with the same `key` and `value`, the
+/// i-th stamped `base_timestamp_ms + i * timestamp_step_ms`, with no producer id. Load
+/// generators, benches and tests build batches with it.
+pub fn encode_uncompressed(
+    count: i32,
+    key: Option<&[u8]>,
+    value: &[u8],
+    base_timestamp_ms: i64,
+    timestamp_step_ms: i64,
+) -> Vec<u8> {
+    assert!(count >= 1, "a batch holds at least one record");
+    let mut records = Vec::new();
+    let mut record = Vec::new();
+    for i in 0..count as i64 {
+        record.clear();
+        record.push(0); // attributes
+        put_varint(&mut record, i * timestamp_step_ms);
+        put_varint(&mut record, i);
+        match key {
+            Some(k) => {
+                put_varint(&mut record, k.len() as i64);
+                record.extend_from_slice(k);
+            }
+            None => put_varint(&mut record, -1),
+        }
+        put_varint(&mut record, value.len() as i64);
+        record.extend_from_slice(value);
+        put_varint(&mut record, 0); // headers
+        put_varint(&mut records, record.len() as i64);
+        records.extend_from_slice(&record);
+    }
+    let max_timestamp_ms = base_timestamp_ms + (count as i64 - 1) * timestamp_step_ms;
+    let mut b = Vec::with_capacity(BATCH_HEADER_BYTES + records.len());
+    b.extend(0i64.to_be_bytes()); // base offset
+    b.extend(0i32.to_be_bytes()); // length, set below
+    b.extend(0i32.to_be_bytes()); // partition leader epoch
+    b.push(2); // magic
+    b.extend(0u32.to_be_bytes()); // crc, set below
+    b.extend(0i16.to_be_bytes()); // attributes
+    b.extend((count - 1).to_be_bytes());
+    b.extend(base_timestamp_ms.to_be_bytes());
+    b.extend(max_timestamp_ms.to_be_bytes());
+    b.extend((-1i64).to_be_bytes()); // producer id
+    b.extend((-1i16).to_be_bytes()); // producer epoch
+    b.extend((-1i32).to_be_bytes()); // base sequence
+    b.extend(count.to_be_bytes());
+    b.extend(records);
+    let length = (b.len() - BATCH_LENGTH_PREFIX_BYTES) as i32;
+    b[8..12].copy_from_slice(&length.to_be_bytes());
+    let crc = crc32c::crc32c(&b[ATTRIBUTES_POS..]);
+    b[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
 #[cfg(test)]
 pub mod tests {
     use super::*;
 
-    /// Builds a valid uncompressed v2 batch of `count` records with small values.
+    /// A valid uncompressed batch of `count` records with `value_bytes`-byte values.
     pub fn make_batch(count: i32, base_timestamp_ms: i64, value_bytes: usize) -> Vec<u8> {
-        let mut records = Vec::new();
-        for i in 0..count {
-            let mut r = Vec::new();
-            r.push(0u8); // attributes
-            put_varint(&mut r, 0); // timestamp delta
-            put_varint(&mut r, i as i64); // offset delta
-            put_varint(&mut r, -1); // key length: null
-            put_varint(&mut r, value_bytes as i64);
-            r.extend(std::iter::repeat_n(b'v', value_bytes));
-            put_varint(&mut r, 0); // headers count
-            put_varint(&mut records, r.len() as i64);
-            records.extend(r);
-        }
-        let mut b = Vec::new();
-        b.extend(0i64.to_be_bytes());
-        b.extend(0i32.to_be_bytes()); // length, patched below
-        b.extend(0i32.to_be_bytes()); // leader epoch
-        b.push(2); // magic
-        b.extend(0u32.to_be_bytes()); // crc, patched below
-        b.extend(0i16.to_be_bytes()); // attributes
-        b.extend((count - 1).to_be_bytes());
-        b.extend(base_timestamp_ms.to_be_bytes());
-        b.extend(base_timestamp_ms.to_be_bytes());
-        b.extend((-1i64).to_be_bytes());
-        b.extend((-1i16).to_be_bytes());
-        b.extend((-1i32).to_be_bytes());
-        b.extend(count.to_be_bytes());
-        b.extend(records);
-        let length = (b.len() - 12) as i32;
-        b[8..12].copy_from_slice(&length.to_be_bytes());
-        let crc = crc32c::crc32c(&b[21..]);
-        b[17..21].copy_from_slice(&crc.to_be_bytes());
-        b
-    }
-
-    fn put_varint(out: &mut Vec<u8>, v: i64) {
-        let mut z = ((v << 1) ^ (v >> 63)) as u64;
-        loop {
-            if z < 0x80 {
-                out.push(z as u8);
-                return;
-            }
-            out.push((z as u8 & 0x7f) | 0x80);
-            z >>= 7;
-        }
+        encode_uncompressed(count, None, &vec![b'v'; value_bytes], base_timestamp_ms, 0)
     }
 
     #[test]
@@ -386,6 +406,19 @@ pub mod tests {
         let crc = crc32c::crc32c(&c[21..]);
         c[17..21].copy_from_slice(&crc.to_be_bytes());
         assert_eq!(validate_produced(&c, 1 << 20), Err(BatchError::Invalid));
+    }
+
+    #[test]
+    fn encoded_batches_carry_keys_and_stepped_timestamps() {
+        let b = encode_uncompressed(5, Some(b"key"), b"value", 1000, 10);
+        let h = validate_produced(&b, 1 << 20).unwrap();
+        assert_eq!(
+            (h.records_count, h.base_timestamp_ms, h.max_timestamp_ms),
+            (5, 1000, 1040)
+        );
+        assert_eq!(first_record_at_or_after(&b, &h, 1015), Some((2, 1020)));
+        assert_eq!(first_record_at_or_after(&b, &h, 1041), None);
+        assert!(b.windows(3).any(|w| w == b"key"), "the key is stored");
     }
 
     #[test]

@@ -40,6 +40,25 @@ pub fn index_path(dir: &Path, base: Offset) -> PathBuf {
     dir.join(format!("{:020}.index", base.0))
 }
 
+/// The idempotent-producer state as of `base`, written when the segment at `base` starts.
+pub fn snapshot_path(dir: &Path, base: Offset) -> PathBuf {
+    dir.join(format!("{:020}.snapshot", base.0))
+}
+
+/// Writes and fsyncs a file (index, snapshot) beside the segments.
+pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let write = || -> std::io::Result<()> {
+        let mut f = File::create(path)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    };
+    write().map_err(|e| Error::Fs {
+        op: "write",
+        path: path.to_owned(),
+        source: e,
+    })
+}
+
 /// Base offsets of the segments in `dir`, sorted.
 pub fn list_segments(dir: &Path) -> Result<Vec<Offset>, Error> {
     let fs_err = |op, source| Error::Fs {
@@ -234,17 +253,7 @@ pub async fn close_segment(
 ) -> Result<(), Error> {
     file.truncate(size_bytes).await?;
     file.sync().await?;
-    let path = index_path(dir, base);
-    let write = || -> std::io::Result<()> {
-        let mut f = File::create(&path)?;
-        f.write_all(&index_bytes)?;
-        f.sync_all()
-    };
-    write().map_err(|e| Error::Fs {
-        op: "write index",
-        path: path.clone(),
-        source: e,
-    })
+    write_synced(&index_path(dir, base), &index_bytes)
 }
 
 pub fn sync_dir(dir: &Path) -> Result<(), Error> {

@@ -193,7 +193,7 @@ fn fits_relative(offset: Offset, base: Offset) -> bool {
 
 /// Closes the active segment and opens a new one at the next offset.
 async fn roll(part: &PartitionHandle) -> Result<(), super::Error> {
-    let (dir, base, file, size, index_bytes, next, config) = {
+    let (dir, base, file, size, index_bytes, next, config, snapshot) = {
         let p = part.borrow();
         let active = p.segments.values().next_back().expect("active segment");
         (
@@ -204,9 +204,13 @@ async fn roll(part: &PartitionHandle) -> Result<(), super::Error> {
             active.index.encode(),
             active.next_offset,
             p.config.clone(),
+            p.producers.snapshot(active.next_offset),
         )
     };
     segment::close_segment(&dir, base, file, size, index_bytes).await?;
+    // Written before the new segment exists: recovery trusts a snapshot only for the segment
+    // named like it, so a crash in between just means scanning, never a wrong state.
+    segment::write_synced(&segment::snapshot_path(&dir, next), &snapshot)?;
     let new_segment = segment::create_segment(&dir, next, &config).await?;
     let mut p = part.borrow_mut();
     if let Some(old) = p.segments.get_mut(&base) {
@@ -278,6 +282,7 @@ pub fn apply_retention(part: &PartitionHandle) {
     for base in removed {
         let _ = std::fs::remove_file(segment::log_path(&p.dir, base));
         let _ = std::fs::remove_file(segment::index_path(&p.dir, base));
+        let _ = std::fs::remove_file(segment::snapshot_path(&p.dir, base));
         tracing::info!(partition = %p.tp, base = base.0, "retention deleted segment");
     }
 }

@@ -97,6 +97,7 @@ impl Partition {
         }
         let mut dones = Vec::new();
         let mut last = active.next_offset;
+        let mut placed = 0usize;
         while let Some(next) = self.pending.front() {
             let len = next.bytes.len() as u64;
             if active.size_bytes + len > segment_bytes
@@ -120,7 +121,12 @@ impl Partition {
             if let Some(done) = p.done {
                 dones.push(done);
             }
+            placed += 1;
         }
+        assert!(
+            placed > 0,
+            "a pending batch must fit an empty segment (message_max_bytes <= segment_bytes)"
+        );
         assert_eq!(
             self.tail_file_pos + self.tail.len() as u64,
             active.size_bytes,

@@ -14,6 +14,8 @@ pub mod cluster;
 pub mod config;
 /// Every limit and default, with compile-time checks of how they relate.
 pub mod constants;
+/// Consumer groups: the classic rebalance state machine (coordinator wiring comes next).
+pub mod group;
 /// The Kafka wire protocol: framing, versions, error codes, record batches.
 pub mod protocol;
 /// Shards, placement, the shard mesh and the IO seam (every glommio call).

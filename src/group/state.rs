@@ -44,6 +44,9 @@ pub struct JoinRequest {
     pub protocols: Vec<(String, Bytes)>,
     /// JoinGroup v4+: a first join without a member id is answered MEMBER_ID_REQUIRED.
     pub require_known_member_id: bool,
+    /// Static membership (KIP-345): a restarting member with the same instance id takes over
+    /// its previous member's place without a rebalance.
+    pub group_instance_id: Option<String>,
 }
 
 /// What a joined member is told when the join phase completes.
@@ -97,6 +100,8 @@ pub enum SyncOutcome {
 
 #[derive(Debug, Clone)]
 struct Member {
+    client_id: String,
+    group_instance_id: Option<String>,
     session_timeout_ms: i32,
     rebalance_timeout_ms: i32,
     protocols: Vec<(String, Bytes)>,
@@ -192,11 +197,17 @@ impl Group {
         }
         let mut member_id = request.member_id.clone();
         if member_id.is_empty() {
+            if let Some(instance) = &request.group_instance_id {
+                if let Some(old) = self.static_member(instance) {
+                    return self.replace_static_member(old, request, now_ms);
+                }
+            }
             if self.members.len() + self.pending_members.len() >= self.config.members_max {
                 return error(ErrorCode::GroupMaxSizeReached);
             }
             member_id = self.new_member_id(&request.client_id);
-            if request.require_known_member_id {
+            // Static members are known by their instance id: no MEMBER_ID_REQUIRED round trip.
+            if request.require_known_member_id && request.group_instance_id.is_none() {
                 let expires = now_ms + request.session_timeout_ms as u64;
                 self.pending_members.insert(member_id.clone(), expires);
                 return (JoinOutcome::MemberIdRequired(member_id), Vec::new());
@@ -212,6 +223,8 @@ impl Group {
             None => true,
         };
         let member = Member {
+            client_id: request.client_id,
+            group_instance_id: request.group_instance_id,
             session_timeout_ms: request.session_timeout_ms,
             rebalance_timeout_ms: request.rebalance_timeout_ms.max(request.session_timeout_ms),
             protocols: request.protocols,
@@ -249,6 +262,127 @@ impl Group {
         }
         events.extend(self.maybe_complete_join(now_ms));
         (JoinOutcome::Waiting(member_id), events)
+    }
+
+    fn static_member(&self, instance: &str) -> Option<String> {
+        self.members
+            .iter()
+            .find(|(_, m)| m.group_instance_id.as_deref() == Some(instance))
+            .map(|(id, _)| id.clone())
+    }
+
+    /// A static member came back (new member id, same instance id): it takes the old member's
+    /// place and assignment. In a settled group with unchanged metadata this costs no
+    /// rebalance; the old member id is fenced.
+    fn replace_static_member(
+        &mut self,
+        old_id: String,
+        request: JoinRequest,
+        now_ms: u64,
+    ) -> (JoinOutcome, Vec<Event>) {
+        let new_id = self.new_member_id(&request.client_id);
+        let mut member = self.members.remove(&old_id).expect("static member listed");
+        let changed = member.protocols != request.protocols;
+        member.client_id = request.client_id;
+        member.session_timeout_ms = request.session_timeout_ms;
+        member.rebalance_timeout_ms = request.rebalance_timeout_ms.max(request.session_timeout_ms);
+        member.protocols = request.protocols;
+        member.last_seen_ms = now_ms;
+        member.awaiting_sync = false;
+        self.members.insert(new_id.clone(), member);
+        if self.leader.as_deref() == Some(old_id.as_str()) {
+            self.leader = Some(new_id.clone());
+        }
+        let mut events = vec![
+            Event::JoinFailed {
+                member_id: old_id.clone(),
+                error: ErrorCode::FencedInstanceId,
+            },
+            Event::SyncFailed {
+                member_id: old_id,
+                error: ErrorCode::FencedInstanceId,
+            },
+        ];
+        if self.state == GroupState::Stable && !changed {
+            self.members
+                .get_mut(&new_id)
+                .expect("inserted")
+                .awaiting_join = false;
+            events.push(Event::JoinCompleted(self.current_join_result(&new_id)));
+            return (JoinOutcome::Waiting(new_id), events);
+        }
+        self.members
+            .get_mut(&new_id)
+            .expect("inserted")
+            .awaiting_join = true;
+        if self.state != GroupState::PreparingRebalance {
+            events.extend(self.prepare_rebalance(now_ms));
+        }
+        events.extend(self.maybe_complete_join(now_ms));
+        (JoinOutcome::Waiting(new_id), events)
+    }
+
+    /// (member id, instance id, client id, metadata of the chosen protocol, assignment) of
+    /// every member, for DescribeGroups.
+    pub fn describe(&self) -> Vec<(String, Option<String>, String, Bytes, Bytes)> {
+        self.members
+            .iter()
+            .map(|(id, m)| {
+                let meta = self
+                    .protocol_name
+                    .as_ref()
+                    .and_then(|p| m.protocols.iter().find(|(n, _)| n == p))
+                    .map(|(_, b)| b.clone())
+                    .unwrap_or_default();
+                (
+                    id.clone(),
+                    m.group_instance_id.clone(),
+                    m.client_id.clone(),
+                    meta,
+                    m.assignment.clone(),
+                )
+            })
+            .collect()
+    }
+
+    /// Kafka's name of the state, for ListGroups and DescribeGroups.
+    pub fn state_name(&self) -> &'static str {
+        match self.state {
+            GroupState::Empty => "Empty",
+            GroupState::PreparingRebalance => "PreparingRebalance",
+            GroupState::CompletingRebalance => "CompletingRebalance",
+            GroupState::Stable => "Stable",
+            GroupState::Dead => "Dead",
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// Checks a member and generation for OffsetCommit: commits are refused while the group
+    /// waits for its leader's assignment (CompletingRebalance), as in Kafka.
+    pub fn check_commit(&self, member_id: &str, generation_id: i32) -> ErrorCode {
+        if generation_id < 0 && member_id.is_empty() {
+            // A commit from outside the group protocol (manual assignment).
+            return if self.members.is_empty() {
+                ErrorCode::None
+            } else {
+                ErrorCode::IllegalGeneration
+            };
+        }
+        if let Err(e) = self.check_member(member_id, generation_id) {
+            return e;
+        }
+        if self.state == GroupState::CompletingRebalance {
+            return ErrorCode::RebalanceInProgress;
+        }
+        ErrorCode::None
+    }
+
+    /// Marks the group deleted.
+    pub fn mark_dead(&mut self) {
+        self.state = GroupState::Dead;
     }
 
     /// The join answer of the current generation for `member_id` (leader: with the members).

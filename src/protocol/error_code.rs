@@ -35,6 +35,8 @@ pub enum ErrorCode {
     GroupIdNotFound = 69,
     MemberIdRequired = 79,
     GroupMaxSizeReached = 81,
+    FencedInstanceId = 82,
+    NonEmptyGroup = 68,
     UnsupportedVersion = 35,
     TopicAlreadyExists = 36,
     InvalidPartitions = 37,

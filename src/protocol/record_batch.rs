@@ -277,28 +277,43 @@ pub fn encode_uncompressed(
     timestamp_step_ms: i64,
 ) -> Vec<u8> {
     assert!(count >= 1, "a batch holds at least one record");
-    let mut records = Vec::new();
+    let records: Vec<(Option<&[u8]>, Option<&[u8]>)> =
+        (0..count).map(|_| (key, Some(value))).collect();
+    encode_records(&records, base_timestamp_ms, timestamp_step_ms)
+}
+
+/// Encodes an uncompressed v2 batch of the given (key, value) records; a `None` value is a
+/// tombstone. The i-th record is stamped `base_timestamp_ms + i * timestamp_step_ms`.
+pub fn encode_records(
+    records: &[(Option<&[u8]>, Option<&[u8]>)],
+    base_timestamp_ms: i64,
+    timestamp_step_ms: i64,
+) -> Vec<u8> {
+    let count = records.len() as i32;
+    assert!(count >= 1, "a batch holds at least one record");
+    let mut body = Vec::new();
     let mut record = Vec::new();
-    for i in 0..count as i64 {
+    for (i, (key, value)) in records.iter().enumerate() {
+        let i = i as i64;
         record.clear();
         record.push(0); // attributes
         put_varint(&mut record, i * timestamp_step_ms);
         put_varint(&mut record, i);
-        match key {
-            Some(k) => {
-                put_varint(&mut record, k.len() as i64);
-                record.extend_from_slice(k);
+        for field in [key, value] {
+            match field {
+                Some(bytes) => {
+                    put_varint(&mut record, bytes.len() as i64);
+                    record.extend_from_slice(bytes);
+                }
+                None => put_varint(&mut record, -1),
             }
-            None => put_varint(&mut record, -1),
         }
-        put_varint(&mut record, value.len() as i64);
-        record.extend_from_slice(value);
         put_varint(&mut record, 0); // headers
-        put_varint(&mut records, record.len() as i64);
-        records.extend_from_slice(&record);
+        put_varint(&mut body, record.len() as i64);
+        body.extend_from_slice(&record);
     }
     let max_timestamp_ms = base_timestamp_ms + (count as i64 - 1) * timestamp_step_ms;
-    let mut b = Vec::with_capacity(BATCH_HEADER_BYTES + records.len());
+    let mut b = Vec::with_capacity(BATCH_HEADER_BYTES + body.len());
     b.extend(0i64.to_be_bytes()); // base offset
     b.extend(0i32.to_be_bytes()); // length, set below
     b.extend(0i32.to_be_bytes()); // partition leader epoch
@@ -312,12 +327,68 @@ pub fn encode_uncompressed(
     b.extend((-1i16).to_be_bytes()); // producer epoch
     b.extend((-1i32).to_be_bytes()); // base sequence
     b.extend(count.to_be_bytes());
-    b.extend(records);
+    b.extend(body);
     let length = (b.len() - BATCH_LENGTH_PREFIX_BYTES) as i32;
     b[8..12].copy_from_slice(&length.to_be_bytes());
     let crc = crc32c::crc32c(&b[ATTRIBUTES_POS..]);
     b[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
     b
+}
+
+/// Reads a varint-length-prefixed nullable byte field.
+fn read_nullable<'a>(bytes: &'a [u8], pos: &mut usize) -> Option<Option<&'a [u8]>> {
+    let len = read_varint(bytes, pos)?;
+    if len < 0 {
+        return Some(None);
+    }
+    let end = pos.checked_add(usize::try_from(len).ok()?)?;
+    let field = bytes.get(*pos..end)?;
+    *pos = end;
+    Some(Some(field))
+}
+
+/// Calls `f(offset, key, value)` for each record of an uncompressed batch (`batch` starts at
+/// the batch header). `false` if the batch is compressed or malformed (records before the
+/// fault were delivered).
+pub fn for_each_record(
+    batch: &[u8],
+    header: &BatchHeader,
+    mut f: impl FnMut(Offset, Option<&[u8]>, Option<&[u8]>),
+) -> bool {
+    if header.attributes & 0x07 != 0 || batch.len() < header.total_bytes {
+        return false;
+    }
+    let records = &batch[..header.total_bytes];
+    let mut pos = BATCH_HEADER_BYTES;
+    for _ in 0..header.records_count {
+        let Some(length) = read_varint(records, &mut pos) else {
+            return false;
+        };
+        let Some(end) = usize::try_from(length)
+            .ok()
+            .and_then(|l| pos.checked_add(l))
+        else {
+            return false;
+        };
+        if end > records.len() {
+            return false;
+        }
+        let mut at = pos + 1; // attributes byte
+        let (Some(_ts), Some(offset_delta)) =
+            (read_varint(records, &mut at), read_varint(records, &mut at))
+        else {
+            return false;
+        };
+        let (Some(key), Some(value)) = (
+            read_nullable(&records[..end], &mut at),
+            read_nullable(&records[..end], &mut at),
+        ) else {
+            return false;
+        };
+        f(Offset(header.base_offset.0 + offset_delta), key, value);
+        pos = end;
+    }
+    true
 }
 
 #[cfg(test)]
@@ -419,6 +490,33 @@ pub mod tests {
         assert_eq!(first_record_at_or_after(&b, &h, 1015), Some((2, 1020)));
         assert_eq!(first_record_at_or_after(&b, &h, 1041), None);
         assert!(b.windows(3).any(|w| w == b"key"), "the key is stored");
+    }
+
+    #[test]
+    fn records_round_trip_with_tombstones() {
+        let records: Vec<(Option<&[u8]>, Option<&[u8]>)> = vec![
+            (Some(b"a"), Some(b"1")),
+            (Some(b"b"), None),
+            (None, Some(b"3")),
+        ];
+        let mut b = encode_records(&records, 5, 1);
+        assign_offset(&mut b, Offset(40), LeaderEpoch(0));
+        let h = validate_produced(&b, 1 << 20).unwrap();
+        let mut seen = Vec::new();
+        assert!(for_each_record(&b, &h, |o, k, v| seen.push((
+            o.0,
+            k.map(<[u8]>::to_vec),
+            v.map(<[u8]>::to_vec)
+        ))));
+        assert_eq!(
+            seen,
+            vec![
+                (40, Some(b"a".to_vec()), Some(b"1".to_vec())),
+                (41, Some(b"b".to_vec()), None),
+                (42, None, Some(b"3".to_vec()))
+            ]
+        );
+        assert!(!for_each_record(&b[..b.len() - 2], &h, |_, _, _| {}));
     }
 
     #[test]

@@ -1,0 +1,324 @@
+//! Committed offsets of the groups a shard coordinates, kept in an internal log (Kafka's
+//! `__consumer_offsets` idea) on the same partition code as user data, so commits get the same
+//! durability policy and recovery. Runs on: the shard that owns each offsets partition.
+//! Invariants: a commit is answered only after its record is durable; the in-memory view only
+//! moves forward in log order (a record never overwrites a newer one); a group always maps to
+//! the same offsets partition, whatever the shard count (so `--shards` changes move partitions,
+//! not groups' offsets).
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use crate::protocol::record_batch::{self, BATCH_HEADER_BYTES};
+use crate::protocol::types::{LeaderEpoch, PartitionId, ShardId, TopicPartition};
+use crate::runtime::placement::{fnv1a_32, partition_owner};
+use crate::storage::{AppendOutcome, LogConfig, Partition, PartitionHandle};
+
+/// Name of the internal offsets log; reserved, never a user topic.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// Partitions of the offsets log. Fixed forever: a group's partition must never change.
+pub const OFFSETS_PARTITIONS: u32 = 16;
+/// The internal topic's id (owns its partition directories).
+pub const OFFSETS_TOPIC_ID: [u8; 16] = [0xff; 16];
+/// Bytes read per step when replaying an offsets partition at start.
+const REPLAY_READ_BYTES: usize = 1 << 20;
+
+/// The offsets partition of a group.
+pub fn offsets_partition(group: &str) -> u32 {
+    fnv1a_32(group.as_bytes()) % OFFSETS_PARTITIONS
+}
+
+/// The shard that coordinates a group: the owner of its offsets partition.
+pub fn group_owner(group: &str, shard_count: usize) -> ShardId {
+    partition_owner(
+        OFFSETS_TOPIC,
+        PartitionId(offsets_partition(group) as i32),
+        shard_count,
+    )
+}
+
+/// One committed offset.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Committed {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+    /// The topic's id when committed: offsets of a deleted (or re-created) topic are not served.
+    pub topic_id: [u8; 16],
+    /// Position of the record in the offsets log (newer wins).
+    pub record_offset: i64,
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend((s.len() as u16).to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn take_str(bytes: &[u8], pos: &mut usize) -> Option<String> {
+    let len = u16::from_be_bytes(bytes.get(*pos..*pos + 2)?.try_into().ok()?) as usize;
+    let s = std::str::from_utf8(bytes.get(*pos + 2..*pos + 2 + len)?)
+        .ok()?
+        .to_string();
+    *pos += 2 + len;
+    Some(s)
+}
+
+/// Record key: version, group, topic, partition.
+pub fn encode_key(group: &str, tp: &TopicPartition) -> Vec<u8> {
+    let mut k = vec![1u8];
+    put_str(&mut k, group);
+    put_str(&mut k, &tp.topic);
+    k.extend(tp.partition.0.to_be_bytes());
+    k
+}
+
+pub fn decode_key(bytes: &[u8]) -> Option<(String, TopicPartition)> {
+    if bytes.first() != Some(&1) {
+        return None;
+    }
+    let mut pos = 1;
+    let group = take_str(bytes, &mut pos)?;
+    let topic = take_str(bytes, &mut pos)?;
+    let partition = i32::from_be_bytes(bytes.get(pos..pos + 4)?.try_into().ok()?);
+    Some((group, TopicPartition::new(topic, partition)))
+}
+
+/// Record value: version, offset, leader epoch, topic id, metadata (or absent).
+pub fn encode_value(c: &Committed) -> Vec<u8> {
+    let mut v = vec![1u8];
+    v.extend(c.offset.to_be_bytes());
+    v.extend(c.leader_epoch.to_be_bytes());
+    v.extend(c.topic_id);
+    match &c.metadata {
+        Some(m) => {
+            v.push(1);
+            put_str(&mut v, m);
+        }
+        None => v.push(0),
+    }
+    v
+}
+
+pub fn decode_value(bytes: &[u8], record_offset: i64) -> Option<Committed> {
+    if bytes.first() != Some(&1) || bytes.len() < 30 {
+        return None;
+    }
+    let offset = i64::from_be_bytes(bytes[1..9].try_into().ok()?);
+    let leader_epoch = i32::from_be_bytes(bytes[9..13].try_into().ok()?);
+    let topic_id: [u8; 16] = bytes[13..29].try_into().ok()?;
+    let metadata = match bytes[29] {
+        0 => None,
+        _ => {
+            let mut pos = 30;
+            Some(take_str(bytes, &mut pos)?)
+        }
+    };
+    Some(Committed {
+        offset,
+        leader_epoch,
+        metadata,
+        topic_id,
+        record_offset,
+    })
+}
+
+type GroupOffsets = BTreeMap<TopicPartition, Committed>;
+
+/// The committed offsets of the groups this shard coordinates.
+pub struct OffsetStore {
+    logs: HashMap<u32, PartitionHandle>,
+    committed: RefCell<HashMap<String, GroupOffsets>>,
+}
+
+impl OffsetStore {
+    /// Opens (recovering) and replays the offsets partitions `shard` owns.
+    pub async fn open(
+        data_dir: &Path,
+        shard: ShardId,
+        shard_count: usize,
+        log: &LogConfig,
+    ) -> Result<OffsetStore, String> {
+        let mut store = OffsetStore {
+            logs: HashMap::new(),
+            committed: RefCell::new(HashMap::new()),
+        };
+        for p in 0..OFFSETS_PARTITIONS {
+            let tp = TopicPartition::new(OFFSETS_TOPIC, p as i32);
+            if partition_owner(OFFSETS_TOPIC, tp.partition, shard_count) != shard {
+                continue;
+            }
+            let dir = data_dir.join(tp.to_string());
+            crate::cluster::controller::claim_partition_dir(&dir, Some(OFFSETS_TOPIC_ID))?;
+            let part = Partition::open(&dir, tp.clone(), log.clone(), LeaderEpoch(0))
+                .await
+                .map_err(|e| format!("{tp}: {e}"))?;
+            store
+                .replay(&part)
+                .await
+                .map_err(|e| format!("{tp}: {e}"))?;
+            store.logs.insert(p, part);
+        }
+        Ok(store)
+    }
+
+    async fn replay(&self, part: &PartitionHandle) -> Result<(), crate::storage::Error> {
+        let mut next = part.borrow().log_start;
+        loop {
+            let read = Partition::read(part, next, REPLAY_READ_BYTES).await?;
+            if read.records.is_empty() {
+                return Ok(());
+            }
+            let mut at = 0usize;
+            while at + BATCH_HEADER_BYTES <= read.records.len() {
+                let batch = &read.records[at..];
+                let header = record_batch::parse_header(batch, usize::MAX, false)
+                    .map_err(crate::storage::Error::InvalidBatch)?;
+                record_batch::for_each_record(batch, &header, |offset, key, value| {
+                    if offset >= next {
+                        self.apply(offset.0, key, value);
+                    }
+                });
+                next = header.last_offset().next();
+                at += header.total_bytes;
+            }
+        }
+    }
+
+    fn apply(&self, record_offset: i64, key: Option<&[u8]>, value: Option<&[u8]>) {
+        let Some((group, tp)) = key.and_then(decode_key) else {
+            return;
+        };
+        let mut committed = self.committed.borrow_mut();
+        match value.and_then(|v| decode_value(v, record_offset)) {
+            Some(c) => {
+                let entries = committed.entry(group).or_default();
+                if entries
+                    .get(&tp)
+                    .is_none_or(|old| old.record_offset < record_offset)
+                {
+                    entries.insert(tp, c);
+                }
+            }
+            None => {
+                if let Some(entries) = committed.get_mut(&group) {
+                    entries.remove(&tp);
+                    if entries.is_empty() {
+                        committed.remove(&group);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Appends (group, partition) → value records (`None`: delete) and applies them once
+    /// durable. `Err` carries the reason (a storage failure).
+    pub async fn write(
+        &self,
+        group: &str,
+        entries: Vec<(TopicPartition, Option<Committed>)>,
+    ) -> Result<(), String> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let Some(log) = self.logs.get(&offsets_partition(group)) else {
+            return Err("this shard does not own the group's offsets partition".into());
+        };
+        let keys: Vec<Vec<u8>> = entries
+            .iter()
+            .map(|(tp, _)| encode_key(group, tp))
+            .collect();
+        let values: Vec<Option<Vec<u8>>> = entries
+            .iter()
+            .map(|(_, c)| c.as_ref().map(encode_value))
+            .collect();
+        let records: Vec<(Option<&[u8]>, Option<&[u8]>)> = keys
+            .iter()
+            .zip(&values)
+            .map(|(k, v)| (Some(k.as_slice()), v.as_deref()))
+            .collect();
+        let batch = record_batch::encode_records(&records, crate::storage::writer::now_ms_i64(), 0);
+        let (base, durable) = match Partition::append(log, &batch).map_err(|e| e.to_string())? {
+            AppendOutcome::Appended {
+                base_offset,
+                durable,
+            } => (base_offset, durable),
+            AppendOutcome::Duplicate { .. } => unreachable!("offset records carry no producer id"),
+        };
+        durable
+            .await
+            .map_err(|_| "offsets log writer gone".to_string())??;
+        for (i, (key, value)) in keys.iter().zip(&values).enumerate() {
+            self.apply(base.0 + i as i64, Some(key), value.as_deref());
+        }
+        Ok(())
+    }
+
+    /// The group's committed offsets: all of them, or those of `partitions`.
+    pub fn fetch(
+        &self,
+        group: &str,
+        partitions: Option<&[TopicPartition]>,
+    ) -> Vec<(TopicPartition, Committed)> {
+        let committed = self.committed.borrow();
+        let Some(entries) = committed.get(group) else {
+            return Vec::new();
+        };
+        match partitions {
+            None => entries
+                .iter()
+                .map(|(tp, c)| (tp.clone(), c.clone()))
+                .collect(),
+            Some(tps) => tps
+                .iter()
+                .filter_map(|tp| entries.get(tp).map(|c| (tp.clone(), c.clone())))
+                .collect(),
+        }
+    }
+
+    /// Groups that have committed offsets.
+    pub fn groups(&self) -> Vec<String> {
+        self.committed.borrow().keys().cloned().collect()
+    }
+
+    pub fn has_group(&self, group: &str) -> bool {
+        self.committed.borrow().contains_key(group)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_values_round_trip() {
+        let tp = TopicPartition::new("orders", 3);
+        assert_eq!(
+            decode_key(&encode_key("g1", &tp)),
+            Some(("g1".to_string(), tp))
+        );
+        let c = Committed {
+            offset: 42,
+            leader_epoch: 7,
+            metadata: Some("m".into()),
+            topic_id: [9; 16],
+            record_offset: 5,
+        };
+        assert_eq!(decode_value(&encode_value(&c), 5), Some(c.clone()));
+        let bare = Committed {
+            metadata: None,
+            ..c
+        };
+        assert_eq!(decode_value(&encode_value(&bare), 5), Some(bare));
+        assert_eq!(decode_key(&[1, 0, 9]), None);
+        assert_eq!(decode_value(&[1, 2, 3], 0), None);
+    }
+
+    #[test]
+    fn group_placement_is_stable_and_in_range() {
+        assert_eq!(offsets_partition("g"), offsets_partition("g"));
+        for shards in 1..5 {
+            assert!(group_owner("some-group", shards).0 < shards);
+        }
+    }
+}

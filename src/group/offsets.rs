@@ -232,7 +232,7 @@ impl OffsetStore {
             .iter()
             .map(|(_, c)| c.as_ref().map(encode_value))
             .collect();
-        let records: Vec<(Option<&[u8]>, Option<&[u8]>)> = keys
+        let records: Vec<record_batch::RecordRef> = keys
             .iter()
             .zip(&values)
             .map(|(k, v)| (Some(k.as_slice()), v.as_deref()))

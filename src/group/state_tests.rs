@@ -288,19 +288,38 @@ fn static_member_restart_keeps_its_assignment_without_a_rebalance() {
     };
     // Static members skip MEMBER_ID_REQUIRED.
     let (out, events) = g.join(static_request("", "i1"), 0);
-    let JoinOutcome::Waiting(a) = out else { panic!("static first join waits: {out:?}") };
+    let JoinOutcome::Waiting(a) = out else {
+        panic!("static first join waits: {out:?}")
+    };
     assert_eq!(completed(&events)[0].generation_id, 1);
     g.sync(&a, 1, vec![(a.clone(), Bytes::from_static(b"all"))], 0);
     assert_eq!(g.state, GroupState::Stable);
     // The process restarts: same instance id, no member id.
     let (out, events) = g.join(static_request("", "i1"), 5_000);
-    let JoinOutcome::Waiting(a2) = out else { panic!("rejoin waits: {out:?}") };
+    let JoinOutcome::Waiting(a2) = out else {
+        panic!("rejoin waits: {out:?}")
+    };
     assert_ne!(a2, a, "a restarted static member gets a new member id");
     let done = completed(&events);
-    assert_eq!((done.len(), done[0].generation_id), (1, 1), "no new generation");
-    assert!(events.contains(&Event::JoinFailed { member_id: a.clone(), error: ErrorCode::FencedInstanceId }));
+    assert_eq!(
+        (done.len(), done[0].generation_id),
+        (1, 1),
+        "no new generation"
+    );
+    assert!(events.contains(&Event::JoinFailed {
+        member_id: a.clone(),
+        error: ErrorCode::FencedInstanceId
+    }));
     assert_eq!(g.state, GroupState::Stable);
-    assert_eq!(g.assignment(&a2), Some(&Bytes::from_static(b"all")), "assignment kept");
-    assert_eq!(g.heartbeat(&a, 1, 5_100), ErrorCode::UnknownMemberId, "the old id is fenced");
+    assert_eq!(
+        g.assignment(&a2),
+        Some(&Bytes::from_static(b"all")),
+        "assignment kept"
+    );
+    assert_eq!(
+        g.heartbeat(&a, 1, 5_100),
+        ErrorCode::UnknownMemberId,
+        "the old id is fenced"
+    );
     assert_eq!(g.heartbeat(&a2, 1, 5_100), ErrorCode::None);
 }

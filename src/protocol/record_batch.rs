@@ -266,6 +266,9 @@ fn put_varint(out: &mut Vec<u8>, v: i64) {
     out.push(z as u8);
 }
 
+/// A record to encode: (key, value); a `None` value is a tombstone.
+pub type RecordRef<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
 /// Encodes an uncompressed v2 batch of `count` records with the same `key` and `value`, the
 /// i-th stamped `base_timestamp_ms + i * timestamp_step_ms`, with no producer id. Load
 /// generators, benches and tests build batches with it.
@@ -277,15 +280,14 @@ pub fn encode_uncompressed(
     timestamp_step_ms: i64,
 ) -> Vec<u8> {
     assert!(count >= 1, "a batch holds at least one record");
-    let records: Vec<(Option<&[u8]>, Option<&[u8]>)> =
-        (0..count).map(|_| (key, Some(value))).collect();
+    let records: Vec<RecordRef> = (0..count).map(|_| (key, Some(value))).collect();
     encode_records(&records, base_timestamp_ms, timestamp_step_ms)
 }
 
 /// Encodes an uncompressed v2 batch of the given (key, value) records; a `None` value is a
 /// tombstone. The i-th record is stamped `base_timestamp_ms + i * timestamp_step_ms`.
 pub fn encode_records(
-    records: &[(Option<&[u8]>, Option<&[u8]>)],
+    records: &[RecordRef],
     base_timestamp_ms: i64,
     timestamp_step_ms: i64,
 ) -> Vec<u8> {
@@ -494,7 +496,7 @@ pub mod tests {
 
     #[test]
     fn records_round_trip_with_tombstones() {
-        let records: Vec<(Option<&[u8]>, Option<&[u8]>)> = vec![
+        let records: Vec<RecordRef> = vec![
             (Some(b"a"), Some(b"1")),
             (Some(b"b"), None),
             (None, Some(b"3")),

@@ -66,6 +66,15 @@ pub struct Settings {
     /// How often retention runs [default: 30000]
     #[arg(long)]
     pub retention_check_interval_ms: Option<u64>,
+    /// Smallest session timeout a group member may ask for [default: 1000]
+    #[arg(long)]
+    pub group_session_timeout_ms_min: Option<i32>,
+    /// Largest session timeout a group member may ask for [default: 1800000]
+    #[arg(long)]
+    pub group_session_timeout_ms_max: Option<i32>,
+    /// Most members in one group [default: 1000]
+    #[arg(long)]
+    pub group_members_max: Option<usize>,
 }
 
 impl Settings {
@@ -91,7 +100,10 @@ impl Settings {
             fetch_max_bytes,
             tail_cache_bytes,
             spin_before_park_us,
-            retention_check_interval_ms
+            retention_check_interval_ms,
+            group_session_timeout_ms_min,
+            group_session_timeout_ms_max,
+            group_members_max
         )
     }
 }
@@ -134,6 +146,7 @@ pub struct Config {
     pub spin_before_park_us: u64,
     pub retention_check_interval_ms: u64,
     pub node_id: i32,
+    pub group: crate::group::GroupConfig,
 }
 
 pub fn parse_flush(value: &str) -> Result<FlushPolicy, ConfigError> {
@@ -249,6 +262,18 @@ impl Config {
         if retention_bytes < -1 {
             return refuse("retention_bytes", "must be -1 or positive");
         }
+        let session_min = s.group_session_timeout_ms_min.unwrap_or(1000);
+        let session_max = s.group_session_timeout_ms_max.unwrap_or(1_800_000);
+        if session_min < 1 || session_max < session_min {
+            return refuse(
+                "group_session_timeout_ms_min",
+                "must be positive and at most group_session_timeout_ms_max",
+            );
+        }
+        let members_max = s.group_members_max.unwrap_or(1000);
+        if members_max == 0 {
+            return refuse("group_members_max", "must be at least 1");
+        }
         let data_dir = s.data_dir.unwrap_or_else(|| PathBuf::from("./data"));
         Ok(Config {
             data_dir,
@@ -273,6 +298,12 @@ impl Config {
             spin_before_park_us: s.spin_before_park_us.unwrap_or(0),
             retention_check_interval_ms: s.retention_check_interval_ms.unwrap_or(30_000).max(100),
             node_id: NODE_ID_DEFAULT,
+            group: crate::group::GroupConfig {
+                session_timeout_ms_min: session_min,
+                session_timeout_ms_max: session_max,
+                members_max,
+                metadata_bytes_max: GROUP_METADATA_BYTES_MAX,
+            },
         })
     }
 

@@ -60,6 +60,14 @@ pub const METADATA_RECORD_BYTES_MAX: u32 = 1024 * 1024;
 pub const TOPIC_CONFIGS_MAX: usize = 64;
 /// Default interval of the background flusher for `flush = "interval:<ms>"`.
 pub const FLUSH_INTERVAL_MS_MIN: u64 = 1;
+/// Largest member metadata (subscription), assignment or offset metadata a group accepts.
+pub const GROUP_METADATA_BYTES_MAX: usize = 1024 * 1024;
+/// Segment size of the internal offsets log (at most the broker's `segment_bytes`).
+pub const OFFSETS_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// How long an empty group's membership state is kept before it is forgotten.
+pub const GROUP_EMPTY_FORGET_MS: u64 = 10 * 60 * 1000;
+/// How often each shard advances its groups' timers (session and rebalance timeouts).
+pub const GROUP_TICK_MS: u64 = 100;
 /// Node id of this broker in a one-node cluster.
 pub const NODE_ID_DEFAULT: i32 = 0;
 /// Allocations of at least this size are reserved as no-reserve mappings; see `runtime::alloc`.

@@ -32,5 +32,5 @@ fn confluent_kafka_and_kafka_python_round_trip() {
         out.stdout,
         out.stderr
     );
-    assert!(out.stdout.contains("2 passed, 0 failed"), "{}", out.stdout);
+    assert!(out.stdout.contains("3 passed, 0 failed"), "{}", out.stdout);
 }

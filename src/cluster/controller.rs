@@ -46,6 +46,11 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name == "." || name == ".." {
         return Err(format!("topic name `{name}` is not allowed"));
     }
+    if name == crate::group::offsets::OFFSETS_TOPIC {
+        return Err(format!(
+            "topic name `{name}` is reserved for committed offsets"
+        ));
+    }
     if name.len() > TOPIC_NAME_BYTES_MAX {
         return Err(format!(
             "topic name is longer than {TOPIC_NAME_BYTES_MAX} characters"

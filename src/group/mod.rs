@@ -3,6 +3,7 @@
 //! clocks: callers pass `now_ms` and act on the events it returns, so it is tested with a
 //! virtual clock. Not yet wired to the wire protocol or advertised in ApiVersions (issue 3).
 
+pub mod coordinator;
 pub mod offsets;
 pub mod state;
 

@@ -18,6 +18,17 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 7),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 4),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 7),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 /// First Produce version whose body the codec decodes (magic v2 only).
@@ -50,6 +61,7 @@ mod tests {
             );
         }
         assert_eq!(supported(ApiKey::Produce), Some((0, 9)));
-        assert_eq!(supported(ApiKey::JoinGroup), None);
+        assert_eq!(supported(ApiKey::JoinGroup), Some((0, 7)));
+        assert_eq!(supported(ApiKey::EndTxn), None);
     }
 }

@@ -121,6 +121,11 @@ pub enum ShardMessage {
         reply: oneshot::Sender<()>,
     },
     Controller(ControllerRequest),
+    /// Work for the coordinator of a group this shard owns.
+    Group {
+        call: crate::group::coordinator::GroupCall,
+        reply: oneshot::Sender<crate::group::coordinator::GroupReply>,
+    },
 }
 
 /// The unconnected ends of every shard's channels, built on the main thread.

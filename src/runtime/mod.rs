@@ -61,14 +61,7 @@ impl std::error::Error for StartError {}
 /// Runs the broker until SIGTERM or SIGINT.
 pub fn run(config: Config) -> Result<(), StartError> {
     let _lock = prepare_data_dir(&config.data_dir)?;
-    // Shards bind with SO_REUSEPORT, which would let a second broker silently share the port
-    // with a first one; a plain bind first fails if anyone holds it.
-    drop(
-        std::net::TcpListener::bind(config.listen).map_err(|e| StartError::Listen {
-            addr: config.listen,
-            reason: e.to_string(),
-        })?,
-    );
+    refuse_live_listener(config.listen)?;
     let metadata = LocalMetadataLog::open(&config.data_dir).map_err(StartError::Metadata)?;
     let image = Arc::new(metadata.image().clone());
     let config = Arc::new(config);
@@ -243,6 +236,33 @@ async fn shard_main(
             tracing::error!(error = %e, "a partition could not be opened; it stays offline");
         }
     }
+    // Committed offsets of the groups this shard coordinates: replayed before serving, so a
+    // client never sees COORDINATOR_NOT_AVAILABLE for "still loading".
+    let offsets_log = crate::storage::LogConfig {
+        segment_bytes: config
+            .log
+            .segment_bytes
+            .min(crate::constants::OFFSETS_SEGMENT_BYTES),
+        retention_ms: -1,
+        retention_bytes: -1,
+        ..config.log.clone()
+    };
+    let offsets =
+        crate::group::offsets::OffsetStore::open(&config.data_dir, id, config.shards, &offsets_log)
+            .await?;
+    let coordinator = Rc::new(crate::group::coordinator::Coordinator::new(
+        offsets,
+        config.group.clone(),
+    ));
+    if shard.coordinator.set(coordinator.clone()).is_err() {
+        unreachable!("the coordinator is set once, at start");
+    }
+    io::spawn(async move {
+        loop {
+            io::sleep(Duration::from_millis(crate::constants::GROUP_TICK_MS)).await;
+            coordinator.tick();
+        }
+    });
     for receiver in receivers {
         let shard = shard.clone();
         io::spawn(async move {
@@ -317,6 +337,34 @@ async fn drain(shard: &Rc<Shard>) {
     }
     for p in shard.local_partitions() {
         crate::storage::flush_unsynced(&p).await;
+    }
+}
+
+/// Shards bind with SO_REUSEPORT, which would let a second broker silently share the port with
+/// a live one. A plain bind cannot tell: right after a kill -9 the dead broker's accepted
+/// sockets linger (FIN_WAIT) and refuse a plain bind, though a restart must succeed. So ask
+/// what matters: does anything keep accepting connections there? A killed broker's listening
+/// socket can still accept for a moment (io_uring tears a dead process's rings down after it
+/// exits, and a pending accept holds the socket), so only a listener that is still there after
+/// `LIVE_LISTENER_WAIT_MS` refuses the start.
+fn refuse_live_listener(addr: std::net::SocketAddr) -> Result<(), StartError> {
+    const LIVE_LISTENER_WAIT_MS: u64 = 3000;
+    let mut probe = addr;
+    if probe.ip().is_unspecified() {
+        probe.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let deadline = std::time::Instant::now() + Duration::from_millis(LIVE_LISTENER_WAIT_MS);
+    loop {
+        if std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(500)).is_err() {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(StartError::Listen {
+                addr,
+                reason: "another process is accepting connections on this address".into(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

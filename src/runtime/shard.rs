@@ -20,6 +20,8 @@ use super::placement::partition_owner;
 use crate::cluster::controller::Controller;
 use crate::cluster::MetadataImage;
 use crate::config::Config;
+use crate::group::coordinator::{Coordinator, GroupCall, GroupReply};
+use crate::group::offsets::group_owner;
 use crate::protocol::types::{Offset, ShardId, TopicPartition};
 use crate::protocol::ErrorCode;
 use crate::storage::{AppendOutcome, Partition, PartitionHandle, Waiter};
@@ -34,6 +36,8 @@ pub struct Shard {
     /// Present on the controller shard only.
     pub controller: Option<Controller>,
     next_producer_id: Cell<i64>,
+    /// The group coordinator, set once the offsets partitions are recovered.
+    pub coordinator: std::cell::OnceCell<Rc<Coordinator>>,
 }
 
 pub type ShardRef = Rc<Shard>;
@@ -59,6 +63,7 @@ impl Shard {
             image: RefCell::new(image),
             controller,
             next_producer_id: Cell::new(counter_start),
+            coordinator: std::cell::OnceCell::new(),
         }
     }
 
@@ -356,6 +361,31 @@ impl Shard {
         }
     }
 
+    /// Runs a group request on the shard that coordinates `group_id` (here or over the mesh).
+    pub async fn group_call(self: &Rc<Self>, group_id: &str, call: GroupCall) -> GroupReply {
+        let owner = group_owner(group_id, self.shard_count);
+        self.group_call_on(owner, call).await
+    }
+
+    /// Runs a group request on shard `owner`.
+    pub async fn group_call_on(self: &Rc<Self>, owner: ShardId, call: GroupCall) -> GroupReply {
+        if owner == self.id {
+            return match self.coordinator.get() {
+                Some(c) => c.clone().handle(call).await,
+                None => GroupReply::Code(ErrorCode::CoordinatorNotAvailable),
+            };
+        }
+        let (tx, rx) = oneshot::channel();
+        if !self
+            .send(owner, ShardMessage::Group { call, reply: tx })
+            .await
+        {
+            return GroupReply::Code(ErrorCode::CoordinatorNotAvailable);
+        }
+        rx.await
+            .unwrap_or(GroupReply::Code(ErrorCode::CoordinatorNotAvailable))
+    }
+
     /// Handles one message from another shard.
     pub async fn handle_message(self: Rc<Self>, message: ShardMessage) {
         match message {
@@ -374,6 +404,13 @@ impl Shard {
             ShardMessage::MetadataUpdate { image, reply } => {
                 self.set_image(image);
                 let _ = reply.send(());
+            }
+            ShardMessage::Group { call, reply } => {
+                let answer = match self.coordinator.get() {
+                    Some(c) => c.clone().handle(call).await,
+                    None => GroupReply::Code(ErrorCode::CoordinatorNotAvailable),
+                };
+                let _ = reply.send(answer);
             }
             ShardMessage::Controller(request) => match &self.controller {
                 Some(controller) => controller.handle(&self, request).await,

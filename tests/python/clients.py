@@ -88,9 +88,57 @@ def kafka_python_round_trip():
     admin.close()
 
 
+def kafka_python_group():
+    topic = f"py-group-{uuid.uuid4().hex[:8]}"
+    group = f"py-group-{uuid.uuid4().hex[:8]}"
+    count = 200
+    admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP, request_timeout_ms=30000)
+    admin.create_topics([KNewTopic(topic, num_partitions=2, replication_factor=1)])
+    admin.close()
+    producer = KafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all", linger_ms=5)
+    futures = [producer.send(topic, value=str(i).encode(), partition=i % 2) for i in range(count)]
+    producer.flush(timeout=30)
+    for f in futures:
+        f.get(timeout=30)
+    producer.close()
+    parts = [KTopicPartition(topic, p) for p in range(2)]
+    settings = dict(bootstrap_servers=BOOTSTRAP, group_id=group, auto_offset_reset="earliest",
+                    enable_auto_commit=False, session_timeout_ms=6000, heartbeat_interval_ms=500)
+
+    # First member: everything, then a synchronous commit of its positions.
+    consumer = KafkaConsumer(topic, **settings)
+    got = []
+    deadline = time.time() + 30
+    while len(got) < count and time.time() < deadline:
+        for records in consumer.poll(timeout_ms=500).values():
+            got.extend(int(r.value) for r in records)
+    assert sorted(got) == list(range(count)), f"first member consumed {len(got)} of {count}"
+    consumer.commit()
+    committed = {tp.partition: consumer.committed(tp) for tp in parts}
+    assert committed == {0: count // 2, 1: count // 2}, f"committed {committed}"
+    consumer.close()
+
+    # Second member of the same group: once it owns both partitions, it resumes at the
+    # committed end and gets nothing within 3 s.
+    consumer = KafkaConsumer(topic, consumer_timeout_ms=3000, **settings)
+    deadline = time.time() + 30
+    extra = []
+    while len(consumer.assignment()) < 2 and time.time() < deadline:
+        for records in consumer.poll(timeout_ms=200).values():
+            extra.extend(int(r.value) for r in records)
+    assert len(consumer.assignment()) == 2, f"second member owns {consumer.assignment()}"
+    extra.extend(int(m.value) for m in consumer)  # iterates until 3 s without a record
+    positions = {tp.partition: consumer.position(tp) for tp in parts}
+    consumer.close()
+    assert not extra, f"second member re-read {len(extra)} records, e.g. {extra[:5]}"
+    assert positions == {0: count // 2, 1: count // 2}, f"positions {positions}"
+
+
 check("confluent-kafka (librdkafka 2.16): create, idempotent lz4 produce, consume, metadata",
       confluent_round_trip)
 check("kafka-python: create, gzip produce, consume, end offsets, offsets_for_times, delete",
       kafka_python_round_trip)
+check("kafka-python: consumer group, commit, close, second member resumes at the commit",
+      kafka_python_group)
 print(f"{results['passed']} passed, {results['failed']} failed")
 sys.exit(1 if results["failed"] else 0)

@@ -8,14 +8,25 @@
 mod api_versions;
 mod create_partitions;
 mod create_topics;
+mod delete_groups;
 mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
+mod describe_groups;
 mod fetch;
+mod find_coordinator;
+mod heartbeat;
 mod init_producer_id;
+mod join_group;
+mod leave_group;
+mod list_groups;
 mod list_offsets;
 mod metadata;
+mod offset_commit;
+mod offset_delete;
+mod offset_fetch;
 mod produce;
+mod sync_group;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
@@ -127,6 +138,17 @@ pub async fn handle(shard: &ShardRef, frame: Bytes) -> Reply {
         RequestKind::InitProducerId(r) => init_producer_id::handle(shard, r),
         RequestKind::DescribeConfigs(r) => describe_configs::handle(shard, r),
         RequestKind::DescribeCluster(_) => describe_cluster::handle(shard),
+        RequestKind::FindCoordinator(r) => find_coordinator::handle(shard, r, version),
+        RequestKind::JoinGroup(r) => join_group::handle(shard, r, version).await,
+        RequestKind::SyncGroup(r) => sync_group::handle(shard, r).await,
+        RequestKind::Heartbeat(r) => heartbeat::handle(shard, r).await,
+        RequestKind::LeaveGroup(r) => leave_group::handle(shard, r, version).await,
+        RequestKind::OffsetCommit(r) => offset_commit::handle(shard, r).await,
+        RequestKind::OffsetFetch(r) => offset_fetch::handle(shard, r).await,
+        RequestKind::ListGroups(r) => list_groups::handle(shard, r).await,
+        RequestKind::DescribeGroups(r) => describe_groups::handle(shard, r).await,
+        RequestKind::DeleteGroups(r) => delete_groups::handle(shard, r).await,
+        RequestKind::OffsetDelete(r) => offset_delete::handle(shard, r).await,
         other => return Reply::Close(format!("unexpected request {other:?}")),
     };
     encode(correlation_id, api_key, version, response)

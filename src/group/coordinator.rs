@@ -1,0 +1,541 @@
+//! The group coordinator of one shard: the groups whose offsets partition this shard owns,
+//! their waiting JoinGroup/SyncGroup requests, and their committed offsets. Runs on: the owning
+//! shard only; requests from connections on other shards arrive over the mesh as `GroupCall`s.
+//! Invariants: every waiting request is answered exactly once (by an event of the state
+//! machine, by a newer request of the same member, or when the group goes away); no borrow of
+//! the group table is held across an `.await`; time comes from one monotonic clock per shard.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_channel::oneshot;
+
+use super::offsets::{Committed, OffsetStore};
+use super::state::{Event, Group, GroupConfig, JoinOutcome, JoinRequest, JoinResult, SyncOutcome};
+use crate::constants::GROUP_EMPTY_FORGET_MS;
+use crate::protocol::types::TopicPartition;
+use crate::protocol::ErrorCode;
+
+/// One offset to commit: partition, offset, leader epoch, metadata, the topic's id.
+pub type OffsetToCommit = (TopicPartition, i64, i32, Option<String>, [u8; 16]);
+
+/// A request for the coordinator of one group (or, for `List`, of every group on a shard).
+#[derive(Debug)]
+pub enum GroupCall {
+    Join {
+        group_id: String,
+        request: JoinRequest,
+    },
+    Sync {
+        group_id: String,
+        member_id: String,
+        generation_id: i32,
+        assignments: Vec<(String, Bytes)>,
+    },
+    Heartbeat {
+        group_id: String,
+        member_id: String,
+        generation_id: i32,
+    },
+    /// (member id, instance id) of each member leaving.
+    Leave {
+        group_id: String,
+        members: Vec<(String, Option<String>)>,
+    },
+    Commit {
+        group_id: String,
+        member_id: String,
+        generation_id: i32,
+        offsets: Vec<OffsetToCommit>,
+    },
+    Fetch {
+        group_id: String,
+        partitions: Option<Vec<TopicPartition>>,
+    },
+    Describe {
+        group_id: String,
+    },
+    List,
+    Delete {
+        group_id: String,
+    },
+    DeleteOffsets {
+        group_id: String,
+        partitions: Vec<TopicPartition>,
+    },
+}
+
+/// A group as DescribeGroups shows it.
+#[derive(Debug, Clone, Default)]
+pub struct GroupDescription {
+    pub state: String,
+    pub protocol_type: String,
+    pub protocol_name: String,
+    /// (member id, instance id, client id, metadata, assignment).
+    pub members: Vec<(String, Option<String>, String, Bytes, Bytes)>,
+}
+
+/// The coordinator's answer.
+#[derive(Debug)]
+pub enum GroupReply {
+    Join {
+        error: ErrorCode,
+        member_id: String,
+        protocol_type: Option<String>,
+        result: Option<JoinResult>,
+    },
+    Sync {
+        error: ErrorCode,
+        assignment: Bytes,
+        protocol_type: Option<String>,
+        protocol_name: Option<String>,
+    },
+    Code(ErrorCode),
+    Codes(Vec<ErrorCode>),
+    Offsets {
+        error: ErrorCode,
+        offsets: Vec<(TopicPartition, Committed)>,
+    },
+    Described(GroupDescription),
+    /// (group id, protocol type, state).
+    Listed(Vec<(String, String, String)>),
+}
+
+fn join_error(error: ErrorCode, member_id: String) -> GroupReply {
+    GroupReply::Join {
+        error,
+        member_id,
+        protocol_type: None,
+        result: None,
+    }
+}
+
+fn sync_error(error: ErrorCode) -> GroupReply {
+    GroupReply::Sync {
+        error,
+        assignment: Bytes::new(),
+        protocol_type: None,
+        protocol_name: None,
+    }
+}
+
+struct Entry {
+    group: Group,
+    join_waiters: HashMap<String, oneshot::Sender<GroupReply>>,
+    sync_waiters: HashMap<String, oneshot::Sender<GroupReply>>,
+    /// Since when the group has had no members (it is forgotten after a while).
+    empty_since_ms: Option<u64>,
+}
+
+impl Entry {
+    /// Answers the waiting requests the state machine's events concern.
+    fn dispatch(&mut self, events: Vec<Event>) {
+        let protocol_type = self.group.protocol_type.clone();
+        let protocol_name = self.group.protocol_name.clone();
+        for event in events {
+            match event {
+                Event::JoinCompleted(result) => {
+                    if let Some(tx) = self.join_waiters.remove(&result.member_id) {
+                        let member_id = result.member_id.clone();
+                        let reply = GroupReply::Join {
+                            error: ErrorCode::None,
+                            member_id,
+                            protocol_type: protocol_type.clone(),
+                            result: Some(result),
+                        };
+                        let _ = tx.send(reply);
+                    }
+                }
+                Event::JoinFailed { member_id, error } => {
+                    if let Some(tx) = self.join_waiters.remove(&member_id) {
+                        let _ = tx.send(join_error(error, member_id));
+                    }
+                }
+                Event::SyncCompleted {
+                    member_id,
+                    assignment,
+                } => {
+                    if let Some(tx) = self.sync_waiters.remove(&member_id) {
+                        let reply = GroupReply::Sync {
+                            error: ErrorCode::None,
+                            assignment,
+                            protocol_type: protocol_type.clone(),
+                            protocol_name: protocol_name.clone(),
+                        };
+                        let _ = tx.send(reply);
+                    }
+                }
+                Event::SyncFailed { member_id, error } => {
+                    if let Some(tx) = self.sync_waiters.remove(&member_id) {
+                        let _ = tx.send(sync_error(error));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Fails the waiting requests of members that are no longer in the group.
+    fn drop_gone_waiters(&mut self) {
+        let members = self.group.member_ids();
+        let gone = |id: &String| !members.contains(id);
+        for id in self
+            .join_waiters
+            .keys()
+            .filter(|id| gone(id))
+            .cloned()
+            .collect::<Vec<_>>()
+        {
+            let tx = self.join_waiters.remove(&id).expect("listed");
+            let _ = tx.send(join_error(ErrorCode::UnknownMemberId, id));
+        }
+        for id in self
+            .sync_waiters
+            .keys()
+            .filter(|id| gone(id))
+            .cloned()
+            .collect::<Vec<_>>()
+        {
+            let tx = self.sync_waiters.remove(&id).expect("listed");
+            let _ = tx.send(sync_error(ErrorCode::UnknownMemberId));
+        }
+    }
+}
+
+/// The groups one shard coordinates.
+pub struct Coordinator {
+    groups: RefCell<HashMap<String, Entry>>,
+    pub offsets: OffsetStore,
+    config: GroupConfig,
+    clock: Instant,
+}
+
+impl Coordinator {
+    pub fn new(offsets: OffsetStore, config: GroupConfig) -> Coordinator {
+        Coordinator {
+            groups: RefCell::new(HashMap::new()),
+            offsets,
+            config,
+            clock: Instant::now(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.clock.elapsed().as_millis() as u64
+    }
+
+    /// Runs `f` on the group's entry (created if missing), then answers what its events say.
+    fn with_group<T>(
+        &self,
+        group_id: &str,
+        f: impl FnOnce(&mut Entry, u64) -> (T, Vec<Event>),
+    ) -> T {
+        let now = self.now_ms();
+        let mut groups = self.groups.borrow_mut();
+        let entry = groups.entry(group_id.to_string()).or_insert_with(|| Entry {
+            group: Group::new(group_id, self.config.clone()),
+            join_waiters: HashMap::new(),
+            sync_waiters: HashMap::new(),
+            empty_since_ms: None,
+        });
+        let (value, events) = f(entry, now);
+        entry.dispatch(events);
+        entry.drop_gone_waiters();
+        value
+    }
+
+    /// Advances every group's clock: expired sessions, ended join phases. A group that has
+    /// been empty for `GROUP_EMPTY_FORGET_MS` is forgotten (its committed offsets stay in the
+    /// offsets store), so the table stays bounded by the groups in use.
+    pub fn tick(&self) {
+        let now = self.now_ms();
+        let mut groups = self.groups.borrow_mut();
+        for entry in groups.values_mut() {
+            let events = entry.group.tick(now);
+            entry.dispatch(events);
+            entry.drop_gone_waiters();
+            let idle = entry.group.is_empty()
+                && entry.join_waiters.is_empty()
+                && entry.sync_waiters.is_empty();
+            entry.empty_since_ms = if idle {
+                Some(entry.empty_since_ms.unwrap_or(now))
+            } else {
+                None
+            };
+        }
+        groups.retain(|_, e| {
+            e.empty_since_ms
+                .is_none_or(|since| now - since < GROUP_EMPTY_FORGET_MS)
+        });
+    }
+
+    pub async fn handle(&self, call: GroupCall) -> GroupReply {
+        match call {
+            GroupCall::Join { group_id, request } => self.join(&group_id, request).await,
+            GroupCall::Sync {
+                group_id,
+                member_id,
+                generation_id,
+                assignments,
+            } => {
+                self.sync(&group_id, member_id, generation_id, assignments)
+                    .await
+            }
+            GroupCall::Heartbeat {
+                group_id,
+                member_id,
+                generation_id,
+            } => {
+                let mut groups = self.groups.borrow_mut();
+                let code = match groups.get_mut(&group_id) {
+                    Some(e) => e.group.heartbeat(&member_id, generation_id, self.now_ms()),
+                    None => ErrorCode::UnknownMemberId,
+                };
+                GroupReply::Code(code)
+            }
+            GroupCall::Leave { group_id, members } => {
+                if !self.groups.borrow().contains_key(&group_id) {
+                    return GroupReply::Codes(vec![ErrorCode::UnknownMemberId; members.len()]);
+                }
+                GroupReply::Codes(self.with_group(&group_id, |entry, now| {
+                    let mut codes = Vec::new();
+                    let mut events = Vec::new();
+                    for (member_id, instance) in members {
+                        let id = match (member_id.is_empty(), instance) {
+                            (false, _) => member_id,
+                            (true, Some(i)) => entry
+                                .group
+                                .describe()
+                                .into_iter()
+                                .find(|m| m.1.as_deref() == Some(i.as_str()))
+                                .map(|m| m.0)
+                                .unwrap_or_default(),
+                            (true, None) => String::new(),
+                        };
+                        let (code, more) = entry.group.leave(&id, now);
+                        codes.push(code);
+                        events.extend(more);
+                    }
+                    (codes, events)
+                }))
+            }
+            GroupCall::Commit {
+                group_id,
+                member_id,
+                generation_id,
+                offsets,
+            } => {
+                self.commit(&group_id, &member_id, generation_id, offsets)
+                    .await
+            }
+            GroupCall::Fetch {
+                group_id,
+                partitions,
+            } => GroupReply::Offsets {
+                error: ErrorCode::None,
+                offsets: self.offsets.fetch(&group_id, partitions.as_deref()),
+            },
+            GroupCall::Describe { group_id } => GroupReply::Described(self.describe(&group_id)),
+            GroupCall::List => GroupReply::Listed(self.list()),
+            GroupCall::Delete { group_id } => self.delete(&group_id).await,
+            GroupCall::DeleteOffsets {
+                group_id,
+                partitions,
+            } => {
+                let count = partitions.len();
+                let tombstones = partitions.into_iter().map(|tp| (tp, None)).collect();
+                let code = match self.offsets.write(&group_id, tombstones).await {
+                    Ok(()) => ErrorCode::None,
+                    Err(_) => ErrorCode::KafkaStorageError,
+                };
+                GroupReply::Codes(vec![code; count])
+            }
+        }
+    }
+
+    async fn join(&self, group_id: &str, request: JoinRequest) -> GroupReply {
+        let waiting = self.with_group(group_id, |entry, now| {
+            if entry.group.state == super::state::GroupState::Dead {
+                entry.group = Group::new(group_id, self.config.clone());
+            }
+            let (outcome, events) = entry.group.join(request, now);
+            let answer = match outcome {
+                JoinOutcome::MemberIdRequired(id) => {
+                    Err(join_error(ErrorCode::MemberIdRequired, id))
+                }
+                JoinOutcome::Error(e) => Err(join_error(e, String::new())),
+                JoinOutcome::Waiting(id) => {
+                    let (tx, rx) = oneshot::channel();
+                    if let Some(old) = entry.join_waiters.insert(id.clone(), tx) {
+                        // The member sent a newer join; the older request is over.
+                        let _ = old.send(join_error(ErrorCode::RebalanceInProgress, id));
+                    }
+                    Ok(rx)
+                }
+            };
+            (answer, events)
+        });
+        match waiting {
+            Err(reply) => reply,
+            Ok(rx) => rx
+                .await
+                .unwrap_or_else(|_| join_error(ErrorCode::RebalanceInProgress, String::new())),
+        }
+    }
+
+    async fn sync(
+        &self,
+        group_id: &str,
+        member_id: String,
+        generation_id: i32,
+        assignments: Vec<(String, Bytes)>,
+    ) -> GroupReply {
+        if !self.groups.borrow().contains_key(group_id) {
+            return sync_error(ErrorCode::UnknownMemberId);
+        }
+        let waiting = self.with_group(group_id, |entry, now| {
+            let (outcome, events) = entry
+                .group
+                .sync(&member_id, generation_id, assignments, now);
+            let answer = match outcome {
+                SyncOutcome::Assignment(assignment) => Err(GroupReply::Sync {
+                    error: ErrorCode::None,
+                    assignment,
+                    protocol_type: entry.group.protocol_type.clone(),
+                    protocol_name: entry.group.protocol_name.clone(),
+                }),
+                SyncOutcome::Error(e) => Err(sync_error(e)),
+                SyncOutcome::Waiting => {
+                    let (tx, rx) = oneshot::channel();
+                    if let Some(old) = entry.sync_waiters.insert(member_id.clone(), tx) {
+                        let _ = old.send(sync_error(ErrorCode::RebalanceInProgress));
+                    }
+                    Ok(rx)
+                }
+            };
+            (answer, events)
+        });
+        match waiting {
+            Err(reply) => reply,
+            Ok(rx) => rx
+                .await
+                .unwrap_or_else(|_| sync_error(ErrorCode::RebalanceInProgress)),
+        }
+    }
+
+    async fn commit(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        generation_id: i32,
+        offsets: Vec<OffsetToCommit>,
+    ) -> GroupReply {
+        let count = offsets.len();
+        let check = match self.groups.borrow().get(group_id) {
+            Some(e) => e.group.check_commit(member_id, generation_id),
+            None if generation_id < 0 => ErrorCode::None,
+            None => ErrorCode::IllegalGeneration,
+        };
+        if check != ErrorCode::None {
+            return GroupReply::Codes(vec![check; count]);
+        }
+        if offsets.iter().any(|o| {
+            o.3.as_ref()
+                .is_some_and(|m| m.len() > self.config.metadata_bytes_max)
+        }) {
+            return GroupReply::Codes(vec![ErrorCode::OffsetMetadataTooLarge; count]);
+        }
+        let entries = offsets
+            .into_iter()
+            .map(|(tp, offset, leader_epoch, metadata, topic_id)| {
+                (
+                    tp,
+                    Some(Committed {
+                        offset,
+                        leader_epoch,
+                        metadata,
+                        topic_id,
+                        record_offset: 0,
+                    }),
+                )
+            })
+            .collect();
+        let code = match self.offsets.write(group_id, entries).await {
+            Ok(()) => ErrorCode::None,
+            Err(e) => {
+                tracing::error!(group = group_id, error = %e, "offset commit failed");
+                ErrorCode::KafkaStorageError
+            }
+        };
+        GroupReply::Codes(vec![code; count])
+    }
+
+    fn describe(&self, group_id: &str) -> GroupDescription {
+        match self.groups.borrow().get(group_id) {
+            Some(e) => GroupDescription {
+                state: e.group.state_name().to_string(),
+                protocol_type: e.group.protocol_type.clone().unwrap_or_default(),
+                protocol_name: e.group.protocol_name.clone().unwrap_or_default(),
+                members: e.group.describe(),
+            },
+            None if self.offsets.has_group(group_id) => GroupDescription {
+                state: "Empty".into(),
+                protocol_type: "consumer".into(),
+                ..Default::default()
+            },
+            None => GroupDescription {
+                state: "Dead".into(),
+                ..Default::default()
+            },
+        }
+    }
+
+    fn list(&self) -> Vec<(String, String, String)> {
+        let groups = self.groups.borrow();
+        let mut listed: Vec<(String, String, String)> = groups
+            .iter()
+            .map(|(id, e)| {
+                (
+                    id.clone(),
+                    e.group.protocol_type.clone().unwrap_or_default(),
+                    e.group.state_name().to_string(),
+                )
+            })
+            .collect();
+        for id in self.offsets.groups() {
+            if !groups.contains_key(&id) {
+                listed.push((id, "consumer".into(), "Empty".into()));
+            }
+        }
+        listed
+    }
+
+    async fn delete(&self, group_id: &str) -> GroupReply {
+        let members = self
+            .groups
+            .borrow()
+            .get(group_id)
+            .map(|e| !e.group.is_empty());
+        if members == Some(true) {
+            return GroupReply::Code(ErrorCode::NonEmptyGroup);
+        }
+        if members.is_none() && !self.offsets.has_group(group_id) {
+            return GroupReply::Code(ErrorCode::GroupIdNotFound);
+        }
+        let tombstones = self
+            .offsets
+            .fetch(group_id, None)
+            .into_iter()
+            .map(|(tp, _)| (tp, None))
+            .collect();
+        if self.offsets.write(group_id, tombstones).await.is_err() {
+            return GroupReply::Code(ErrorCode::KafkaStorageError);
+        }
+        if let Some(mut e) = self.groups.borrow_mut().remove(group_id) {
+            e.group.mark_dead();
+            e.drop_gone_waiters();
+        }
+        GroupReply::Code(ErrorCode::None)
+    }
+}

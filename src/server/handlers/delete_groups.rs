@@ -1,0 +1,36 @@
+//! DeleteGroups: an empty group and its committed offsets go away (NON_EMPTY_GROUP while it has
+//! members, GROUP_ID_NOT_FOUND if unknown). Runs on: the connection's shard.
+
+use kafka_protocol::messages::delete_groups_response::{
+    DeletableGroupResult, DeleteGroupsResponse,
+};
+use kafka_protocol::messages::{DeleteGroupsRequest, ResponseKind};
+
+use crate::group::coordinator::{GroupCall, GroupReply};
+use crate::protocol::ErrorCode;
+use crate::runtime::shard::ShardRef;
+
+pub async fn handle(shard: &ShardRef, request: DeleteGroupsRequest) -> ResponseKind {
+    let mut results = Vec::new();
+    for id in request.groups_names {
+        let group_id = id.to_string();
+        let code = match shard
+            .group_call(
+                &group_id,
+                GroupCall::Delete {
+                    group_id: group_id.clone(),
+                },
+            )
+            .await
+        {
+            GroupReply::Code(e) => e,
+            _ => ErrorCode::UnknownServerError,
+        };
+        results.push(
+            DeletableGroupResult::default()
+                .with_group_id(id)
+                .with_error_code(code.code()),
+        );
+    }
+    ResponseKind::DeleteGroups(DeleteGroupsResponse::default().with_results(results))
+}

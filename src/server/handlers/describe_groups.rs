@@ -1,0 +1,42 @@
+//! DescribeGroups: state, protocol and members of each group, from its coordinator. An unknown
+//! group is described as Dead with no error, as Kafka does. Runs on: the connection's shard.
+
+use kafka_protocol::messages::describe_groups_response::{
+    DescribeGroupsResponse, DescribedGroup, DescribedGroupMember,
+};
+use kafka_protocol::messages::{DescribeGroupsRequest, ResponseKind};
+
+use super::str_bytes;
+use crate::group::coordinator::{GroupCall, GroupReply};
+use crate::runtime::shard::ShardRef;
+
+pub async fn handle(shard: &ShardRef, request: DescribeGroupsRequest) -> ResponseKind {
+    let mut groups = Vec::new();
+    for id in request.groups {
+        let group_id = id.to_string();
+        let call = GroupCall::Describe {
+            group_id: group_id.clone(),
+        };
+        let mut described = DescribedGroup::default().with_group_id(id);
+        if let GroupReply::Described(d) = shard.group_call(&group_id, call).await {
+            described.group_state = str_bytes(&d.state);
+            described.protocol_type = str_bytes(&d.protocol_type);
+            described.protocol_data = str_bytes(&d.protocol_name);
+            described.members = d
+                .members
+                .into_iter()
+                .map(|(member_id, instance, client_id, metadata, assignment)| {
+                    DescribedGroupMember::default()
+                        .with_member_id(str_bytes(&member_id))
+                        .with_group_instance_id(instance.as_deref().map(str_bytes))
+                        .with_client_id(str_bytes(&client_id))
+                        .with_client_host(str_bytes(""))
+                        .with_member_metadata(metadata)
+                        .with_member_assignment(assignment)
+                })
+                .collect();
+        }
+        groups.push(described);
+    }
+    ResponseKind::DescribeGroups(DescribeGroupsResponse::default().with_groups(groups))
+}

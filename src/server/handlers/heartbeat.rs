@@ -1,0 +1,23 @@
+//! Heartbeat: keeps a member's session alive; tells it when to rejoin. Runs on: the
+//! connection's shard, answered by the coordinator's.
+
+use kafka_protocol::messages::heartbeat_response::HeartbeatResponse;
+use kafka_protocol::messages::{HeartbeatRequest, ResponseKind};
+
+use crate::group::coordinator::{GroupCall, GroupReply};
+use crate::protocol::ErrorCode;
+use crate::runtime::shard::ShardRef;
+
+pub async fn handle(shard: &ShardRef, request: HeartbeatRequest) -> ResponseKind {
+    let group_id = request.group_id.to_string();
+    let call = GroupCall::Heartbeat {
+        group_id: group_id.clone(),
+        member_id: request.member_id.to_string(),
+        generation_id: request.generation_id,
+    };
+    let code = match shard.group_call(&group_id, call).await {
+        GroupReply::Code(e) => e,
+        _ => ErrorCode::UnknownServerError,
+    };
+    ResponseKind::Heartbeat(HeartbeatResponse::default().with_error_code(code.code()))
+}

@@ -1,0 +1,80 @@
+//! OffsetCommit: validated against the group's generation, made durable in the offsets log on
+//! the coordinator's shard, then answered. Runs on: the connection's shard and the
+//! coordinator's.
+
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponse, OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::{OffsetCommitRequest, ResponseKind};
+
+use crate::group::coordinator::{GroupCall, GroupReply};
+use crate::protocol::types::TopicPartition;
+use crate::protocol::ErrorCode;
+use crate::runtime::shard::ShardRef;
+
+pub async fn handle(shard: &ShardRef, request: OffsetCommitRequest) -> ResponseKind {
+    let image = shard.image();
+    let group_id = request.group_id.to_string();
+    // Partitions of unknown topics are answered at once; the rest go to the coordinator.
+    let mut offsets = Vec::new();
+    let mut codes: Vec<Vec<ErrorCode>> = Vec::new();
+    for topic in &request.topics {
+        let meta = image.topics.get(topic.name.as_str());
+        let mut topic_codes = Vec::new();
+        for p in &topic.partitions {
+            match meta {
+                Some(m) if p.partition_index >= 0 && (p.partition_index as u32) < m.partitions => {
+                    offsets.push((
+                        TopicPartition::new(topic.name.as_str(), p.partition_index),
+                        p.committed_offset,
+                        p.committed_leader_epoch,
+                        p.committed_metadata.as_ref().map(|s| s.to_string()),
+                        m.topic_id,
+                    ));
+                    topic_codes.push(ErrorCode::None);
+                }
+                _ => topic_codes.push(ErrorCode::UnknownTopicOrPartition),
+            }
+        }
+        codes.push(topic_codes);
+    }
+    let count = offsets.len();
+    let call = GroupCall::Commit {
+        group_id: group_id.clone(),
+        member_id: request.member_id.to_string(),
+        generation_id: request.generation_id_or_member_epoch,
+        offsets,
+    };
+    let results = match shard.group_call(&group_id, call).await {
+        GroupReply::Codes(c) => c,
+        GroupReply::Code(e) => vec![e; count],
+        _ => vec![ErrorCode::UnknownServerError; count],
+    };
+    let mut results = results.into_iter();
+    let topics = request
+        .topics
+        .into_iter()
+        .zip(codes)
+        .map(|(topic, topic_codes)| {
+            let partitions = topic
+                .partitions
+                .iter()
+                .zip(topic_codes)
+                .map(|(p, code)| {
+                    let code = if code == ErrorCode::None {
+                        results.next().unwrap_or(ErrorCode::UnknownServerError)
+                    } else {
+                        code
+                    };
+                    OffsetCommitResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(code.code())
+                })
+                .collect();
+            OffsetCommitResponseTopic::default()
+                .with_name(topic.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    ResponseKind::OffsetCommit(OffsetCommitResponse::default().with_topics(topics))
+}

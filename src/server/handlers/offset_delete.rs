@@ -1,0 +1,55 @@
+//! OffsetDelete: removes committed offsets of some partitions of a group. Runs on: the
+//! connection's shard, done by the coordinator's.
+
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponse, OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::{OffsetDeleteRequest, ResponseKind};
+
+use crate::group::coordinator::{GroupCall, GroupReply};
+use crate::protocol::types::TopicPartition;
+use crate::protocol::ErrorCode;
+use crate::runtime::shard::ShardRef;
+
+pub async fn handle(shard: &ShardRef, request: OffsetDeleteRequest) -> ResponseKind {
+    let group_id = request.group_id.to_string();
+    let partitions: Vec<TopicPartition> = request
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| TopicPartition::new(t.name.as_str(), p.partition_index))
+        })
+        .collect();
+    let count = partitions.len();
+    let call = GroupCall::DeleteOffsets {
+        group_id: group_id.clone(),
+        partitions,
+    };
+    let codes = match shard.group_call(&group_id, call).await {
+        GroupReply::Codes(c) => c,
+        GroupReply::Code(e) => vec![e; count],
+        _ => vec![ErrorCode::UnknownServerError; count],
+    };
+    let mut codes = codes.into_iter();
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    OffsetDeleteResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(codes.next().unwrap_or(ErrorCode::None).code())
+                })
+                .collect();
+            OffsetDeleteResponseTopic::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    ResponseKind::OffsetDelete(OffsetDeleteResponse::default().with_topics(topics))
+}

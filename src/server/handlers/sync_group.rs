@@ -1,0 +1,41 @@
+//! SyncGroup: the leader's assignment goes to the coordinator, every member gets its own back.
+//! Runs on: the connection's shard (this file) and the coordinator's (the wait).
+
+use kafka_protocol::messages::sync_group_response::SyncGroupResponse;
+use kafka_protocol::messages::{ResponseKind, SyncGroupRequest};
+
+use super::str_bytes;
+use crate::group::coordinator::{GroupCall, GroupReply};
+use crate::protocol::ErrorCode;
+use crate::runtime::shard::ShardRef;
+
+pub async fn handle(shard: &ShardRef, request: SyncGroupRequest) -> ResponseKind {
+    let group_id = request.group_id.to_string();
+    let call = GroupCall::Sync {
+        group_id: group_id.clone(),
+        member_id: request.member_id.to_string(),
+        generation_id: request.generation_id,
+        assignments: request
+            .assignments
+            .into_iter()
+            .map(|a| (a.member_id.to_string(), a.assignment))
+            .collect(),
+    };
+    let mut response = SyncGroupResponse::default();
+    match shard.group_call(&group_id, call).await {
+        GroupReply::Sync {
+            error,
+            assignment,
+            protocol_type,
+            protocol_name,
+        } => {
+            response.error_code = error.code();
+            response.assignment = assignment;
+            response.protocol_type = protocol_type.as_deref().map(str_bytes);
+            response.protocol_name = protocol_name.as_deref().map(str_bytes);
+        }
+        GroupReply::Code(e) => response.error_code = e.code(),
+        _ => response.error_code = ErrorCode::UnknownServerError.code(),
+    }
+    ResponseKind::SyncGroup(response)
+}

@@ -206,3 +206,51 @@ impl Mesh {
         sender.send(message).await.is_ok()
     }
 }
+
+/// Measures `samples` round trips between two pinned shards over the same transport the mesh
+/// uses (a bounded shared channel carrying a oneshot reply), with `spin_before_park_us` on both
+/// executors. Returns each round trip's duration. For `examples/mesh_hop.rs`.
+pub fn measure_round_trips(samples: usize, spin_before_park_us: u64) -> Vec<std::time::Duration> {
+    use glommio::{LocalExecutorBuilder, Placement};
+    use std::time::{Duration, Instant};
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let (to_echo, echo_in) =
+        shared_channel::new_bounded::<oneshot::Sender<()>>(crate::constants::MESH_CHANNEL_DEPTH);
+    let builder = |cpu: usize| {
+        let b = LocalExecutorBuilder::new(Placement::Fixed(cpu % cpus));
+        if spin_before_park_us > 0 {
+            b.spin_before_park(Duration::from_micros(spin_before_park_us))
+        } else {
+            b
+        }
+    };
+    let echo = builder(1)
+        .spawn(move || async move {
+            let rx = echo_in.connect().await;
+            while let Some(reply) = rx.recv().await {
+                let _ = reply.send(());
+            }
+        })
+        .expect("start the echo shard");
+    let caller = builder(0)
+        .spawn(move || async move {
+            let tx = to_echo.connect().await;
+            let mut times = Vec::with_capacity(samples);
+            for _ in 0..samples {
+                let (reply, answered) = oneshot::channel();
+                let start = Instant::now();
+                if tx.send(reply).await.is_err() {
+                    break;
+                }
+                let _ = answered.await;
+                times.push(start.elapsed());
+            }
+            times
+        })
+        .expect("start the calling shard");
+    let times = caller.join().expect("caller finished");
+    echo.join().expect("echo finished");
+    times
+}

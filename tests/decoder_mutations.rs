@@ -7,10 +7,15 @@
 use std::io::Write;
 
 use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, CreateTopicsRequest, FetchRequest, ListOffsetsRequest,
-    MetadataRequest, ProduceRequest, RequestHeader, RequestKind, TopicName,
+    ApiKey, ApiVersionsRequest, CreateTopicsRequest, FetchRequest, GroupId, JoinGroupRequest,
+    ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, ProduceRequest, RequestHeader,
+    RequestKind, TopicName,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use tusk::cluster::metadata::decode_frames;
@@ -138,7 +143,28 @@ fn seed_frames() -> Vec<Vec<u8>> {
                     .with_timestamp(-1),
             ]),
     ]);
+    let join = JoinGroupRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("g")))
+        .with_session_timeout_ms(6000)
+        .with_rebalance_timeout_ms(6000)
+        .with_protocol_type(StrBytes::from_static_str("consumer"))
+        .with_protocols(vec![JoinGroupRequestProtocol::default()
+            .with_name(StrBytes::from_static_str("range"))
+            .with_metadata(Bytes::from_static(
+                b"\x00\x03\x00\x00\x00\x01\x00\x01t",
+            ))]);
+    let commit = OffsetCommitRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("g")))
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str("t")))
+            .with_partitions(vec![
+                OffsetCommitRequestPartition::default().with_committed_offset(5)
+            ])]);
     vec![
+        frame(ApiKey::JoinGroup, 7, &join),
+        frame(ApiKey::JoinGroup, 0, &join),
+        frame(ApiKey::OffsetCommit, 8, &commit),
+        frame(ApiKey::OffsetCommit, 2, &commit),
         frame(ApiKey::Produce, 9, &produce),
         frame(ApiKey::Produce, 3, &produce),
         frame(ApiKey::Metadata, 12, &metadata),

@@ -64,6 +64,9 @@ pub const FLUSH_INTERVAL_MS_MIN: u64 = 1;
 pub const GROUP_METADATA_BYTES_MAX: usize = 1024 * 1024;
 /// Segment size of the internal offsets log (at most the broker's `segment_bytes`).
 pub const OFFSETS_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// Longest group id accepted (flexible request versions carry ids with a varint length, so the
+/// wire alone does not bound them).
+pub const GROUP_ID_BYTES_MAX: usize = 4096;
 /// How long an empty group's membership state is kept before it is forgotten.
 pub const GROUP_EMPTY_FORGET_MS: u64 = 10 * 60 * 1000;
 /// How often each shard advances its groups' timers (session and rebalance timeouts).

@@ -523,3 +523,46 @@ fn unusable_start_conditions_are_refused_by_name() {
         out.stderr
     );
 }
+
+/// Flexible request versions carry group ids with a varint length: a 70,000-byte group id in an
+/// OffsetCommit v8 must be answered (INVALID_GROUP_ID) without stopping the broker.
+#[test]
+fn oversized_group_id_is_refused() {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::{
+        ApiKey, GroupId, OffsetCommitRequest, RequestHeader, TopicName,
+    };
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+
+    let mut broker = Broker::start(&[]);
+    let addr = broker.bootstrap();
+    common::create_topic(&addr, "long-group-topic", 1);
+    let request = OffsetCommitRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string("g".repeat(70_000))))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str("long-group-topic")))
+            .with_partitions(vec![
+                OffsetCommitRequestPartition::default().with_committed_offset(1)
+            ])]);
+    let mut body = bytes::BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(ApiKey::OffsetCommit as i16)
+        .with_request_api_version(8)
+        .with_correlation_id(401)
+        .encode(&mut body, ApiKey::OffsetCommit.request_header_version(8))
+        .unwrap();
+    request.encode(&mut body, 8).unwrap();
+    let mut stream = connect(&addr);
+    stream.write_all(&frame(&body)).unwrap();
+    let response = read_frame(&mut stream, IO_TIMEOUT).expect("an answer, not a close");
+    assert_eq!(be32(&response), 401, "correlation id");
+    // Header v1: correlation id + empty tagged fields; body: throttle, topics[1].partitions[1].
+    // The partition's error code is the last two bytes before the trailing tagged fields.
+    let code = i16::from_be_bytes([response[response.len() - 5], response[response.len() - 4]]);
+    assert_eq!(code, 24, "INVALID_GROUP_ID in {response:02x?}");
+    broker.assert_alive();
+    assert_api_versions_v0_works(&addr, 402);
+}

@@ -203,6 +203,38 @@ impl Entry {
     }
 }
 
+/// INVALID_GROUP_ID, in the call's own reply shape, for a group id over `GROUP_ID_BYTES_MAX`.
+fn refuse_long_group_id(call: &GroupCall) -> Option<GroupReply> {
+    let code = ErrorCode::InvalidGroupId;
+    let too_long = |id: &String| id.len() > crate::constants::GROUP_ID_BYTES_MAX;
+    match call {
+        GroupCall::Join { group_id, .. } if too_long(group_id) => {
+            Some(join_error(code, String::new()))
+        }
+        GroupCall::Sync { group_id, .. } if too_long(group_id) => Some(sync_error(code)),
+        GroupCall::Leave { group_id, members } if too_long(group_id) => {
+            Some(GroupReply::Codes(vec![code; members.len()]))
+        }
+        GroupCall::Commit {
+            group_id, offsets, ..
+        } if too_long(group_id) => Some(GroupReply::Codes(vec![code; offsets.len()])),
+        GroupCall::DeleteOffsets {
+            group_id,
+            partitions,
+        } if too_long(group_id) => Some(GroupReply::Codes(vec![code; partitions.len()])),
+        GroupCall::Heartbeat { group_id, .. } | GroupCall::Delete { group_id }
+            if too_long(group_id) =>
+        {
+            Some(GroupReply::Code(code))
+        }
+        GroupCall::Fetch { group_id, .. } if too_long(group_id) => Some(GroupReply::Offsets {
+            error: code,
+            offsets: Vec::new(),
+        }),
+        _ => None,
+    }
+}
+
 /// The groups one shard coordinates.
 pub struct Coordinator {
     groups: RefCell<HashMap<String, Entry>>,
@@ -271,6 +303,9 @@ impl Coordinator {
     }
 
     pub async fn handle(&self, call: GroupCall) -> GroupReply {
+        if let Some(reply) = refuse_long_group_id(&call) {
+            return reply;
+        }
         match call {
             GroupCall::Join { group_id, request } => self.join(&group_id, request).await,
             GroupCall::Sync {

@@ -51,6 +51,10 @@ pub struct Committed {
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
+    assert!(
+        s.len() <= u16::MAX as usize,
+        "group and topic names fit a u16 length (the wire limits them to i16)"
+    );
     out.extend((s.len() as u16).to_be_bytes());
     out.extend_from_slice(s.as_bytes());
 }
@@ -64,7 +68,8 @@ fn take_str(bytes: &[u8], pos: &mut usize) -> Option<String> {
     Some(s)
 }
 
-/// Record key: version, group, topic, partition.
+/// Record key: version, group, topic, partition (names are at most i16-long in Kafka's
+/// protocol, so a u16 length holds them).
 pub fn encode_key(group: &str, tp: &TopicPartition) -> Vec<u8> {
     let mut k = vec![1u8];
     put_str(&mut k, group);
@@ -91,9 +96,11 @@ pub fn encode_value(c: &Committed) -> Vec<u8> {
     v.extend(c.leader_epoch.to_be_bytes());
     v.extend(c.topic_id);
     match &c.metadata {
+        // Metadata may be up to GROUP_METADATA_BYTES_MAX: a u32 length, not a u16.
         Some(m) => {
             v.push(1);
-            put_str(&mut v, m);
+            v.extend((m.len() as u32).to_be_bytes());
+            v.extend_from_slice(m.as_bytes());
         }
         None => v.push(0),
     }
@@ -110,8 +117,9 @@ pub fn decode_value(bytes: &[u8], record_offset: i64) -> Option<Committed> {
     let metadata = match bytes[29] {
         0 => None,
         _ => {
-            let mut pos = 30;
-            Some(take_str(bytes, &mut pos)?)
+            let len = u32::from_be_bytes(bytes.get(30..34)?.try_into().ok()?) as usize;
+            let text = bytes.get(34..34usize.checked_add(len)?)?;
+            Some(std::str::from_utf8(text).ok()?.to_string())
         }
     };
     Some(Committed {
@@ -125,9 +133,63 @@ pub fn decode_value(bytes: &[u8], record_offset: i64) -> Option<Committed> {
 
 type GroupOffsets = BTreeMap<TopicPartition, Committed>;
 
+/// One offsets partition: its log and the commits in flight on it.
+struct OffsetLog {
+    part: PartitionHandle,
+    /// Commits appended but not yet applied. At 0, every durable record is in the map, so a
+    /// snapshot of the map covers the whole log.
+    inflight: std::cell::Cell<usize>,
+}
+
+/// One entry of a compacting snapshot.
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct SnapshotEntry {
+    group: String,
+    topic: String,
+    partition: i32,
+    offset: i64,
+    leader_epoch: i32,
+    metadata: Option<String>,
+    topic_id: [u8; 16],
+    record_offset: i64,
+}
+
+/// A compacting snapshot of one offsets partition: every live entry below `covered`.
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct Snapshot {
+    covered: i64,
+    entries: Vec<SnapshotEntry>,
+}
+
+fn snapshot_path(dir: &Path) -> std::path::PathBuf {
+    dir.join("offsets.snapshot")
+}
+
+fn encode_snapshot(snapshot: &Snapshot) -> Vec<u8> {
+    let payload =
+        rkyv::to_bytes::<rkyv::rancor::Error>(snapshot).expect("offsets snapshot encodes");
+    let mut out = Vec::with_capacity(8 + payload.len());
+    out.extend((payload.len() as u32).to_be_bytes());
+    out.extend(crc32c::crc32c(&payload).to_be_bytes());
+    out.extend_from_slice(&payload);
+    out
+}
+
+fn decode_snapshot(bytes: &[u8]) -> Option<Snapshot> {
+    let len = u32::from_be_bytes(bytes.get(0..4)?.try_into().ok()?) as usize;
+    let crc = u32::from_be_bytes(bytes.get(4..8)?.try_into().ok()?);
+    let payload = bytes.get(8..8usize.checked_add(len)?)?;
+    if crc32c::crc32c(payload) != crc || bytes.len() != 8 + len {
+        return None;
+    }
+    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(payload.len());
+    aligned.extend_from_slice(payload);
+    rkyv::from_bytes::<Snapshot, rkyv::rancor::Error>(&aligned).ok()
+}
+
 /// The committed offsets of the groups this shard coordinates.
 pub struct OffsetStore {
-    logs: HashMap<u32, PartitionHandle>,
+    logs: HashMap<u32, OffsetLog>,
     committed: RefCell<HashMap<String, GroupOffsets>>,
 }
 
@@ -153,11 +215,25 @@ impl OffsetStore {
             let part = Partition::open(&dir, tp.clone(), log.clone(), LeaderEpoch(0))
                 .await
                 .map_err(|e| format!("{tp}: {e}"))?;
+            // The snapshot first (the state of the deleted segments), then every record still
+            // in the log; newer records win, so replaying some the snapshot covers is harmless.
+            if let Some(snapshot) = std::fs::read(snapshot_path(&dir))
+                .ok()
+                .and_then(|b| decode_snapshot(&b))
+            {
+                store.load_snapshot(snapshot);
+            }
             store
                 .replay(&part)
                 .await
                 .map_err(|e| format!("{tp}: {e}"))?;
-            store.logs.insert(p, part);
+            store.logs.insert(
+                p,
+                OffsetLog {
+                    part,
+                    inflight: std::cell::Cell::new(0),
+                },
+            );
         }
         Ok(store)
     }
@@ -185,30 +261,98 @@ impl OffsetStore {
         }
     }
 
+    fn load_snapshot(&self, snapshot: Snapshot) {
+        let mut committed = self.committed.borrow_mut();
+        for e in snapshot.entries {
+            committed.entry(e.group).or_default().insert(
+                TopicPartition::new(e.topic, e.partition),
+                Committed {
+                    offset: e.offset,
+                    leader_epoch: e.leader_epoch,
+                    metadata: e.metadata,
+                    topic_id: e.topic_id,
+                    record_offset: e.record_offset,
+                },
+            );
+        }
+    }
+
+    /// Applies one record; an older record never overrides a newer one (so records replayed
+    /// after a snapshot that already covers them change nothing).
     fn apply(&self, record_offset: i64, key: Option<&[u8]>, value: Option<&[u8]>) {
         let Some((group, tp)) = key.and_then(decode_key) else {
             return;
         };
         let mut committed = self.committed.borrow_mut();
+        let newer = |old: Option<&Committed>| old.is_none_or(|o| o.record_offset < record_offset);
         match value.and_then(|v| decode_value(v, record_offset)) {
             Some(c) => {
                 let entries = committed.entry(group).or_default();
-                if entries
-                    .get(&tp)
-                    .is_none_or(|old| old.record_offset < record_offset)
-                {
+                if newer(entries.get(&tp)) {
                     entries.insert(tp, c);
                 }
             }
             None => {
                 if let Some(entries) = committed.get_mut(&group) {
-                    entries.remove(&tp);
+                    if newer(entries.get(&tp)) {
+                        entries.remove(&tp);
+                    }
                     if entries.is_empty() {
                         committed.remove(&group);
                     }
                 }
             }
         }
+    }
+
+    /// Compacts partition `p` once it has a closed segment and no commit is in flight: the
+    /// live entries of its groups go to a snapshot file (written, synced, renamed), then the
+    /// closed segments below it are deleted.
+    fn maybe_compact(&self, p: u32) -> Result<(), String> {
+        let log = self.logs.get(&p).expect("owned offsets partition");
+        if log.inflight.get() != 0 || log.part.borrow().closed_segments() == 0 {
+            return Ok(());
+        }
+        let (covered, dir) = {
+            let part = log.part.borrow();
+            (part.high_watermark, part.dir().to_owned())
+        };
+        let entries = self
+            .committed
+            .borrow()
+            .iter()
+            .filter(|(group, _)| offsets_partition(group) == p)
+            .flat_map(|(group, entries)| {
+                entries.iter().map(move |(tp, c)| SnapshotEntry {
+                    group: group.clone(),
+                    topic: tp.topic.clone(),
+                    partition: tp.partition.0,
+                    offset: c.offset,
+                    leader_epoch: c.leader_epoch,
+                    metadata: c.metadata.clone(),
+                    topic_id: c.topic_id,
+                    record_offset: c.record_offset,
+                })
+            })
+            .collect();
+        let bytes = encode_snapshot(&Snapshot {
+            covered: covered.0,
+            entries,
+        });
+        let tmp = dir.join("offsets.snapshot.tmp");
+        crate::storage::segment_write_synced(&tmp, &bytes).map_err(|e| e.to_string())?;
+        std::fs::rename(&tmp, snapshot_path(&dir)).map_err(|e| format!("rename snapshot: {e}"))?;
+        std::fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| format!("fsync {}: {e}", dir.display()))?;
+        let deleted = crate::storage::delete_segments_before(&log.part, covered);
+        tracing::info!(
+            partition = p,
+            covered = covered.0,
+            deleted,
+            "compacted the offsets log"
+        );
+        Ok(())
     }
 
     /// Appends (group, partition) → value records (`None`: delete) and applies them once
@@ -221,7 +365,14 @@ impl OffsetStore {
         if entries.is_empty() {
             return Ok(());
         }
-        let Some(log) = self.logs.get(&offsets_partition(group)) else {
+        if group.len() > crate::constants::GROUP_ID_BYTES_MAX {
+            return Err(format!(
+                "group id longer than {} bytes",
+                crate::constants::GROUP_ID_BYTES_MAX
+            ));
+        }
+        let p = offsets_partition(group);
+        let Some(log) = self.logs.get(&p) else {
             return Err("this shard does not own the group's offsets partition".into());
         };
         let keys: Vec<Vec<u8>> = entries
@@ -238,18 +389,27 @@ impl OffsetStore {
             .map(|(k, v)| (Some(k.as_slice()), v.as_deref()))
             .collect();
         let batch = record_batch::encode_records(&records, crate::storage::writer::now_ms_i64(), 0);
-        let (base, durable) = match Partition::append(log, &batch).map_err(|e| e.to_string())? {
+        let appended = Partition::append(&log.part, &batch).map_err(|e| e.to_string())?;
+        let (base, durable) = match appended {
             AppendOutcome::Appended {
                 base_offset,
                 durable,
             } => (base_offset, durable),
             AppendOutcome::Duplicate { .. } => unreachable!("offset records carry no producer id"),
         };
-        durable
+        log.inflight.set(log.inflight.get() + 1);
+        let result = durable
             .await
-            .map_err(|_| "offsets log writer gone".to_string())??;
+            .map_err(|_| "offsets log writer gone".to_string())
+            .and_then(|r| r);
+        log.inflight.set(log.inflight.get() - 1);
+        result?;
         for (i, (key, value)) in keys.iter().zip(&values).enumerate() {
             self.apply(base.0 + i as i64, Some(key), value.as_deref());
+        }
+        if let Err(e) = self.maybe_compact(p) {
+            // The log stays complete; compaction is retried after the next commit.
+            tracing::warn!(partition = p, error = %e, "offsets log compaction failed");
         }
         Ok(())
     }
@@ -310,6 +470,15 @@ mod tests {
             ..c
         };
         assert_eq!(decode_value(&encode_value(&bare), 5), Some(bare));
+        let long = Committed {
+            metadata: Some("x".repeat(100_000)),
+            ..c.clone()
+        };
+        assert_eq!(
+            decode_value(&encode_value(&long), 5),
+            Some(long),
+            "metadata over 64 KiB"
+        );
         assert_eq!(decode_key(&[1, 0, 9]), None);
         assert_eq!(decode_value(&[1, 2, 3], 0), None);
     }

@@ -20,7 +20,8 @@ use crate::runtime::io::IoError;
 
 pub use partition::{AppendOutcome, Partition, PartitionHandle, Waiter};
 pub use reader::ReadResult;
-pub use writer::{apply_retention, flush_unsynced};
+pub use segment::write_synced as segment_write_synced;
+pub use writer::{apply_retention, delete_segments_before, flush_unsynced};
 
 /// When appended bytes are made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

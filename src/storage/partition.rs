@@ -194,6 +194,11 @@ impl Partition {
             .unwrap_or(-1)
     }
 
+    /// Number of closed (immutable) segments.
+    pub fn closed_segments(&self) -> usize {
+        self.segments.values().filter(|s| s.closed).count()
+    }
+
     /// Bytes of all segments.
     pub fn size_bytes(&self) -> u64 {
         self.segments.values().map(|s| s.size_bytes).sum()

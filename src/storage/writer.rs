@@ -252,43 +252,63 @@ pub async fn flush_unsynced(part: &PartitionHandle) {
 
 /// Deletes closed segments past the retention time or beyond the retention size.
 pub fn apply_retention(part: &PartitionHandle) {
-    let mut p = part.borrow_mut();
     let now = now_ms() as i64;
-    let retention_ms = p.config.retention_ms;
-    let retention_bytes = p.config.retention_bytes;
-    let mut total: i64 = p.size_bytes() as i64;
+    let (retention_ms, retention_bytes) = {
+        let p = part.borrow();
+        (p.config.retention_ms, p.config.retention_bytes)
+    };
+    let mut total: i64 = part.borrow().size_bytes() as i64;
+    remove_leading_segments(part, "retention", |segment| {
+        let newest_ms = if segment.index.max_timestamp_ms >= 0 {
+            segment.index.max_timestamp_ms
+        } else {
+            segment.created_ms as i64
+        };
+        let expired = retention_ms >= 0 && newest_ms < now - retention_ms;
+        let oversize = retention_bytes >= 0 && total - segment.size_bytes as i64 >= retention_bytes;
+        if expired || oversize {
+            total -= segment.size_bytes as i64;
+        }
+        expired || oversize
+    });
+}
+
+/// Deletes the closed segments that hold only offsets below `offset` (a compacting snapshot
+/// covers them). Returns how many went.
+pub fn delete_segments_before(part: &PartitionHandle, offset: Offset) -> usize {
+    remove_leading_segments(part, "snapshot", |segment| segment.next_offset <= offset)
+}
+
+/// Removes closed segments from the start of the log while `remove` says so; the active
+/// segment always stays. Moves the log start and deletes the files.
+fn remove_leading_segments(
+    part: &PartitionHandle,
+    why: &str,
+    mut remove: impl FnMut(&segment::Segment) -> bool,
+) -> usize {
+    let mut p = part.borrow_mut();
     let mut removed = Vec::new();
     while p.segments.len() > 1 {
         let first = p.segments.values().next().expect("segment");
-        if !first.closed {
+        if !first.closed || !remove(first) {
             break;
         }
-        let newest_ms = if first.index.max_timestamp_ms >= 0 {
-            first.index.max_timestamp_ms
-        } else {
-            first.created_ms as i64
-        };
-        let expired = retention_ms >= 0 && newest_ms < now - retention_ms;
-        let oversize = retention_bytes >= 0 && total - first.size_bytes as i64 >= retention_bytes;
-        if !(expired || oversize) {
-            break;
-        }
-        total -= first.size_bytes as i64;
         let base = first.base_offset;
         p.segments.remove(&base);
         removed.push(base);
     }
     if removed.is_empty() {
-        return;
+        return 0;
     }
     let new_start = *p.segments.keys().next().expect("segment");
     p.log_start = new_start;
     p.cache.retain(|c| c.base >= new_start);
     p.cache_bytes = p.cache.iter().map(|c| c.bytes.len() as u64).sum();
-    for base in removed {
-        let _ = std::fs::remove_file(segment::log_path(&p.dir, base));
-        let _ = std::fs::remove_file(segment::index_path(&p.dir, base));
-        let _ = std::fs::remove_file(segment::snapshot_path(&p.dir, base));
-        tracing::info!(partition = %p.tp, base = base.0, "retention deleted segment");
+    for base in &removed {
+        let _ = std::fs::remove_file(segment::log_path(&p.dir, *base));
+        let _ = std::fs::remove_file(segment::index_path(&p.dir, *base));
+        let _ = std::fs::remove_file(segment::snapshot_path(&p.dir, *base));
+        tracing::info!(partition = %p.tp, base = base.0, why, "deleted segment");
     }
+    removed.len()
 }

@@ -1,0 +1,108 @@
+//! The offsets log is compacted: with 1 MiB segments, commits carrying 100 KB of metadata roll
+//! it quickly; a snapshot of the live offsets replaces the closed segments, and after kill -9
+//! the last commit (with its metadata) is what the group reads back.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+
+const TOPIC: &str = "compacted-commits";
+const GROUP: &str = "compaction-group";
+
+fn offsets_dirs(broker: &common::Broker) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(broker.data_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("__consumer_offsets-")
+        })
+        .collect()
+}
+
+fn logs_in(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".log")
+        })
+        .count()
+}
+
+#[test]
+fn offsets_log_is_snapshotted_and_recovers_from_the_snapshot() {
+    let mut broker = common::Broker::start(&["--segment-bytes", "1048576"]);
+    let bootstrap = broker.bootstrap();
+    common::create_topic(&bootstrap, TOPIC, 2);
+    let consumer = common::consumer_with(&bootstrap, &[("group.id", GROUP)]);
+    let metadata = "m".repeat(100_000);
+    // 40 commits of ~200 KB of records each: the 1 MiB offsets segments roll several times.
+    for i in 0..40i64 {
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..2 {
+            tpl.add_partition_offset(TOPIC, p, Offset::Offset(i * 10 + p as i64))
+                .unwrap();
+            tpl.find_partition(TOPIC, p)
+                .unwrap()
+                .set_metadata(&metadata);
+        }
+        consumer
+            .commit(&tpl, CommitMode::Sync)
+            .unwrap_or_else(|e| panic!("commit {i}: {e}"));
+    }
+    let dirs = offsets_dirs(&broker);
+    let compacted: Vec<_> = dirs
+        .iter()
+        .filter(|d| d.join("offsets.snapshot").exists())
+        .collect();
+    assert_eq!(
+        compacted.len(),
+        1,
+        "the group's offsets partition was snapshotted"
+    );
+    assert!(
+        logs_in(compacted[0]) <= 2,
+        "closed offsets segments were deleted ({} left)",
+        logs_in(compacted[0])
+    );
+    drop(consumer);
+
+    broker.kill9();
+    broker.restart();
+    let reader = common::consumer_with(&bootstrap, &[("group.id", GROUP)]);
+    let mut want = TopicPartitionList::new();
+    want.add_partition(TOPIC, 0);
+    want.add_partition(TOPIC, 1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let got = loop {
+        match reader.committed_offsets(want.clone(), Duration::from_secs(5)) {
+            Ok(got) => break got,
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "committed offsets after restart: {e}"
+            ),
+        }
+    };
+    for p in 0..2 {
+        let e = got.find_partition(TOPIC, p).unwrap();
+        assert_eq!(
+            e.offset(),
+            Offset::Offset(390 + p as i64),
+            "last commit of partition {p}"
+        );
+        assert_eq!(
+            e.metadata().len(),
+            metadata.len(),
+            "metadata of partition {p}"
+        );
+    }
+}

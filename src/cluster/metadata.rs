@@ -125,34 +125,23 @@ pub struct LocalMetadataLog {
 
 fn encode_frame(record: &MetadataRecord) -> Vec<u8> {
     let payload = rkyv::to_bytes::<rkyv::rancor::Error>(record).expect("metadata record encodes");
-    let mut frame = Vec::with_capacity(8 + payload.len());
-    frame.extend((payload.len() as u32).to_be_bytes());
-    frame.extend(crc32c::crc32c(&payload).to_be_bytes());
-    frame.extend_from_slice(&payload);
-    frame
+    crate::storage::framing::frame(&payload)
 }
 
 /// Decodes frames from `bytes`; returns the records and the length of the valid prefix.
 pub fn decode_frames(bytes: &[u8]) -> (Vec<MetadataRecord>, usize) {
     let mut records = Vec::new();
     let mut pos = 0usize;
-    while bytes.len() - pos >= 8 {
-        let len = u32::from_be_bytes(bytes[pos..pos + 4].try_into().expect("4 bytes"));
-        let crc = u32::from_be_bytes(bytes[pos + 4..pos + 8].try_into().expect("4 bytes"));
-        if len > METADATA_RECORD_BYTES_MAX || (bytes.len() - pos - 8) < len as usize {
-            break;
-        }
-        let payload = &bytes[pos + 8..pos + 8 + len as usize];
-        if crc32c::crc32c(payload) != crc {
-            break;
-        }
+    while let Some((payload, total)) =
+        crate::storage::framing::unframe_prefix(&bytes[pos..], METADATA_RECORD_BYTES_MAX as usize)
+    {
         let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(payload.len());
         aligned.extend_from_slice(payload);
         match rkyv::from_bytes::<MetadataRecord, rkyv::rancor::Error>(&aligned) {
             Ok(r) => records.push(r),
             Err(_) => break,
         }
-        pos += 8 + len as usize;
+        pos += total;
     }
     (records, pos)
 }

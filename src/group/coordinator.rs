@@ -203,6 +203,20 @@ impl Entry {
     }
 }
 
+/// Parks a member's waiting request; an older one of the same member is over and is answered
+/// with `superseded` (the member sent a newer request).
+fn park(
+    waiters: &mut HashMap<String, oneshot::Sender<GroupReply>>,
+    member_id: String,
+    superseded: GroupReply,
+) -> oneshot::Receiver<GroupReply> {
+    let (tx, rx) = oneshot::channel();
+    if let Some(old) = waiters.insert(member_id, tx) {
+        let _ = old.send(superseded);
+    }
+    rx
+}
+
 /// INVALID_GROUP_ID, in the call's own reply shape, for a group id over `GROUP_ID_BYTES_MAX`.
 fn refuse_long_group_id(call: &GroupCall) -> Option<GroupReply> {
     let code = ErrorCode::InvalidGroupId;
@@ -401,12 +415,8 @@ impl Coordinator {
                 }
                 JoinOutcome::Error(e) => Err(join_error(e, String::new())),
                 JoinOutcome::Waiting(id) => {
-                    let (tx, rx) = oneshot::channel();
-                    if let Some(old) = entry.join_waiters.insert(id.clone(), tx) {
-                        // The member sent a newer join; the older request is over.
-                        let _ = old.send(join_error(ErrorCode::RebalanceInProgress, id));
-                    }
-                    Ok(rx)
+                    let superseded = join_error(ErrorCode::RebalanceInProgress, id.clone());
+                    Ok(park(&mut entry.join_waiters, id, superseded))
                 }
             };
             (answer, events)
@@ -442,11 +452,8 @@ impl Coordinator {
                 }),
                 SyncOutcome::Error(e) => Err(sync_error(e)),
                 SyncOutcome::Waiting => {
-                    let (tx, rx) = oneshot::channel();
-                    if let Some(old) = entry.sync_waiters.insert(member_id.clone(), tx) {
-                        let _ = old.send(sync_error(ErrorCode::RebalanceInProgress));
-                    }
-                    Ok(rx)
+                    let superseded = sync_error(ErrorCode::RebalanceInProgress);
+                    Ok(park(&mut entry.sync_waiters, member_id.clone(), superseded))
                 }
             };
             (answer, events)

@@ -168,20 +168,11 @@ fn snapshot_path(dir: &Path) -> std::path::PathBuf {
 fn encode_snapshot(snapshot: &Snapshot) -> Vec<u8> {
     let payload =
         rkyv::to_bytes::<rkyv::rancor::Error>(snapshot).expect("offsets snapshot encodes");
-    let mut out = Vec::with_capacity(8 + payload.len());
-    out.extend((payload.len() as u32).to_be_bytes());
-    out.extend(crc32c::crc32c(&payload).to_be_bytes());
-    out.extend_from_slice(&payload);
-    out
+    crate::storage::framing::frame(&payload)
 }
 
 fn decode_snapshot(bytes: &[u8]) -> Option<Snapshot> {
-    let len = u32::from_be_bytes(bytes.get(0..4)?.try_into().ok()?) as usize;
-    let crc = u32::from_be_bytes(bytes.get(4..8)?.try_into().ok()?);
-    let payload = bytes.get(8..8usize.checked_add(len)?)?;
-    if crc32c::crc32c(payload) != crc || bytes.len() != 8 + len {
-        return None;
-    }
+    let payload = crate::storage::framing::unframe(bytes)?;
     let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(payload.len());
     aligned.extend_from_slice(payload);
     rkyv::from_bytes::<Snapshot, rkyv::rancor::Error>(&aligned).ok()

@@ -6,6 +6,7 @@
 //! `.index` beside each closed segment. Batches are stored exactly as Kafka's wire format (magic
 //! v2), back to back, so a range of a segment can be sent to a consumer as it is.
 
+pub mod framing;
 pub mod index;
 pub mod partition;
 pub mod producer;

@@ -115,21 +115,12 @@ impl ProducerStates {
             .collect();
         let payload =
             rkyv::to_bytes::<rkyv::rancor::Error>(&body).expect("producer snapshot encodes");
-        let mut out = Vec::with_capacity(8 + payload.len());
-        out.extend((payload.len() as u32).to_be_bytes());
-        out.extend(crc32c::crc32c(&payload).to_be_bytes());
-        out.extend_from_slice(&payload);
-        out
+        super::framing::frame(&payload)
     }
 
     /// Parses a snapshot; `None` if it is torn or corrupt (then recovery scans instead).
     pub fn from_snapshot(bytes: &[u8]) -> Option<ProducerStates> {
-        let len = u32::from_be_bytes(bytes.get(0..4)?.try_into().ok()?) as usize;
-        let crc = u32::from_be_bytes(bytes.get(4..8)?.try_into().ok()?);
-        let payload = bytes.get(8..8usize.checked_add(len)?)?;
-        if crc32c::crc32c(payload) != crc || bytes.len() != 8 + len {
-            return None;
-        }
+        let payload = super::framing::unframe(bytes)?;
         let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(payload.len());
         aligned.extend_from_slice(payload);
         let body = rkyv::from_bytes::<SnapshotBody, rkyv::rancor::Error>(&aligned).ok()?;

@@ -1,0 +1,54 @@
+//! CRC-framed blobs for the broker's own files (producer snapshots, offsets snapshots, metadata
+//! records): `[length u32][crc32c u32][payload]`, big-endian. Runs on: any shard, and the main
+//! thread at start. Invariant: a frame is accepted only if its length fits the bytes present
+//! and its CRC matches; anything else reads as absent (torn or corrupt), never as a panic.
+
+/// Frames `payload`.
+pub fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + payload.len());
+    out.extend((payload.len() as u32).to_be_bytes());
+    out.extend(crc32c::crc32c(payload).to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The payload of the frame at the start of `bytes` and the frame's total size, if the frame
+/// is whole, at most `payload_bytes_max`, and its CRC matches.
+pub fn unframe_prefix(bytes: &[u8], payload_bytes_max: usize) -> Option<(&[u8], usize)> {
+    let len = u32::from_be_bytes(bytes.get(0..4)?.try_into().ok()?) as usize;
+    let crc = u32::from_be_bytes(bytes.get(4..8)?.try_into().ok()?);
+    if len > payload_bytes_max {
+        return None;
+    }
+    let payload = bytes.get(8..8usize.checked_add(len)?)?;
+    (crc32c::crc32c(payload) == crc).then_some((payload, 8 + len))
+}
+
+/// The payload of `bytes` if it is exactly one valid frame.
+pub fn unframe(bytes: &[u8]) -> Option<&[u8]> {
+    match unframe_prefix(bytes, usize::MAX)? {
+        (payload, total) if total == bytes.len() => Some(payload),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_refuse_damage() {
+        let f = frame(b"hello");
+        assert_eq!(unframe(&f), Some(&b"hello"[..]));
+        assert_eq!(unframe(&f[..f.len() - 1]), None);
+        let mut bad = f.clone();
+        bad[9] ^= 1;
+        assert_eq!(unframe(&bad), None);
+        let mut two = f.clone();
+        two.extend(&f);
+        assert_eq!(unframe(&two), None, "trailing bytes are not one frame");
+        assert_eq!(unframe_prefix(&two, 16), Some((&b"hello"[..], f.len())));
+        assert_eq!(unframe_prefix(&two, 4), None, "over the payload limit");
+        assert_eq!(unframe(&[]), None);
+    }
+}

@@ -125,6 +125,8 @@ pub struct Group {
     pending_members: BTreeMap<String, u64>,
     /// When the current join phase ends even if not every member has rejoined.
     join_deadline_ms: Option<u64>,
+    /// When CompletingRebalance gives up on members that have not sent SyncGroup.
+    sync_deadline_ms: Option<u64>,
     next_member_number: u64,
     config: GroupConfig,
 }
@@ -141,6 +143,7 @@ impl Group {
             members: BTreeMap::new(),
             pending_members: BTreeMap::new(),
             join_deadline_ms: None,
+            sync_deadline_ms: None,
             next_member_number: 0,
             config,
         }
@@ -222,6 +225,11 @@ impl Group {
             Some(m) => m.protocols != request.protocols,
             None => true,
         };
+        // A member that rejoins while its SyncGroup is parked: that sync is over.
+        let was_syncing = self
+            .members
+            .get(&member_id)
+            .is_some_and(|m| m.awaiting_sync);
         let member = Member {
             client_id: request.client_id,
             group_instance_id: request.group_instance_id,
@@ -240,6 +248,12 @@ impl Group {
         self.members.insert(member_id.clone(), member);
         self.protocol_type = Some(request.protocol_type);
         let mut events = Vec::new();
+        if was_syncing {
+            events.push(Event::SyncFailed {
+                member_id: member_id.clone(),
+                error: ErrorCode::RebalanceInProgress,
+            });
+        }
         let is_leader = self.leader.as_deref() == Some(member_id.as_str());
         // A known member rejoining with unchanged metadata (it lost its answer, or reconnected)
         // gets the current generation back without a new rebalance, as in Kafka; in Stable the
@@ -368,7 +382,7 @@ impl Group {
             return if self.members.is_empty() {
                 ErrorCode::None
             } else {
-                ErrorCode::IllegalGeneration
+                ErrorCode::UnknownMemberId
             };
         }
         if let Err(e) = self.check_member(member_id, generation_id) {
@@ -437,7 +451,7 @@ impl Group {
 
     /// Ends the join phase if every member rejoined (or `force`, at the deadline): members that
     /// did not rejoin are removed, the generation advances and a protocol is chosen.
-    fn complete_join(&mut self) -> Vec<Event> {
+    fn complete_join(&mut self, now_ms: u64) -> Vec<Event> {
         let mut events = Vec::new();
         let gone: Vec<String> = self
             .members
@@ -483,7 +497,17 @@ impl Group {
                 )
             })
             .collect();
+        // Members wait in the join phase without heartbeating: their sessions start anew now,
+        // as in Kafka, or the early joiners of a long join phase would expire at once.
+        let sync_timeout = self
+            .members
+            .values()
+            .map(|m| m.rebalance_timeout_ms)
+            .max()
+            .unwrap_or(0);
+        self.sync_deadline_ms = Some(now_ms + sync_timeout as u64);
         for (id, m) in self.members.iter_mut() {
+            m.last_seen_ms = now_ms;
             m.awaiting_join = false;
             m.awaiting_sync = false;
             events.push(Event::JoinCompleted(JoinResult {
@@ -510,7 +534,7 @@ impl Group {
         let all_joined = self.members.values().all(|m| m.awaiting_join);
         let deadline_passed = self.join_deadline_ms.is_some_and(|d| now_ms >= d);
         if all_joined || deadline_passed {
-            self.complete_join()
+            self.complete_join(now_ms)
         } else {
             Vec::new()
         }
@@ -602,6 +626,7 @@ impl Group {
                     }
                 }
                 self.state = GroupState::Stable;
+                self.sync_deadline_ms = None;
                 let own = self.members[member_id].assignment.clone();
                 (SyncOutcome::Assignment(own), events)
             }
@@ -657,13 +682,19 @@ impl Group {
     /// deadline passed. Returns what waiting requests must be told.
     pub fn tick(&mut self, now_ms: u64) -> Vec<Event> {
         self.pending_members.retain(|_, expires| *expires > now_ms);
+        let sync_overdue = self.state == GroupState::CompletingRebalance
+            && self.sync_deadline_ms.is_some_and(|d| now_ms >= d);
         let expired: Vec<String> = self
             .members
             .iter()
-            // A member waiting in a join phase is governed by the rebalance deadline instead.
+            // A member parked in JoinGroup or SyncGroup is governed by the phase's deadline,
+            // not its session (clients do not heartbeat while parked). At the sync deadline,
+            // the members that never sent SyncGroup (the leader among them) are removed.
             .filter(|(_, m)| {
-                !m.awaiting_join
-                    && now_ms.saturating_sub(m.last_seen_ms) > m.session_timeout_ms as u64
+                let session_over = !m.awaiting_join
+                    && !m.awaiting_sync
+                    && now_ms.saturating_sub(m.last_seen_ms) > m.session_timeout_ms as u64;
+                session_over || (sync_overdue && !m.awaiting_sync)
             })
             .map(|(id, _)| id.clone())
             .collect();

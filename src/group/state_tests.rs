@@ -173,6 +173,14 @@ fn members_that_miss_the_rebalance_deadline_are_removed() {
     want.sort();
     assert_eq!(ids, want, "b missed the deadline");
     assert!(done.iter().all(|r| r.generation_id == 3));
+    // The survivors joined 20 s ago with a 10 s session: completing the join restarted their
+    // sessions, so the next tick keeps them.
+    assert!(g.tick(21_100).is_empty());
+    assert_eq!(
+        g.member_ids().len(),
+        2,
+        "a long join phase does not expire its members"
+    );
 }
 
 #[test]
@@ -322,4 +330,46 @@ fn static_member_restart_keeps_its_assignment_without_a_rebalance() {
         "the old id is fenced"
     );
     assert_eq!(g.heartbeat(&a2, 1, 5_100), ErrorCode::None);
+}
+
+#[test]
+fn a_leader_that_never_syncs_does_not_hold_the_group_forever() {
+    let (mut g, a) = stable_one();
+    let (b, _) = join_new(&mut g, &["range"], 0);
+    g.join(request(&a, &["range"]), 0);
+    assert_eq!(g.state, GroupState::CompletingRebalance);
+    // b syncs and waits (parked members are not expired by their session); a never syncs.
+    assert_eq!(g.sync(&b, 2, Vec::new(), 100).0, SyncOutcome::Waiting);
+    // a stays alive (heartbeats) but never sends SyncGroup.
+    for now in (1_000..20_000).step_by(1_000) {
+        assert_eq!(g.heartbeat(&a, 2, now), ErrorCode::None);
+        assert!(g.tick(now).is_empty(), "b is parked in SyncGroup at {now}");
+    }
+    let events = g.tick(20_000);
+    assert!(
+        events.contains(&Event::SyncFailed {
+            member_id: b.clone(),
+            error: ErrorCode::RebalanceInProgress
+        }),
+        "b is told to rejoin: {events:?}"
+    );
+    assert_eq!(
+        g.member_ids(),
+        vec![b.clone()],
+        "the silent leader was removed at the sync deadline"
+    );
+    assert_eq!(g.state, GroupState::PreparingRebalance);
+}
+
+#[test]
+fn rejoining_releases_a_parked_sync() {
+    let (mut g, a) = stable_one();
+    let (b, _) = join_new(&mut g, &["range"], 0);
+    g.join(request(&a, &["range"]), 0);
+    assert_eq!(g.sync(&b, 2, Vec::new(), 100).0, SyncOutcome::Waiting);
+    let (_, events) = g.join(request(&b, &["range", "roundrobin"]), 200);
+    assert!(events.contains(&Event::SyncFailed {
+        member_id: b.clone(),
+        error: ErrorCode::RebalanceInProgress
+    }));
 }

@@ -64,6 +64,8 @@ pub const FLUSH_INTERVAL_MS_MIN: u64 = 1;
 pub const GROUP_METADATA_BYTES_MAX: usize = 1024 * 1024;
 /// Segment size of the internal offsets log (at most the broker's `segment_bytes`).
 pub const OFFSETS_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// Largest metadata string of one committed offset (Kafka's `offset.metadata.max.bytes`).
+pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
 /// Longest group id accepted (flexible request versions carry ids with a varint length, so the
 /// wire alone does not bound them).
 pub const GROUP_ID_BYTES_MAX: usize = 4096;

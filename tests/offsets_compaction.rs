@@ -1,6 +1,6 @@
-//! The offsets log is compacted: with 1 MiB segments, commits carrying 100 KB of metadata roll
-//! it quickly; a snapshot of the live offsets replaces the closed segments, and after kill -9
-//! the last commit (with its metadata) is what the group reads back.
+//! The offsets log is compacted: with 1 MiB segments, commits carrying 4 KB of metadata (the
+//! most a commit may carry) roll it quickly; a snapshot of the live offsets replaces the closed
+//! segments, and after kill -9 the last commit (with its metadata) is what the group reads back.
 
 mod common;
 
@@ -44,9 +44,9 @@ fn offsets_log_is_snapshotted_and_recovers_from_the_snapshot() {
     let bootstrap = broker.bootstrap();
     common::create_topic(&bootstrap, TOPIC, 2);
     let consumer = common::consumer_with(&bootstrap, &[("group.id", GROUP)]);
-    let metadata = "m".repeat(100_000);
-    // 40 commits of ~200 KB of records each: the 1 MiB offsets segments roll several times.
-    for i in 0..40i64 {
+    let metadata = "m".repeat(4000);
+    // 400 commits of ~8 KB of records each: the 1 MiB offsets segments roll several times.
+    for i in 0..400i64 {
         let mut tpl = TopicPartitionList::new();
         for p in 0..2 {
             tpl.add_partition_offset(TOPIC, p, Offset::Offset(i * 10 + p as i64))
@@ -96,7 +96,7 @@ fn offsets_log_is_snapshotted_and_recovers_from_the_snapshot() {
         let e = got.find_partition(TOPIC, p).unwrap();
         assert_eq!(
             e.offset(),
-            Offset::Offset(390 + p as i64),
+            Offset::Offset(3990 + p as i64),
             "last commit of partition {p}"
         );
         assert_eq!(

@@ -421,6 +421,21 @@ impl Coordinator {
             };
             (answer, events)
         });
+        if waiting.is_err() {
+            // A refused or MEMBER_ID_REQUIRED join must not leave an entry behind for a group
+            // that has nobody in it (the table would grow with every stray group id).
+            let mut groups = self.groups.borrow_mut();
+            // (Not when a member id was just handed out: the member rejoins with it next.)
+            let idle = groups.get(group_id).is_some_and(|e| {
+                e.group.is_empty()
+                    && e.group.generation_id == 0
+                    && e.join_waiters.is_empty()
+                    && !e.group.has_pending_members()
+            });
+            if idle {
+                groups.remove(group_id);
+            }
+        }
         match waiting {
             Err(reply) => reply,
             Ok(rx) => rx
@@ -484,7 +499,7 @@ impl Coordinator {
         }
         if offsets.iter().any(|o| {
             o.3.as_ref()
-                .is_some_and(|m| m.len() > self.config.metadata_bytes_max)
+                .is_some_and(|m| m.len() > crate::constants::OFFSET_METADATA_BYTES_MAX)
         }) {
             return GroupReply::Codes(vec![ErrorCode::OffsetMetadataTooLarge; count]);
         }
@@ -565,6 +580,11 @@ impl Coordinator {
         if members.is_none() && !self.offsets.has_group(group_id) {
             return GroupReply::Code(ErrorCode::GroupIdNotFound);
         }
+        // Dead from now on: a join during the tombstone write starts a new group, which the
+        // removal below then leaves alone.
+        if let Some(e) = self.groups.borrow_mut().get_mut(group_id) {
+            e.group.mark_dead();
+        }
         let tombstones = self
             .offsets
             .fetch(group_id, None)
@@ -574,8 +594,12 @@ impl Coordinator {
         if self.offsets.write(group_id, tombstones).await.is_err() {
             return GroupReply::Code(ErrorCode::KafkaStorageError);
         }
-        if let Some(mut e) = self.groups.borrow_mut().remove(group_id) {
-            e.group.mark_dead();
+        let mut groups = self.groups.borrow_mut();
+        if groups
+            .get(group_id)
+            .is_some_and(|e| e.group.state == super::state::GroupState::Dead)
+        {
+            let mut e = groups.remove(group_id).expect("checked");
             e.drop_gone_waiters();
         }
         GroupReply::Code(ErrorCode::None)

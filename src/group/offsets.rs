@@ -208,11 +208,19 @@ impl OffsetStore {
                 .map_err(|e| format!("{tp}: {e}"))?;
             // The snapshot first (the state of the deleted segments), then every record still
             // in the log; newer records win, so replaying some the snapshot covers is harmless.
-            if let Some(snapshot) = std::fs::read(snapshot_path(&dir))
+            let snapshot = std::fs::read(snapshot_path(&dir))
                 .ok()
-                .and_then(|b| decode_snapshot(&b))
-            {
-                store.load_snapshot(snapshot);
+                .and_then(|b| decode_snapshot(&b));
+            match snapshot {
+                Some(snapshot) => store.load_snapshot(snapshot),
+                // Segments were deleted because a snapshot covered them: without it, committed
+                // offsets would silently be lost, so refuse to start instead.
+                None if part.borrow().log_start.0 > 0 => {
+                    return Err(format!(
+                        "{tp}: the offsets snapshot is missing or corrupt and the segments it covered are gone"
+                    ))
+                }
+                None => {}
             }
             store
                 .replay(&part)
@@ -425,6 +433,11 @@ impl OffsetStore {
                 .filter_map(|tp| entries.get(tp).map(|c| (tp.clone(), c.clone())))
                 .collect(),
         }
+    }
+
+    /// The offsets partitions (for the interval flusher and the shutdown drain).
+    pub fn partitions(&self) -> Vec<PartitionHandle> {
+        self.logs.values().map(|l| l.part.clone()).collect()
     }
 
     /// Groups that have committed offsets.

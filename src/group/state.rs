@@ -153,12 +153,15 @@ impl Group {
         self.members.keys().cloned().collect()
     }
 
+    /// A member id as Kafka makes them: the client id and a random part, so ids never repeat
+    /// (not after a broker restart, not after an empty group is forgotten).
     fn new_member_id(&mut self, client_id: &str) -> String {
         self.next_member_number += 1;
-        format!(
-            "{client_id}-{}-{}",
-            self.generation_id, self.next_member_number
-        )
+        let random: String = crate::cluster::metadata::random_id()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("{client_id}-{random}")
     }
 
     /// Protocols every member (and the joining one) supports, in the joining member's order.
@@ -372,6 +375,11 @@ impl Group {
 
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()
+    }
+
+    /// Member ids handed out by MEMBER_ID_REQUIRED and not yet used or expired.
+    pub fn has_pending_members(&self) -> bool {
+        !self.pending_members.is_empty()
     }
 
     /// Checks a member and generation for OffsetCommit: commits are refused while the group

@@ -245,6 +245,10 @@ async fn shard_main(
             .min(crate::constants::OFFSETS_SEGMENT_BYTES),
         retention_ms: -1,
         retention_bytes: -1,
+        message_max_bytes: config
+            .log
+            .message_max_bytes
+            .min(crate::constants::OFFSETS_SEGMENT_BYTES as u32),
         ..config.log.clone()
     };
     let offsets =
@@ -315,7 +319,7 @@ fn spawn_background(shard: &Rc<Shard>) {
         io::spawn(async move {
             loop {
                 io::sleep(Duration::from_millis(ms)).await;
-                for p in s.local_partitions() {
+                for p in s.local_logs() {
                     crate::storage::flush_unsynced(&p).await;
                 }
             }
@@ -326,16 +330,12 @@ fn spawn_background(shard: &Rc<Shard>) {
 /// Lets pending writes finish (bounded) and syncs what was written without a sync.
 async fn drain(shard: &Rc<Shard>) {
     for _ in 0..500 {
-        if shard
-            .local_partitions()
-            .iter()
-            .all(|p| !p.borrow().is_writing())
-        {
+        if shard.local_logs().iter().all(|p| !p.borrow().is_writing()) {
             break;
         }
         io::sleep(Duration::from_millis(10)).await;
     }
-    for p in shard.local_partitions() {
+    for p in shard.local_logs() {
         crate::storage::flush_unsynced(&p).await;
     }
 }

@@ -87,6 +87,15 @@ impl Shard {
         self.partitions.borrow().values().cloned().collect()
     }
 
+    /// Every log this shard writes: its partitions and its offsets partitions.
+    pub fn local_logs(&self) -> Vec<PartitionHandle> {
+        let mut logs = self.local_partitions();
+        if let Some(c) = self.coordinator.get() {
+            logs.extend(c.offsets.partitions());
+        }
+        logs
+    }
+
     /// A new producer id (InitProducerId).
     pub fn allocate_producer_id(&self) -> i64 {
         let counter = self.next_producer_id.get();
@@ -370,10 +379,18 @@ impl Shard {
     /// Runs a group request on shard `owner`.
     pub async fn group_call_on(self: &Rc<Self>, owner: ShardId, call: GroupCall) -> GroupReply {
         if owner == self.id {
-            return match self.coordinator.get() {
-                Some(c) => c.clone().handle(call).await,
-                None => GroupReply::Code(ErrorCode::CoordinatorNotAvailable),
+            let Some(coordinator) = self.coordinator.get().cloned() else {
+                return GroupReply::Code(ErrorCode::CoordinatorNotAvailable);
             };
+            // Its own task, as for calls from other shards: a connection that goes away must
+            // not cancel a commit between its durable write and its apply.
+            let (tx, rx) = oneshot::channel();
+            super::io::spawn(async move {
+                let _ = tx.send(coordinator.handle(call).await);
+            });
+            return rx
+                .await
+                .unwrap_or(GroupReply::Code(ErrorCode::CoordinatorNotAvailable));
         }
         let (tx, rx) = oneshot::channel();
         if !self

@@ -10,12 +10,17 @@ use crate::group::JoinRequest;
 use crate::protocol::ErrorCode;
 use crate::runtime::shard::ShardRef;
 
-pub async fn handle(shard: &ShardRef, request: JoinGroupRequest, version: i16) -> ResponseKind {
+pub async fn handle(
+    shard: &ShardRef,
+    request: JoinGroupRequest,
+    version: i16,
+    client_id: String,
+) -> ResponseKind {
     let group_id = request.group_id.to_string();
     let session = request.session_timeout_ms;
     let join = JoinRequest {
         member_id: request.member_id.to_string(),
-        client_id: String::new(),
+        client_id,
         session_timeout_ms: session,
         // v0 has no rebalance timeout: it equals the session timeout.
         rebalance_timeout_ms: if version >= 1 {

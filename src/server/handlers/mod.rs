@@ -49,6 +49,7 @@ pub enum Decoded {
         correlation_id: i32,
         api_key: ApiKey,
         version: i16,
+        client_id: String,
         request: Box<RequestKind>,
     },
     /// An ApiVersions version we do not serve: answered with error 35 in v0.
@@ -84,14 +85,16 @@ pub fn decode(mut frame: Bytes) -> Decoded {
     let header_version = api_key.request_header_version(version);
     // The codec is not ours: a panic inside it must cost this connection, not the shard.
     let decoded = crate::runtime::guarded(|| {
-        RequestHeader::decode(&mut frame, header_version)
-            .and_then(|_| RequestKind::decode(api_key, &mut frame, version))
+        let header = RequestHeader::decode(&mut frame, header_version)?;
+        let request = RequestKind::decode(api_key, &mut frame, version)?;
+        Ok::<_, anyhow::Error>((header, request))
     });
     match decoded {
-        Ok(Ok(request)) => Decoded::Request {
+        Ok(Ok((header, request))) => Decoded::Request {
             correlation_id,
             api_key,
             version,
+            client_id: header.client_id.map(|c| c.to_string()).unwrap_or_default(),
             request: Box::new(request),
         },
         Ok(Err(e)) => Decoded::Close(format!("bad {api_key:?} v{version} request: {e}")),
@@ -103,13 +106,14 @@ pub fn decode(mut frame: Bytes) -> Decoded {
 
 /// Handles one request frame (without its size prefix).
 pub async fn handle(shard: &ShardRef, frame: Bytes) -> Reply {
-    let (correlation_id, api_key, version, request) = match decode(frame) {
+    let (correlation_id, api_key, version, client_id, request) = match decode(frame) {
         Decoded::Request {
             correlation_id,
             api_key,
             version,
+            client_id,
             request,
-        } => (correlation_id, api_key, version, request),
+        } => (correlation_id, api_key, version, client_id, request),
         Decoded::UnsupportedApiVersions { correlation_id } => {
             return encode(
                 correlation_id,
@@ -139,7 +143,7 @@ pub async fn handle(shard: &ShardRef, frame: Bytes) -> Reply {
         RequestKind::DescribeConfigs(r) => describe_configs::handle(shard, r),
         RequestKind::DescribeCluster(_) => describe_cluster::handle(shard),
         RequestKind::FindCoordinator(r) => find_coordinator::handle(shard, r, version),
-        RequestKind::JoinGroup(r) => join_group::handle(shard, r, version).await,
+        RequestKind::JoinGroup(r) => join_group::handle(shard, r, version, client_id).await,
         RequestKind::SyncGroup(r) => sync_group::handle(shard, r).await,
         RequestKind::Heartbeat(r) => heartbeat::handle(shard, r).await,
         RequestKind::LeaveGroup(r) => leave_group::handle(shard, r, version).await,

@@ -25,19 +25,6 @@ fn offsets_dirs(broker: &common::Broker) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
-fn logs_in(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".log")
-        })
-        .count()
-}
-
 #[test]
 fn offsets_log_is_snapshotted_and_recovers_from_the_snapshot() {
     let mut broker = common::Broker::start(&["--segment-bytes", "1048576"]);
@@ -70,9 +57,9 @@ fn offsets_log_is_snapshotted_and_recovers_from_the_snapshot() {
         "the group's offsets partition was snapshotted"
     );
     assert!(
-        logs_in(compacted[0]) <= 2,
+        common::segment_files_in(compacted[0]) <= 2,
         "closed offsets segments were deleted ({} left)",
-        logs_in(compacted[0])
+        common::segment_files_in(compacted[0])
     );
     drop(consumer);
 

@@ -34,16 +34,7 @@ fn produce(bootstrap: &str, topic: &str, range: std::ops::Range<usize>) -> Vec<c
 }
 
 fn segment_files(broker: &common::Broker, dir: &str) -> usize {
-    std::fs::read_dir(broker.data_dir().join(dir))
-        .expect("partition directory exists")
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".log")
-        })
-        .count()
+    common::segment_files_in(&broker.data_dir().join(dir))
 }
 
 fn check_all(bootstrap: &str, topic: &str, count: usize) {

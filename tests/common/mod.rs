@@ -823,3 +823,14 @@ pub fn run_with_timeout(
         stderr: String::from_utf8_lossy(&stderr.join().unwrap_or_default()).into_owned(),
     }
 }
+
+/// Number of segment files (`*.log`) in a partition directory.
+pub fn segment_files_in(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".log"))
+        })
+        .count()
+}

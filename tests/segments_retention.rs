@@ -37,6 +37,18 @@ fn segment_files(broker: &common::Broker, dir: &str) -> usize {
     common::segment_files_in(&broker.data_dir().join(dir))
 }
 
+/// Watermarks of partition 0 once retention moved its log start (or after 20 s).
+fn wait_for_log_start(consumer: &rdkafka::consumer::BaseConsumer, topic: &str) -> (i64, i64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (low, high) = common::watermarks(consumer, topic, 0);
+        if low > 0 || Instant::now() > deadline {
+            return (low, high);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn check_all(bootstrap: &str, topic: &str, count: usize) {
     let consumer = common::consumer(bootstrap);
     let records = common::consume_all(&consumer, topic, 1, count, TIMEOUT);
@@ -96,14 +108,7 @@ fn retention_by_size_moves_the_log_start() {
     common::create_topic(&bootstrap, "trimmed", 1);
     produce(&bootstrap, "trimmed", 0..4000);
     let consumer = common::consumer(&bootstrap);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let (low, high) = loop {
-        let (low, high) = common::watermarks(&consumer, "trimmed", 0);
-        if low > 0 || Instant::now() > deadline {
-            break (low, high);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let (low, high) = wait_for_log_start(&consumer, "trimmed");
     assert_eq!(high, 4000, "high watermark");
     assert!(
         low > 0,
@@ -167,14 +172,7 @@ fn age_roll_and_time_retention() {
         "the old segment rolled by age"
     );
     let consumer = common::consumer(&bootstrap);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let low = loop {
-        let (low, _) = common::watermarks(&consumer, "aged", 0);
-        if low > 0 || Instant::now() > deadline {
-            break low;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let (low, _) = wait_for_log_start(&consumer, "aged");
     assert_eq!(
         low, 10,
         "time retention deleted exactly the hour-old segment"

@@ -35,6 +35,9 @@ fn to_io(e: glommio::GlommioError<()>) -> io::Error {
     io::Error::other(e.to_string())
 }
 
+/// Bytes ready for one O_DIRECT write: block-aligned memory, padded to whole blocks.
+pub struct AlignedWrite(glommio::io::DmaBuffer);
+
 /// A segment file opened with O_DIRECT for aligned appends and reads.
 pub struct LogFile {
     file: Rc<DmaFile>,
@@ -73,24 +76,31 @@ impl LogFile {
         }
     }
 
-    /// Writes `data` at the aligned position `pos`, padded with zeros to a whole block.
-    pub async fn write_aligned(&self, pos: u64, data: &[u8]) -> Result<(), IoError> {
-        assert!(
-            pos % DIRECT_IO_ALIGNMENT_BYTES == 0,
-            "O_DIRECT writes start at an aligned position"
-        );
+    /// Copies `data` into a block-aligned DMA buffer, padded with zeros to a whole block: the
+    /// one copy a write needs. Synchronous, so a caller can fill it while it holds the bytes.
+    pub fn prepare_write(&self, data: &[u8]) -> AlignedWrite {
         let len =
             (data.len() as u64).div_ceil(DIRECT_IO_ALIGNMENT_BYTES) * DIRECT_IO_ALIGNMENT_BYTES;
         let mut buf = self.file.alloc_dma_buffer(len as usize);
         let bytes = buf.as_bytes_mut();
         bytes[..data.len()].copy_from_slice(data);
         bytes[data.len()..].fill(0);
+        AlignedWrite(buf)
+    }
+
+    /// Writes a prepared buffer at the aligned position `pos`.
+    pub async fn write_prepared(&self, pos: u64, buf: AlignedWrite) -> Result<(), IoError> {
+        assert!(
+            pos % DIRECT_IO_ALIGNMENT_BYTES == 0,
+            "O_DIRECT writes start at an aligned position"
+        );
+        let len = buf.0.len();
         let written = self
             .file
-            .write_at(buf, pos)
+            .write_at(buf.0, pos)
             .await
             .map_err(|e| self.err("write", e))?;
-        if written as u64 != len {
+        if written != len {
             return Err(IoError {
                 op: "write",
                 path: self.path.clone(),

@@ -20,7 +20,8 @@ type Done = futures_channel::oneshot::Sender<Result<(), String>>;
 struct WriteJob {
     file: Rc<LogFile>,
     pos: u64,
-    data: Vec<u8>,
+    /// Taken by the write.
+    data: Option<crate::runtime::io::AlignedWrite>,
     new_size_bytes: u64,
     new_high_watermark: Offset,
     dones: Vec<Done>,
@@ -53,13 +54,14 @@ pub(super) async fn run(part: PartitionHandle) {
                     return;
                 }
             }
-            Step::Write(job) => {
+            Step::Write(mut job) => {
                 let mut result = Ok(());
                 if let Some(len) = job.extend_to {
                     result = job.file.preallocate(len).await;
                 }
                 if result.is_ok() {
-                    result = job.file.write_aligned(job.pos, &job.data).await;
+                    let data = job.data.take().expect("a write job carries its data once");
+                    result = job.file.write_prepared(job.pos, data).await;
                 }
                 if result.is_ok() && job.sync {
                     result = job.file.sync().await;
@@ -145,7 +147,8 @@ impl Partition {
             extend_to,
             file: active.file.clone(),
             pos: self.tail_file_pos,
-            data: self.tail.clone(),
+            // The tail is copied once, straight into the DMA buffer.
+            data: Some(active.file.prepare_write(&self.tail)),
             new_size_bytes: active.size_bytes,
             new_high_watermark: last,
             dones,

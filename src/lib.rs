@@ -6,8 +6,12 @@
 //! and serves any client connection the kernel hands it; work for a partition another shard owns
 //! crosses the shard mesh as a message. See ARCHITECTURE.md for the map and its invariants.
 
-/// The command line (`tusk serve`).
+/// `tusk bench`: a Kafka-protocol load generator with latency histograms and plots.
+pub mod bench;
+/// The command line (`tusk serve`, `tusk bench`).
 pub mod cli;
+/// A small blocking Kafka client (bench and operator tools).
+pub mod client;
 /// Cluster metadata: the image, its durable log, the controller.
 pub mod cluster;
 /// Broker configuration: defaults, TOML file, flags, validation.

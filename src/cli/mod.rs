@@ -28,6 +28,9 @@ pub enum Command {
         #[command(flatten)]
         settings: Settings,
     },
+    /// Measure a Kafka-compatible broker: throughput and latency percentiles
+    #[command(subcommand)]
+    Bench(crate::bench::BenchCommand),
 }
 
 /// Runs the parsed command.
@@ -38,5 +41,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             crate::runtime::run(config)?;
             Ok(())
         }
+        Command::Bench(command) => Ok(crate::bench::run(command)?),
     }
 }

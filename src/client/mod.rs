@@ -1,0 +1,298 @@
+//! A small blocking Kafka client over std TCP, for `tusk bench` (and the operator subcommands to
+//! come). It speaks to one broker: the bootstrap address, which on a one-node cluster leads every
+//! partition. Runs on: the caller's thread, never on a shard. Invariants: a response frame's size
+//! is checked against `RESPONSE_BYTES_MAX` before its body is allocated; responses are matched to
+//! requests by correlation id, in order (Kafka answers a connection's requests in order).
+
+pub mod batch;
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, RequestHeader,
+    TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+
+/// The largest response frame the client accepts (a fetch of many partitions fits).
+pub const RESPONSE_BYTES_MAX: usize = 512 * 1024 * 1024;
+
+/// What went wrong talking to a broker.
+#[derive(Debug)]
+pub enum ClientError {
+    Io(std::io::Error),
+    /// The broker's bytes did not decode (or a frame was out of bounds).
+    Protocol(String),
+    /// The broker answered with a Kafka error code.
+    Kafka {
+        what: String,
+        code: i16,
+    },
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientError::Io(e) => write!(f, "{e}"),
+            ClientError::Protocol(why) => write!(f, "protocol error: {why}"),
+            ClientError::Kafka { what, code } => write!(f, "{what}: Kafka error code {code}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+impl From<std::io::Error> for ClientError {
+    fn from(e: std::io::Error) -> Self {
+        ClientError::Io(e)
+    }
+}
+
+fn protocol(e: impl std::fmt::Display) -> ClientError {
+    ClientError::Protocol(e.to_string())
+}
+
+/// Versions this client speaks, each capped by what the broker advertises.
+#[derive(Clone, Copy, Debug)]
+pub struct Versions {
+    pub produce: i16,
+    pub fetch: i16,
+    pub metadata: i16,
+    pub list_offsets: i16,
+    pub create_topics: i16,
+}
+
+/// One connection to a broker.
+pub struct Connection {
+    stream: TcpStream,
+    next_correlation_id: i32,
+    client_id: StrBytes,
+    pub versions: Versions,
+}
+
+impl Connection {
+    /// Connects and negotiates versions with ApiVersions v0 (every broker answers it).
+    pub fn connect(address: &str, client_id: &str) -> Result<Connection, ClientError> {
+        let addr = address
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| protocol(format!("`{address}` resolves to no address")))?;
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        stream.set_nodelay(true)?;
+        let mut c = Connection {
+            stream,
+            next_correlation_id: 1,
+            client_id: StrBytes::from_string(client_id.to_string()),
+            versions: Versions {
+                produce: 3,
+                fetch: 4,
+                metadata: 1,
+                list_offsets: 1,
+                create_topics: 2,
+            },
+        };
+        let r: ApiVersionsResponse = c.call(ApiVersionsRequest::default(), 0)?;
+        if r.error_code != 0 {
+            return Err(ClientError::Kafka {
+                what: "ApiVersions".into(),
+                code: r.error_code,
+            });
+        }
+        let pick = |key: ApiKey, ours: i16| -> i16 {
+            r.api_keys
+                .iter()
+                .find(|k| k.api_key == key as i16)
+                .map(|k| ours.min(k.max_version))
+                .unwrap_or(-1)
+        };
+        c.versions = Versions {
+            produce: pick(ApiKey::Produce, 9),
+            fetch: pick(ApiKey::Fetch, 12),
+            metadata: pick(ApiKey::Metadata, 12),
+            list_offsets: pick(ApiKey::ListOffsets, 7),
+            create_topics: pick(ApiKey::CreateTopics, 7),
+        };
+        Ok(c)
+    }
+
+    /// A second handle on the same socket, for a thread that only reads responses.
+    pub fn try_clone_stream(&self) -> Result<TcpStream, ClientError> {
+        Ok(self.stream.try_clone()?)
+    }
+
+    /// Writes one request; returns its correlation id.
+    pub fn send<R: Request>(&mut self, request: &R, version: i16) -> Result<i32, ClientError> {
+        let frame = self.encode(request, version)?;
+        self.stream.write_all(&frame)?;
+        Ok(self.next_correlation_id - 1)
+    }
+
+    /// Encodes one request frame (size prefix included) with the next correlation id.
+    pub fn encode<R: Request>(&mut self, request: &R, version: i16) -> Result<Bytes, ClientError> {
+        let id = self.next_correlation_id;
+        self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(id)
+            .with_client_id(Some(self.client_id.clone()));
+        let mut buf = BytesMut::with_capacity(64);
+        buf.extend_from_slice(&[0; 4]);
+        header
+            .encode(&mut buf, R::header_version(version))
+            .map_err(protocol)?;
+        request.encode(&mut buf, version).map_err(protocol)?;
+        let size = (buf.len() - 4) as i32;
+        buf[..4].copy_from_slice(&size.to_be_bytes());
+        Ok(buf.freeze())
+    }
+
+    /// Writes an already encoded frame.
+    pub fn write_frame(&mut self, frame: &[u8]) -> Result<(), ClientError> {
+        Ok(self.stream.write_all(frame)?)
+    }
+
+    /// Sends `request` and waits for its response.
+    pub fn call<R: Request>(&mut self, request: R, version: i16) -> Result<R::Response, ClientError>
+    where
+        R::Response: Decodable + HeaderVersion,
+    {
+        let id = self.send(&request, version)?;
+        let (got, response) = read_response::<R::Response>(&mut self.stream, version)?;
+        if got != id {
+            return Err(protocol(format!(
+                "response for correlation id {got}, expected {id}"
+            )));
+        }
+        Ok(response)
+    }
+
+    /// Partition count of `topic`, or `None` if the broker does not know it.
+    pub fn partition_count(&mut self, topic: &str) -> Result<Option<usize>, ClientError> {
+        use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+        let request = MetadataRequest::default()
+            .with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(topic_name(topic)))
+            ]))
+            .with_allow_auto_topic_creation(false);
+        let v = self.versions.metadata;
+        let r: MetadataResponse = self.call(request, v)?;
+        Ok(r.topics
+            .iter()
+            .find(|t| t.name.as_ref().map(|n| n.as_str()) == Some(topic))
+            .filter(|t| t.error_code == 0)
+            .map(|t| t.partitions.len()))
+    }
+
+    /// Creates `topic` unless it exists; returns its partition count.
+    pub fn ensure_topic(&mut self, topic: &str, partitions: i32) -> Result<usize, ClientError> {
+        use kafka_protocol::messages::create_topics_request::CreatableTopic;
+        if let Some(n) = self.partition_count(topic)? {
+            return Ok(n);
+        }
+        let request = CreateTopicsRequest::default()
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(topic_name(topic))
+                .with_num_partitions(partitions)
+                .with_replication_factor(1)])
+            .with_timeout_ms(30_000);
+        let v = self.versions.create_topics;
+        let r: CreateTopicsResponse = self.call(request, v)?;
+        for t in &r.topics {
+            // 36: TOPIC_ALREADY_EXISTS (a concurrent creator won).
+            if t.error_code != 0 && t.error_code != 36 {
+                return Err(ClientError::Kafka {
+                    what: format!("creating topic {topic}"),
+                    code: t.error_code,
+                });
+            }
+        }
+        // A broker may answer before its metadata shows the topic: wait for it.
+        for _ in 0..100 {
+            if let Some(n) = self.partition_count(topic)? {
+                return Ok(n);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(protocol(format!(
+            "topic {topic} was created but never appeared"
+        )))
+    }
+
+    /// The offset of each partition at `timestamp` (-1 latest, -2 earliest).
+    pub fn list_offsets(
+        &mut self,
+        topic: &str,
+        partitions: usize,
+        timestamp: i64,
+    ) -> Result<Vec<i64>, ClientError> {
+        use kafka_protocol::messages::list_offsets_request::{
+            ListOffsetsPartition, ListOffsetsTopic,
+        };
+        let request = ListOffsetsRequest::default()
+            .with_replica_id((-1).into())
+            .with_topics(vec![ListOffsetsTopic::default()
+                .with_name(topic_name(topic))
+                .with_partitions(
+                    (0..partitions as i32)
+                        .map(|p| {
+                            ListOffsetsPartition::default()
+                                .with_partition_index(p)
+                                .with_timestamp(timestamp)
+                        })
+                        .collect(),
+                )]);
+        let v = self.versions.list_offsets;
+        let r: ListOffsetsResponse = self.call(request, v)?;
+        let mut out = vec![0i64; partitions];
+        for t in &r.topics {
+            for p in &t.partitions {
+                if p.error_code != 0 {
+                    return Err(ClientError::Kafka {
+                        what: format!("ListOffsets {topic}-{}", p.partition_index),
+                        code: p.error_code,
+                    });
+                }
+                if let Some(slot) = out.get_mut(p.partition_index as usize) {
+                    *slot = p.offset;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A topic name for requests.
+pub fn topic_name(topic: &str) -> TopicName {
+    TopicName(StrBytes::from_string(topic.to_string()))
+}
+
+/// Reads one response frame and decodes it: `(correlation id, response)`.
+pub fn read_response<T: Decodable + HeaderVersion>(
+    stream: &mut impl Read,
+    version: i16,
+) -> Result<(i32, T), ClientError> {
+    let mut body = read_frame(stream)?;
+    let header =
+        kafka_protocol::messages::ResponseHeader::decode(&mut body, T::header_version(version))
+            .map_err(protocol)?;
+    let response = T::decode(&mut body, version).map_err(protocol)?;
+    Ok((header.correlation_id, response))
+}
+
+/// Reads one size-prefixed frame.
+pub fn read_frame(stream: &mut impl Read) -> Result<Bytes, ClientError> {
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size)?;
+    let size = i32::from_be_bytes(size);
+    if size < 4 || size as usize > RESPONSE_BYTES_MAX {
+        return Err(protocol(format!("response frame of {size} bytes")));
+    }
+    let mut body = vec![0u8; size as usize];
+    stream.read_exact(&mut body)?;
+    Ok(Bytes::from(body))
+}

@@ -26,6 +26,7 @@ fn log_config(flush: FlushPolicy) -> LogConfig {
         flush,
         tail_cache_bytes: 8 << 20,
         index_interval_bytes: 4096,
+        group_commit: true,
     }
 }
 

@@ -57,6 +57,14 @@ pub struct Settings {
     /// Largest fetch response [default: 57671680]
     #[arg(long)]
     pub fetch_max_bytes: Option<u32>,
+    /// How fetches send segment bytes: splice (zero-copy from the page cache) or copy
+    /// (O_DIRECT read into memory, then send) [default: splice]
+    #[arg(long)]
+    pub fetch_path: Option<String>,
+    /// Let one write and one fdatasync acknowledge every produce waiting for it; false writes
+    /// and syncs each produce request on its own (for comparison only) [default: true]
+    #[arg(long)]
+    pub group_commit: Option<bool>,
     /// Bytes of recent batches each partition keeps in memory for tail reads [default: 8388608]
     #[arg(long)]
     pub tail_cache_bytes: Option<u64>,
@@ -98,6 +106,8 @@ impl Settings {
             message_max_bytes,
             socket_request_max_bytes,
             fetch_max_bytes,
+            fetch_path,
+            group_commit,
             tail_cache_bytes,
             spin_before_park_us,
             retention_check_interval_ms,
@@ -143,10 +153,31 @@ pub struct Config {
     pub log: LogConfig,
     pub socket_request_max_bytes: u32,
     pub fetch_max_bytes: u32,
+    pub fetch_path: FetchPath,
     pub spin_before_park_us: u64,
     pub retention_check_interval_ms: u64,
     pub node_id: i32,
     pub group: crate::group::GroupConfig,
+}
+
+/// How fetches send bytes that are not in the tail cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchPath {
+    /// splice from an ordinary read-only descriptor through a pipe into the socket.
+    Splice,
+    /// O_DIRECT read into memory, then a send.
+    Copy,
+}
+
+pub fn parse_fetch_path(value: &str) -> Result<FetchPath, ConfigError> {
+    match value {
+        "splice" => Ok(FetchPath::Splice),
+        "copy" => Ok(FetchPath::Copy),
+        other => refuse(
+            "fetch_path",
+            format!("`{other}` is not one of splice, copy"),
+        ),
+    }
 }
 
 pub fn parse_flush(value: &str) -> Result<FlushPolicy, ConfigError> {
@@ -292,9 +323,11 @@ impl Config {
                 flush,
                 tail_cache_bytes,
                 index_interval_bytes: INDEX_INTERVAL_BYTES,
+                group_commit: s.group_commit.unwrap_or(true),
             },
             socket_request_max_bytes,
             fetch_max_bytes: s.fetch_max_bytes.unwrap_or(FETCH_MAX_BYTES_DEFAULT),
+            fetch_path: parse_fetch_path(s.fetch_path.as_deref().unwrap_or("splice"))?,
             spin_before_park_us: s.spin_before_park_us.unwrap_or(0),
             retention_check_interval_ms: s.retention_check_interval_ms.unwrap_or(30_000).max(100),
             node_id: NODE_ID_DEFAULT,

@@ -48,7 +48,10 @@ fn produce_consume_e2e_and_plot() {
     args.extend(["--keys", "7", "--producers", "2", "--compression", "lz4"]);
     args.extend(["--json", &pj, "--label", "small"]);
     let table = ok(&args);
-    assert!(table.contains("records/s") && table.contains("p99.99 ms"), "{table}");
+    assert!(
+        table.contains("records/s") && table.contains("p99.99 ms"),
+        "{table}"
+    );
     let produced = json(Path::new(&pj));
     assert_eq!(produced["records"], 20000);
     assert_eq!(produced["errors"], 0);
@@ -64,7 +67,9 @@ fn produce_consume_e2e_and_plot() {
     let records = common::consume_all(&consumer, "bench", 4, 20000, Duration::from_secs(60));
     assert_eq!(records.len(), 20000);
     assert!(records.iter().all(|r| r.key_str().starts_with("key-")));
-    assert!(records.iter().all(|r| r.value.as_ref().unwrap().len() == 100));
+    assert!(records
+        .iter()
+        .all(|r| r.value.as_ref().unwrap().len() == 100));
 
     let mut args = vec!["consume", "--json", &cj];
     args.extend(common);

@@ -5,6 +5,7 @@
 //! its body is read, and its body buffer grows only as bytes arrive.
 
 pub mod error_code;
+pub mod fetch_response;
 pub mod record_batch;
 pub mod types;
 pub mod versions;

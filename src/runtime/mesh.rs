@@ -13,7 +13,7 @@ use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender
 use crate::cluster::MetadataImage;
 use crate::protocol::types::{Offset, TopicPartition};
 use crate::protocol::ErrorCode;
-use crate::storage::LogConfig;
+use crate::storage::{FetchRecords, LogConfig};
 
 /// Work for one partition, sent to its owner.
 #[derive(Debug)]
@@ -35,7 +35,7 @@ pub enum PartitionResponse {
         error: ErrorCode,
         high_watermark: Offset,
         log_start: Offset,
-        records: Bytes,
+        records: FetchRecords,
     },
     ListOffsets {
         error: ErrorCode,
@@ -57,7 +57,7 @@ impl PartitionResponse {
                 error,
                 high_watermark: Offset(-1),
                 log_start: Offset(-1),
-                records: Bytes::new(),
+                records: FetchRecords::Memory(Bytes::new()),
             },
             PartitionRequest::ListOffsets { .. } => PartitionResponse::ListOffsets {
                 error,

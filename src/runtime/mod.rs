@@ -9,6 +9,7 @@ pub mod io;
 pub mod mesh;
 pub mod placement;
 pub mod shard;
+pub mod splice;
 
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};

@@ -19,12 +19,12 @@ use super::mesh::{Mesh, OpenPartition, PartitionRequest, PartitionResponse, Shar
 use super::placement::partition_owner;
 use crate::cluster::controller::Controller;
 use crate::cluster::MetadataImage;
-use crate::config::Config;
+use crate::config::{Config, FetchPath};
 use crate::group::coordinator::{Coordinator, GroupCall, GroupReply};
 use crate::group::offsets::group_owner;
 use crate::protocol::types::{Offset, ShardId, TopicPartition};
 use crate::protocol::ErrorCode;
-use crate::storage::{AppendOutcome, Partition, PartitionHandle, Waiter};
+use crate::storage::{AppendOutcome, FetchRecords, Partition, PartitionHandle, Waiter};
 
 pub struct Shard {
     pub id: ShardId,
@@ -229,7 +229,9 @@ impl Shard {
                     answers.push(answer);
                 }
                 PartitionRequest::Fetch { offset, max_bytes } => {
-                    answers.push(match Partition::read(&part, *offset, *max_bytes).await {
+                    let zero_copy = self.config.fetch_path == FetchPath::Splice;
+                    let read = Partition::read_for_fetch(&part, *offset, *max_bytes, zero_copy);
+                    answers.push(match read.await {
                         Ok(r) => PartitionResponse::Fetch {
                             error: ErrorCode::None,
                             high_watermark: r.high_watermark,
@@ -242,7 +244,7 @@ impl Shard {
                                 error: e.error_code(),
                                 high_watermark: p.high_watermark,
                                 log_start: p.log_start,
-                                records: bytes::Bytes::new(),
+                                records: FetchRecords::Memory(bytes::Bytes::new()),
                             }
                         }
                     });

@@ -13,8 +13,11 @@ use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use super::handlers::{self, Reply};
 use crate::constants::CONNECTION_IN_FLIGHT_BYTES_MAX;
 use crate::protocol::check_frame_size;
+use crate::protocol::fetch_response::Piece;
 use crate::runtime::io::{self, TcpStream};
 use crate::runtime::shard::ShardRef;
+use crate::runtime::splice;
+use crate::storage::FetchRecords;
 
 /// Requests of one connection in progress at once (librdkafka pipelines up to 5 per broker for
 /// idempotent producers, up to 1M otherwise).
@@ -102,6 +105,12 @@ async fn write_responses(
                     break;
                 }
             }
+            Reply::Parts(pieces) => {
+                if let Err(e) = write_pieces(&mut writer, pieces).await {
+                    tracing::debug!(error = %e, "closing connection: sending a fetch failed");
+                    break;
+                }
+            }
             Reply::Nothing => {}
             Reply::Close(why) => {
                 tracing::debug!(reason = %why, "closing connection after a bad request");
@@ -111,4 +120,24 @@ async fn write_responses(
     }
     let _ = writer.flush().await;
     let _ = writer.shutdown(std::net::Shutdown::Both).await;
+}
+
+/// Writes a Fetch response: bytes with write, file ranges with splice (zero-copy).
+async fn write_pieces(
+    writer: &mut TcpStream,
+    pieces: Vec<Piece<FetchRecords>>,
+) -> std::io::Result<()> {
+    for piece in pieces {
+        match piece {
+            Piece::Bytes(bytes) | Piece::Records(FetchRecords::Memory(bytes)) => {
+                writer.write_all(&bytes).await?
+            }
+            Piece::Records(FetchRecords::File(range)) => {
+                // glommio's stream keeps no write buffer: what write_all wrote is in the socket.
+                splice::send_file_range(writer.as_raw_fd(), &range.file, range.position, range.len)
+                    .await?
+            }
+        }
+    }
+    Ok(())
 }

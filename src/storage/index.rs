@@ -90,6 +90,23 @@ impl SegmentIndex {
         }
     }
 
+    /// Position of the first entry after `relative_offset`: where the batch holding that
+    /// offset has ended at the latest.
+    pub fn next_entry_position(&self, relative_offset: u32) -> Option<u32> {
+        let i = self
+            .offsets
+            .partition_point(|e| e.relative_offset <= relative_offset);
+        self.offsets.get(i).map(|e| e.position)
+    }
+
+    /// The greatest entry position at or below `position`: a batch boundary.
+    pub fn boundary_at_or_below(&self, position: u64) -> Option<u32> {
+        let i = self
+            .offsets
+            .partition_point(|e| (e.position as u64) <= position);
+        i.checked_sub(1).map(|i| self.offsets[i].position)
+    }
+
     /// File position to start scanning from for the first record with timestamp >= `ts`: the
     /// position of the last entry whose running maximum is still below `ts` (every batch before
     /// it has a smaller timestamp), or 0.
@@ -194,6 +211,17 @@ mod tests {
         assert_eq!(index.lookup_offset(49), 0);
         assert_eq!(index.lookup_offset(50), 5000);
         assert_eq!(index.lookup_offset(999), 95_000);
+    }
+
+    #[test]
+    fn boundaries_for_zero_copy_ranges() {
+        let index = build();
+        assert_eq!(index.next_entry_position(49), Some(5000));
+        assert_eq!(index.next_entry_position(50), Some(10_000));
+        assert_eq!(index.next_entry_position(999), None);
+        assert_eq!(index.boundary_at_or_below(4999), Some(0));
+        assert_eq!(index.boundary_at_or_below(5000), Some(5000));
+        assert_eq!(index.boundary_at_or_below(1 << 40), Some(95_000));
     }
 
     #[test]

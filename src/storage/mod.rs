@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use crate::runtime::io::IoError;
 
 pub use partition::{AppendOutcome, Partition, PartitionHandle, Waiter};
-pub use reader::ReadResult;
+pub use reader::{FetchRead, FetchRecords, FileRange, ReadResult};
 pub use segment::write_synced as segment_write_synced;
 pub use writer::{apply_retention, delete_segments_before, flush_unsynced};
 
@@ -46,6 +46,8 @@ pub struct LogConfig {
     pub flush: FlushPolicy,
     pub tail_cache_bytes: u64,
     pub index_interval_bytes: u64,
+    /// false: each write carries one produce request's batch (a contrast for benchmarks).
+    pub group_commit: bool,
 }
 
 /// Errors at the storage boundary.

@@ -374,6 +374,7 @@ mod tests {
             flush: FlushPolicy::Always,
             tail_cache_bytes: 1 << 20,
             index_interval_bytes: 4096,
+            group_commit: true,
         }
     }
 

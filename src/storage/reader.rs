@@ -6,6 +6,7 @@
 //! active segment.
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
@@ -23,6 +24,42 @@ pub struct ReadResult {
 }
 
 const DISK_READ_MIN_BYTES: usize = 64 * 1024;
+
+/// Bytes of a fetch answer: held in memory, or a range of a segment file that the connection
+/// sends with splice (zero-copy).
+#[derive(Debug, Clone)]
+pub enum FetchRecords {
+    Memory(Bytes),
+    File(FileRange),
+}
+
+/// Whole batches at `position..position + len` of a segment file.
+#[derive(Debug, Clone)]
+pub struct FileRange {
+    pub file: Arc<std::fs::File>,
+    pub position: u64,
+    pub len: usize,
+}
+
+impl FetchRecords {
+    pub fn len(&self) -> usize {
+        match self {
+            FetchRecords::Memory(b) => b.len(),
+            FetchRecords::File(r) => r.len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A fetch read with the watermarks at the time of the read.
+pub struct FetchRead {
+    pub records: FetchRecords,
+    pub high_watermark: Offset,
+    pub log_start: Offset,
+}
 
 struct DiskSpan {
     file: Rc<LogFile>,
@@ -83,6 +120,83 @@ impl Partition {
                 }
             }
         }
+    }
+
+    /// A fetch: like `read`, but with `zero_copy` a read from the segment files comes back as
+    /// a file range (no bytes copied) when the index can bound it to whole batches.
+    pub async fn read_for_fetch(
+        this: &PartitionHandle,
+        offset: Offset,
+        max_bytes: usize,
+        zero_copy: bool,
+    ) -> Result<FetchRead, Error> {
+        if zero_copy {
+            let p = this.borrow();
+            if let Some(range) = p.file_range(offset, max_bytes) {
+                return Ok(FetchRead {
+                    records: FetchRecords::File(range),
+                    high_watermark: p.high_watermark,
+                    log_start: p.log_start,
+                });
+            }
+        }
+        let r = Partition::read(this, offset, max_bytes).await?;
+        Ok(FetchRead {
+            records: FetchRecords::Memory(r.records),
+            high_watermark: r.high_watermark,
+            log_start: r.log_start,
+        })
+    }
+
+    /// The file range for a fetch at `offset`, or `None` when the tail cache serves it, the
+    /// range would hold no whole batch, or the first batch alone exceeds `max_bytes` (the copy
+    /// path then reads exactly that batch). The range starts at the index entry at or below
+    /// `offset` (clients skip records below their fetch offset, as with Kafka's sendfile) and
+    /// ends at a batch boundary: an index entry, or the end of what is durable. In the active
+    /// segment it never reaches the block the writer still rewrites, so page-cache reads never
+    /// race an O_DIRECT rewrite of the same block.
+    fn file_range(&self, offset: Offset, max_bytes: usize) -> Option<FileRange> {
+        if offset < self.log_start || offset >= self.high_watermark {
+            return None;
+        }
+        if self.cache.front().is_some_and(|c| c.base <= offset) {
+            return None;
+        }
+        let (base, seg) = self.segments.range(..=offset).next_back()?;
+        let relative = u32::try_from(offset.0 - base.0).ok()?;
+        let start = seg.index.lookup_offset(relative) as u64;
+        let settled = if seg.closed {
+            seg.durable_bytes
+        } else {
+            seg.durable_bytes & !(crate::constants::DIRECT_IO_ALIGNMENT_BYTES - 1)
+        };
+        let limit = settled.min(start + max_bytes as u64);
+        let end = if seg.durable_bytes <= limit {
+            seg.durable_bytes
+        } else {
+            seg.index.boundary_at_or_below(limit)? as u64
+        };
+        // The batch holding `offset` ends by the next index entry (or the durable end).
+        let must_reach = seg
+            .index
+            .next_entry_position(relative)
+            .map_or(seg.durable_bytes, |p| p as u64);
+        if end <= start || end < must_reach.min(seg.durable_bytes) {
+            return None;
+        }
+        let file = match seg.read_fd.get() {
+            Some(f) => f.clone(),
+            None => {
+                let f = Arc::new(std::fs::File::open(seg.file.path()).ok()?);
+                let _ = seg.read_fd.set(f.clone());
+                f
+            }
+        };
+        Some(FileRange {
+            file,
+            position: start,
+            len: (end - start) as usize,
+        })
     }
 
     fn read_cache(&self, offset: Offset, max_bytes: usize) -> Option<Bytes> {

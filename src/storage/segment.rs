@@ -30,6 +30,9 @@ pub struct Segment {
     pub index: SegmentIndex,
     pub created_ms: u64,
     pub closed: bool,
+    /// An ordinary (page-cache) read-only descriptor of the file, opened on the first
+    /// zero-copy fetch; in-flight splices hold their own reference.
+    pub read_fd: std::cell::OnceCell<std::sync::Arc<std::fs::File>>,
 }
 
 pub fn log_path(dir: &Path, base: Offset) -> PathBuf {
@@ -135,6 +138,7 @@ pub async fn open_segment(
                     index,
                     created_ms,
                     closed: true,
+                    read_fd: Default::default(),
                 },
                 scan: None,
             });
@@ -173,6 +177,7 @@ pub async fn open_segment(
             index: scan.index.clone(),
             created_ms,
             closed: !is_last,
+            read_fd: Default::default(),
         },
         scan: Some(scan),
     })
@@ -239,6 +244,7 @@ pub async fn create_segment(
         index: SegmentIndex::new(),
         created_ms: now_ms(),
         closed: false,
+        read_fd: Default::default(),
     })
 }
 

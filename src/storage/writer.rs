@@ -101,6 +101,9 @@ impl Partition {
         let mut last = active.next_offset;
         let mut placed = 0usize;
         while let Some(next) = self.pending.front() {
+            if placed > 0 && !self.config.group_commit {
+                break;
+            }
             let len = next.bytes.len() as u64;
             if active.size_bytes + len > segment_bytes
                 || !fits_relative(next.header.last_offset(), active.base_offset)

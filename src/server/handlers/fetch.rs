@@ -2,22 +2,28 @@
 //! `max_wait_ms`): if too little data is there, wait until any partition's high watermark moves
 //! (the owners wake us) or the wait ends, then read again. Runs on: the connection's shard; reads
 //! run on the owners. Fetch sessions are not kept: every response carries session id 0, which
-//! tells clients to send full fetch requests.
+//! tells clients to send full fetch requests. The response is encoded here as pieces
+//! (`protocol::fetch_response`), so record sets read as file ranges go out by splice.
 
 use std::time::{Duration, Instant};
 
-use kafka_protocol::messages::fetch_response::{
-    FetchResponse, FetchableTopicResponse, PartitionData,
-};
-use kafka_protocol::messages::{FetchRequest, ResponseKind};
+use kafka_protocol::messages::FetchRequest;
 
+use super::Reply;
 use crate::constants::FETCH_WAIT_MAX_MS;
+use crate::protocol::fetch_response::{self, PartitionOut, TopicOut};
 use crate::protocol::types::{Offset, TopicPartition};
 use crate::protocol::ErrorCode;
 use crate::runtime::mesh::{PartitionRequest, PartitionResponse};
 use crate::runtime::shard::ShardRef;
+use crate::storage::FetchRecords;
 
-pub async fn handle(shard: &ShardRef, request: FetchRequest, _version: i16) -> ResponseKind {
+pub async fn handle(
+    shard: &ShardRef,
+    request: FetchRequest,
+    correlation_id: i32,
+    version: i16,
+) -> Reply {
     let image = shard.image();
     let request_max = (request.max_bytes.max(1) as u32).min(shard.config.fetch_max_bytes) as usize;
     let wait = Duration::from_millis((request.max_wait_ms.max(0) as u64).min(FETCH_WAIT_MAX_MS));
@@ -28,18 +34,20 @@ pub async fn handle(shard: &ShardRef, request: FetchRequest, _version: i16) -> R
     let mut reads = Vec::new();
     // Kafka answers at once when any partition is in error.
     let mut unknown = false;
-    let mut topics: Vec<FetchableTopicResponse> = Vec::new();
+    let mut topics: Vec<TopicOut<FetchRecords>> = Vec::new();
     for (ti, topic) in request.topics.iter().enumerate() {
         let name = topic.topic.to_string();
         let partitions = image.topics.get(&name).map(|t| t.partitions as i32);
         let mut parts = Vec::new();
         for (pi, p) in topic.partitions.iter().enumerate() {
-            let mut data = PartitionData::default()
-                .with_partition_index(p.partition)
-                .with_high_watermark(-1)
-                .with_last_stable_offset(-1)
-                .with_log_start_offset(-1)
-                .with_aborted_transactions(Some(Vec::new()));
+            let mut data = PartitionOut {
+                index: p.partition,
+                error_code: 0,
+                high_watermark: -1,
+                last_stable_offset: -1,
+                log_start_offset: -1,
+                records: None,
+            };
             match partitions {
                 Some(n) if p.partition >= 0 && p.partition < n => {
                     let max = (p.partition_max_bytes.max(1) as usize).min(request_max);
@@ -57,11 +65,10 @@ pub async fn handle(shard: &ShardRef, request: FetchRequest, _version: i16) -> R
             }
             parts.push(data);
         }
-        topics.push(
-            FetchableTopicResponse::default()
-                .with_topic(topic.topic.clone())
-                .with_partitions(parts),
-        );
+        topics.push(TopicOut {
+            name: bytes::Bytes::copy_from_slice(topic.topic.as_bytes()),
+            partitions: parts,
+        });
     }
     let answers = loop {
         let items = reads
@@ -115,7 +122,7 @@ pub async fn handle(shard: &ShardRef, request: FetchRequest, _version: i16) -> R
         } = answer
         {
             if total > 0 && total + records.len() > request_max {
-                records = bytes::Bytes::new();
+                records = FetchRecords::Memory(bytes::Bytes::new());
             }
             total += records.len();
             let d = &mut topics[ti].partitions[pi];
@@ -123,8 +130,8 @@ pub async fn handle(shard: &ShardRef, request: FetchRequest, _version: i16) -> R
             d.high_watermark = high_watermark.0;
             d.last_stable_offset = high_watermark.0;
             d.log_start_offset = log_start.0;
-            d.records = Some(records);
+            d.records = Some((records.len(), records));
         }
     }
-    ResponseKind::Fetch(FetchResponse::default().with_responses(topics))
+    Reply::Parts(fetch_response::encode(correlation_id, version, topics))
 }

@@ -32,12 +32,16 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
+use crate::protocol::fetch_response::Piece;
 use crate::protocol::versions;
 use crate::runtime::shard::ShardRef;
+use crate::storage::FetchRecords;
 
 /// What the connection does with a handled request.
 pub enum Reply {
     Send(Bytes),
+    /// A Fetch response: encoded bytes and record sets, some of them file ranges to splice.
+    Parts(Vec<Piece<FetchRecords>>),
     /// acks=0 produce: Kafka sends no response.
     Nothing,
     Close(String),
@@ -134,7 +138,7 @@ pub async fn handle(shard: &ShardRef, frame: Bytes) -> Reply {
             }
             produce::handle(shard, r).await
         }
-        RequestKind::Fetch(r) => fetch::handle(shard, r, version).await,
+        RequestKind::Fetch(r) => return fetch::handle(shard, r, correlation_id, version).await,
         RequestKind::ListOffsets(r) => list_offsets::handle(shard, r).await,
         RequestKind::CreateTopics(r) => create_topics::handle(shard, r).await,
         RequestKind::DeleteTopics(r) => delete_topics::handle(shard, r).await,

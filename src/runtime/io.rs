@@ -290,3 +290,71 @@ impl<T> LocalQueueReceiver<T> {
         self.0.recv().await
     }
 }
+
+/// One TCP stream used by two tasks of its shard: the connection's reader and its ordered
+/// writer. Each poll borrows the stream only for the call, never across an await, and glommio
+/// keeps separate read and write wait sources, so the two tasks interleave safely on one
+/// descriptor (a `dup` per connection would halve how many connections a file limit allows).
+#[derive(Clone)]
+pub struct SharedStream(Rc<std::cell::RefCell<TcpStream>>);
+
+impl SharedStream {
+    pub fn new(stream: TcpStream) -> SharedStream {
+        SharedStream(Rc::new(std::cell::RefCell::new(stream)))
+    }
+
+    pub fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.0.borrow().as_raw_fd()
+    }
+
+    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        self.0
+            .borrow()
+            .set_nodelay(on)
+            .map_err(|e| io::Error::other(e.to_string()))
+    }
+
+    pub fn shutdown(&self) {
+        // SAFETY: shutdown(2) on a descriptor the stream owns; it stays open until dropped.
+        unsafe { libc::shutdown(self.as_raw_fd(), libc::SHUT_RDWR) };
+    }
+}
+
+impl futures_lite::io::AsyncRead for SharedStream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        let mut stream = self.0.borrow_mut();
+        std::pin::Pin::new(&mut *stream).poll_read(cx, buf)
+    }
+}
+
+impl futures_lite::io::AsyncWrite for SharedStream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        let mut stream = self.0.borrow_mut();
+        std::pin::Pin::new(&mut *stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let mut stream = self.0.borrow_mut();
+        std::pin::Pin::new(&mut *stream).poll_flush(cx)
+    }
+
+    fn poll_close(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let mut stream = self.0.borrow_mut();
+        std::pin::Pin::new(&mut *stream).poll_close(cx)
+    }
+}

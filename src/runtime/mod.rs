@@ -60,9 +60,40 @@ impl std::fmt::Display for StartError {
 impl std::error::Error for StartError {}
 
 /// Runs the broker until SIGTERM or SIGINT.
+/// Every connection holds a descriptor: lift the soft open-files limit to the hard one, as
+/// brokers do (systemd units set the hard limit; see tuning/).
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit fill and read a plain struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let soft = limit.rlim_cur;
+        limit.rlim_cur = limit.rlim_max;
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } == 0 {
+            tracing::info!(
+                from = soft,
+                to = limit.rlim_max,
+                "raised the open-files limit"
+            );
+        }
+    }
+    if limit.rlim_cur < 65_536 {
+        tracing::warn!(
+            open_files_max = limit.rlim_cur,
+            "the open-files limit caps connections; raise LimitNOFILE (tuning/tusk.service)"
+        );
+    }
+}
+
 pub fn run(config: Config) -> Result<(), StartError> {
     let _lock = prepare_data_dir(&config.data_dir)?;
     refuse_live_listener(config.listen)?;
+    raise_open_files_limit();
     let metadata = LocalMetadataLog::open(&config.data_dir).map_err(StartError::Metadata)?;
     let image = Arc::new(metadata.image().clone());
     let config = Arc::new(config);

@@ -5,8 +5,6 @@
 //! `IN_FLIGHT_MAX` requests per connection are in progress (backpressure on the reader); an
 //! unrecoverable framing or decoding error closes this connection only.
 
-use std::os::unix::io::{AsRawFd, FromRawFd};
-
 use bytes::{Bytes, BytesMut};
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -26,17 +24,11 @@ const IN_FLIGHT_MAX: usize = 64;
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
 /// Serves `stream` until the client closes it or sends something unrecoverable.
-pub async fn serve(shard: ShardRef, mut reader: TcpStream) {
+pub async fn serve(shard: ShardRef, stream: TcpStream) {
+    let mut reader = io::SharedStream::new(stream);
     let _ = reader.set_nodelay(true);
-    // A second descriptor of the same socket for the writer task, so reads and writes proceed
-    // independently without a lock.
-    // SAFETY: dup returns a new descriptor we own (or -1, checked); from_raw_fd takes ownership.
-    let fd = unsafe { libc::dup(reader.as_raw_fd()) };
-    if fd < 0 {
-        tracing::warn!("dup of a client socket failed; closing it");
-        return;
-    }
-    let writer = unsafe { TcpStream::from_raw_fd(fd) };
+    // The writer task shares the descriptor: reads and writes proceed independently.
+    let writer = reader.clone();
     let (queue_tx, queue_rx) =
         io::local_queue::<(io::Task<Reply>, io::BudgetPermit)>(IN_FLIGHT_MAX);
     // Frame bytes held by requests in progress; a permit is returned when its response is
@@ -62,12 +54,12 @@ pub async fn serve(shard: ShardRef, mut reader: TcpStream) {
     }
     drop(queue_tx);
     writer_task.join().await;
-    let _ = reader.shutdown(std::net::Shutdown::Both).await;
+    reader.shutdown();
 }
 
 /// Reads one frame, holding its size in `budget`; `Ok(None)` on a clean end of stream.
 async fn read_frame(
-    stream: &mut TcpStream,
+    stream: &mut io::SharedStream,
     max_bytes: u32,
     budget: &io::Budget,
 ) -> Result<Option<(Bytes, io::BudgetPermit)>, String> {
@@ -94,7 +86,7 @@ async fn read_frame(
 }
 
 async fn write_responses(
-    mut writer: TcpStream,
+    mut writer: io::SharedStream,
     queue: io::LocalQueueReceiver<(io::Task<Reply>, io::BudgetPermit)>,
 ) {
     // The permit lives until the response is written (end of the loop body).
@@ -119,12 +111,12 @@ async fn write_responses(
         }
     }
     let _ = writer.flush().await;
-    let _ = writer.shutdown(std::net::Shutdown::Both).await;
+    writer.shutdown();
 }
 
 /// Writes a Fetch response: bytes with write, file ranges with splice (zero-copy).
 async fn write_pieces(
-    writer: &mut TcpStream,
+    writer: &mut io::SharedStream,
     pieces: Vec<Piece<FetchRecords>>,
 ) -> std::io::Result<()> {
     for piece in pieces {

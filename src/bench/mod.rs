@@ -108,9 +108,9 @@ pub struct LoadArgs {
     /// Bytes of records per produce request (split over the partitions it names)
     #[arg(long, default_value_t = 1024 * 1024)]
     pub batch_bytes: usize,
-    /// At a fixed rate, how long a batch may wait for more records
-    #[arg(long, default_value_t = 0)]
-    pub linger_ms: u64,
+    /// At a fixed rate, how long a batch may wait for more records (fractions allowed)
+    #[arg(long, default_value_t = 0.0)]
+    pub linger_ms: f64,
     /// Produce requests in flight per connection
     #[arg(long, default_value_t = 5)]
     pub in_flight: usize,

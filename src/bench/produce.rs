@@ -94,7 +94,7 @@ pub fn run(args: &LoadArgs, e2e: bool) -> Result<Summary, BenchError> {
         acks,
         compression,
         batch_bytes: args.batch_bytes.max(args.record_bytes),
-        linger_ns: args.linger_ms * 1_000_000,
+        linger_ns: (args.linger_ms.max(0.0) * 1e6) as u64,
         in_flight: args.in_flight,
         interval_ns: args.rate.map(|r| 1e9 * args.producers as f64 / r),
         deadline: total.is_none().then(|| epoch + duration),

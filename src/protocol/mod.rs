@@ -2,7 +2,7 @@
 //! and the record batch format. Request and response bodies are decoded and encoded by the
 //! kafka-protocol crate (generated from Kafka's own JSON schemas). Runs on: every shard.
 //! Invariant: a frame's size is checked against `socket_request_max_bytes` before any byte of
-//! its body is read, and its body buffer grows only as bytes arrive.
+//! its body is read, and its body's memory is committed only as bytes arrive.
 
 pub mod error_code;
 pub mod fetch_response;

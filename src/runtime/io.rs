@@ -38,6 +38,12 @@ fn to_io(e: glommio::GlommioError<()>) -> io::Error {
 /// Bytes ready for one O_DIRECT write: block-aligned memory, padded to whole blocks.
 pub struct AlignedWrite(glommio::io::DmaBuffer);
 
+impl AlignedWrite {
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
 /// A segment file opened with O_DIRECT for aligned appends and reads.
 pub struct LogFile {
     file: Rc<DmaFile>,
@@ -76,15 +82,20 @@ impl LogFile {
         }
     }
 
-    /// Copies `data` into a block-aligned DMA buffer, padded with zeros to a whole block: the
-    /// one copy a write needs. Synchronous, so a caller can fill it while it holds the bytes.
-    pub fn prepare_write(&self, data: &[u8]) -> AlignedWrite {
-        let len =
-            (data.len() as u64).div_ceil(DIRECT_IO_ALIGNMENT_BYTES) * DIRECT_IO_ALIGNMENT_BYTES;
+    /// Copies `parts`, back to back, into a block-aligned DMA buffer padded with zeros to a
+    /// whole block: the one copy a write needs. Synchronous, so a caller can fill it while it
+    /// holds the bytes.
+    pub fn prepare_write(&self, parts: &[&[u8]]) -> AlignedWrite {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let len = (total as u64).div_ceil(DIRECT_IO_ALIGNMENT_BYTES) * DIRECT_IO_ALIGNMENT_BYTES;
         let mut buf = self.file.alloc_dma_buffer(len as usize);
         let bytes = buf.as_bytes_mut();
-        bytes[..data.len()].copy_from_slice(data);
-        bytes[data.len()..].fill(0);
+        let mut at = 0;
+        for part in parts {
+            bytes[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        }
+        bytes[total..].fill(0);
         AlignedWrite(buf)
     }
 

@@ -1,7 +1,7 @@
 //! One client connection: reads size-prefixed request frames, runs each request as its own task
 //! (so pipelined produce requests share group commits), and writes the responses strictly in
 //! request order. Runs on: the shard that accepted the connection. Invariants: a frame's size is
-//! checked before its body is read and the body buffer grows only as bytes arrive; at most
+//! checked before its body is read and the body's memory is committed only as bytes arrive; at most
 //! `IN_FLIGHT_MAX` requests per connection are in progress (backpressure on the reader); an
 //! unrecoverable framing or decoding error closes this connection only.
 
@@ -72,7 +72,10 @@ async fn read_frame(
     let size =
         check_frame_size(i32::from_be_bytes(size), max_bytes).map_err(|e| format!("{e:?}"))?;
     let permit = budget.take(size as u64).await;
-    let mut body = BytesMut::with_capacity(size.min(READ_CHUNK_BYTES));
+    // Reserved whole (address space only: pages are committed when first written), so the
+    // body is never reallocated and copied as it grows; bytes are zeroed and read a chunk at
+    // a time, so committed memory follows the bytes that arrived.
+    let mut body = BytesMut::with_capacity(size);
     while body.len() < size {
         let start = body.len();
         let grow = (size - start).min(READ_CHUNK_BYTES);

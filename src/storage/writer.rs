@@ -98,6 +98,7 @@ impl Partition {
             return Step::Roll;
         }
         let mut dones = Vec::new();
+        let mut placed_bytes: Vec<bytes::Bytes> = Vec::new();
         let mut last = active.next_offset;
         let mut placed = 0usize;
         while let Some(next) = self.pending.front() {
@@ -119,7 +120,7 @@ impl Partition {
                 p.header.max_timestamp_ms,
                 interval,
             );
-            self.tail.extend_from_slice(&p.bytes);
+            placed_bytes.push(p.bytes);
             active.size_bytes += len;
             last = p.header.last_offset().next();
             active.next_offset = last;
@@ -132,11 +133,24 @@ impl Partition {
             placed > 0,
             "a pending batch must fit an empty segment (message_max_bytes <= segment_bytes)"
         );
+        let placed_len: u64 = placed_bytes.iter().map(|b| b.len() as u64).sum();
         assert_eq!(
-            self.tail_file_pos + self.tail.len() as u64,
+            self.tail_file_pos + self.tail.len() as u64 + placed_len,
             active.size_bytes,
-            "tail buffer must end at the segment's placed size"
+            "tail buffer and placed batches must end at the segment's placed size"
         );
+        // The tail and the new batches are copied once, straight into the DMA buffer; the
+        // last partial block stays in `tail`, for the next write to start with.
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(placed_bytes.len() + 1);
+        parts.push(&self.tail);
+        parts.extend(placed_bytes.iter().map(|b| &b[..]));
+        let data = active.file.prepare_write(&parts);
+        let job_pos = self.tail_file_pos;
+        let new_tail_pos =
+            active.size_bytes / DIRECT_IO_ALIGNMENT_BYTES * DIRECT_IO_ALIGNMENT_BYTES;
+        let carry = (new_tail_pos - job_pos) as usize..(active.size_bytes - job_pos) as usize;
+        self.tail = data.as_bytes()[carry].to_vec();
+        self.tail_file_pos = new_tail_pos;
         let written_end =
             active.size_bytes.div_ceil(DIRECT_IO_ALIGNMENT_BYTES) * DIRECT_IO_ALIGNMENT_BYTES;
         let extend_to = if written_end > active.allocated_bytes {
@@ -149,9 +163,8 @@ impl Partition {
         Step::Write(WriteJob {
             extend_to,
             file: active.file.clone(),
-            pos: self.tail_file_pos,
-            // The tail is copied once, straight into the DMA buffer.
-            data: Some(active.file.prepare_write(&self.tail)),
+            pos: job_pos,
+            data: Some(data),
             new_size_bytes: active.size_bytes,
             new_high_watermark: last,
             dones,
@@ -182,11 +195,6 @@ impl Partition {
             "high watermark never goes backwards"
         );
         self.high_watermark = job.new_high_watermark;
-        let new_tail_pos =
-            job.new_size_bytes / DIRECT_IO_ALIGNMENT_BYTES * DIRECT_IO_ALIGNMENT_BYTES;
-        self.tail
-            .drain(..(new_tail_pos - self.tail_file_pos) as usize);
-        self.tail_file_pos = new_tail_pos;
         if !job.sync && self.config.flush != FlushPolicy::Never {
             self.unsynced = true;
         }

@@ -65,6 +65,17 @@ pub struct Settings {
     /// and syncs each produce request on its own (for comparison only) [default: true]
     #[arg(long)]
     pub group_commit: Option<bool>,
+    /// Prometheus metrics address (`GET /metrics`), or `off` [default: 127.0.0.1:9644]
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
+    /// Log filter: error, warn, info, debug, trace, or tracing directives such as
+    /// `info,tusk::storage=debug`; the TUSK_LOG environment variable is used when this is unset
+    /// [default: info]
+    #[arg(long)]
+    pub log_level: Option<String>,
+    /// Log format: text or json (one JSON object per line) [default: text]
+    #[arg(long)]
+    pub log_format: Option<String>,
     /// Bytes of recent batches each partition keeps in memory for tail reads [default: 8388608]
     #[arg(long)]
     pub tail_cache_bytes: Option<u64>,
@@ -108,6 +119,9 @@ impl Settings {
             fetch_max_bytes,
             fetch_path,
             group_commit,
+            metrics_listen,
+            log_level,
+            log_format,
             tail_cache_bytes,
             spin_before_park_us,
             retention_check_interval_ms,
@@ -154,10 +168,62 @@ pub struct Config {
     pub socket_request_max_bytes: u32,
     pub fetch_max_bytes: u32,
     pub fetch_path: FetchPath,
+    /// None: metrics are off.
+    pub metrics_listen: Option<SocketAddr>,
+    pub log_level: String,
+    pub log_format: LogFormat,
     pub spin_before_park_us: u64,
     pub retention_check_interval_ms: u64,
     pub node_id: i32,
     pub group: crate::group::GroupConfig,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+fn parse_metrics_listen(value: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    if value == "off" {
+        return Ok(None);
+    }
+    value.parse().map(Some).or_else(|_| {
+        refuse(
+            "metrics_listen",
+            format!("`{value}` is not an address like 127.0.0.1:9644, or off"),
+        )
+    })
+}
+
+fn parse_log(
+    level: Option<&str>,
+    format: Option<&str>,
+) -> Result<(String, LogFormat), ConfigError> {
+    let level = level
+        .map(str::to_string)
+        .or_else(|| std::env::var("TUSK_LOG").ok())
+        .unwrap_or_else(|| "info".into());
+    // A bare word must be a level (a bare word is also valid filter syntax: a target name,
+    // which would silently log nothing); directives like `info,tusk::storage=debug` go to the
+    // filter parser.
+    let levels = ["error", "warn", "info", "debug", "trace", "off"];
+    let plain_word = !level.contains(['=', ',', ':']);
+    if (plain_word && !levels.contains(&level.to_ascii_lowercase().as_str()))
+        || tracing_subscriber::EnvFilter::try_new(&level).is_err()
+    {
+        return refuse(
+            "log_level",
+            format!("`{level}` is not a level (error, warn, info, debug, trace) or a filter"),
+        );
+    }
+    let format = match format.unwrap_or("text") {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => return refuse("log_format", format!("`{other}` is not one of text, json")),
+    };
+    Ok((level, format))
 }
 
 /// How fetches send bytes that are not in the tail cache.
@@ -252,6 +318,7 @@ impl Config {
                 format!("must be 1..={PARTITIONS_PER_TOPIC_MAX}"),
             );
         }
+        let (log_level, log_format) = parse_log(s.log_level.as_deref(), s.log_format.as_deref())?;
         let flush = parse_flush(s.flush.as_deref().unwrap_or("always"))?;
         let segment_bytes = s.segment_bytes.unwrap_or(SEGMENT_BYTES_DEFAULT);
         if segment_bytes < SEGMENT_BYTES_MIN
@@ -328,6 +395,11 @@ impl Config {
             socket_request_max_bytes,
             fetch_max_bytes: s.fetch_max_bytes.unwrap_or(FETCH_MAX_BYTES_DEFAULT),
             fetch_path: parse_fetch_path(s.fetch_path.as_deref().unwrap_or("splice"))?,
+            metrics_listen: parse_metrics_listen(
+                s.metrics_listen.as_deref().unwrap_or("127.0.0.1:9644"),
+            )?,
+            log_level,
+            log_format,
             spin_before_park_us: s.spin_before_park_us.unwrap_or(0),
             retention_check_interval_ms: s.retention_check_interval_ms.unwrap_or(30_000).max(100),
             node_id: NODE_ID_DEFAULT,

@@ -20,6 +20,8 @@ pub mod config;
 pub mod constants;
 /// Consumer groups: the classic rebalance state machine (coordinator wiring comes next).
 pub mod group;
+/// Prometheus metrics: per-shard atomics and the /metrics endpoint.
+pub mod metrics;
 /// The Kafka wire protocol: framing, versions, error codes, record batches.
 pub mod protocol;
 /// Shards, placement, the shard mesh and the IO seam (every glommio call).

@@ -8,13 +8,7 @@ static ALLOCATOR: tusk::runtime::alloc::ReservingAllocator =
     tusk::runtime::alloc::ReservingAllocator;
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TUSK_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // Logging starts in `cli::run`, once the configuration (and its log settings) is known.
     let cli = tusk::cli::Cli::parse();
     if let Err(e) = tusk::cli::run(cli) {
         eprintln!("tusk: {e:#}");

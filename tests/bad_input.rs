@@ -386,6 +386,7 @@ fn serve_with(extra: &[&str]) -> common::CmdOutput {
             .arg(dir.path())
             .arg("--listen")
             .arg(listen)
+            .args(["--metrics-listen", "off"])
             .args(extra),
         None,
         Duration::from_secs(30),

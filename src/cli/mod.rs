@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, Settings};
+use crate::config::{Config, LogFormat, Settings};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -38,9 +38,27 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config, settings } => {
             let config = Config::resolve(settings, config.as_deref())?;
+            init_logging(&config.log_level, config.log_format);
+            tracing::info!(config = ?config, "effective configuration");
             crate::runtime::run(config)?;
             Ok(())
         }
-        Command::Bench(command) => Ok(crate::bench::run(command)?),
+        Command::Bench(command) => {
+            init_logging("warn", LogFormat::Text);
+            Ok(crate::bench::run(command)?)
+        }
+    }
+}
+
+/// Structured logs on stderr: `level` is a tracing filter (validated by `Config`).
+fn init_logging(level: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
     }
 }

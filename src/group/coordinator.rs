@@ -137,6 +137,13 @@ impl Entry {
         for event in events {
             match event {
                 Event::JoinCompleted(result) => {
+                    if result.member_id == result.leader {
+                        // One leader answer per completed rebalance.
+                        crate::metrics::with(|m| {
+                            m.rebalances
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        });
+                    }
                     if let Some(tx) = self.join_waiters.remove(&result.member_id) {
                         let member_id = result.member_id.clone();
                         let reply = GroupReply::Join {
@@ -258,6 +265,11 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
+    /// Groups this shard coordinates (for metrics).
+    pub fn group_count(&self) -> usize {
+        self.groups.borrow().len()
+    }
+
     pub fn new(offsets: OffsetStore, config: GroupConfig) -> Coordinator {
         Coordinator {
             groups: RefCell::new(HashMap::new()),

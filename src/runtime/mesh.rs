@@ -203,6 +203,10 @@ impl Mesh {
         let sender = self.senders[to]
             .as_ref()
             .expect("a shard never sends a mesh message to itself");
+        crate::metrics::with(|m| {
+            m.mesh_messages
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        });
         sender.send(message).await.is_ok()
     }
 }

@@ -42,6 +42,11 @@ pub enum StartError {
         addr: std::net::SocketAddr,
         reason: String,
     },
+    /// The metrics address cannot be bound.
+    MetricsListen {
+        addr: std::net::SocketAddr,
+        reason: String,
+    },
 }
 
 impl std::fmt::Display for StartError {
@@ -53,6 +58,9 @@ impl std::fmt::Display for StartError {
             StartError::Metadata(e) => write!(f, "{e}"),
             StartError::Shard { shard, reason } => write!(f, "shard {shard}: {reason}"),
             StartError::Listen { addr, reason } => write!(f, "listen {addr}: {reason}"),
+            StartError::MetricsListen { addr, reason } => {
+                write!(f, "metrics_listen {addr}: {reason} (or set it to off)")
+            }
         }
     }
 }
@@ -116,6 +124,18 @@ pub fn run(config: Config) -> Result<(), StartError> {
             }
         });
     }
+    let registry = crate::metrics::Registry::new(config.shards);
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => {
+            Some(
+                std::net::TcpListener::bind(addr).map_err(|e| StartError::MetricsListen {
+                    addr,
+                    reason: e.to_string(),
+                })?,
+            )
+        }
+        None => None,
+    };
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -134,6 +154,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
             stop.clone(),
             ready_tx.clone(),
         );
+        let metrics = registry.shards[i].clone();
         let mut builder =
             LocalExecutorBuilder::new(Placement::Fixed(i % cpus)).name(&format!("tusk-shard-{i}"));
         if config.spin_before_park_us > 0 {
@@ -141,6 +162,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         }
         let handle = builder
             .spawn(move || async move {
+                crate::metrics::install(metrics);
                 let shard = ShardId(i);
                 if let Err(e) = shard_main(
                     shard,
@@ -178,6 +200,17 @@ pub fn run(config: Config) -> Result<(), StartError> {
         }
     }
     if failure.is_none() && started == config.shards {
+        if let Some(listener) = metrics_listener {
+            let (registry, stop) = (registry.clone(), stop.clone());
+            tracing::info!(metrics_listen = ?config.metrics_listen, "metrics at /metrics");
+            std::thread::Builder::new()
+                .name("tusk-metrics".into())
+                .spawn(move || crate::metrics::serve(listener, registry, stop))
+                .map_err(|e| StartError::Shard {
+                    shard: 0,
+                    reason: format!("metrics thread: {e}"),
+                })?;
+        }
         tracing::info!(
             listen = %config.listen,
             shards = config.shards,
@@ -309,6 +342,22 @@ async fn shard_main(
     }
     let listener = io::TcpListener::bind(config.listen)
         .map_err(|e| format!("listen {}: {e}", config.listen))?;
+    shard.update_metrics();
+    tracing::info!(
+        shard = id.0,
+        partitions = shard.local_partition_count(),
+        placement = "partition_owner(topic, p) = (fnv1a_32(topic) + p) mod shards",
+        "shard ready"
+    );
+    {
+        let shard = shard.clone();
+        io::spawn(async move {
+            loop {
+                io::sleep(Duration::from_secs(1)).await;
+                shard.update_metrics();
+            }
+        });
+    }
     let _ = ready.send(Ok(id.0));
     {
         let shard = shard.clone();

@@ -67,6 +67,24 @@ impl Shard {
         }
     }
 
+    /// Partitions this shard owns and has open.
+    pub fn local_partition_count(&self) -> usize {
+        self.partitions.borrow().len()
+    }
+
+    /// Refreshes the gauges only a walk over the shard's state can give.
+    pub fn update_metrics(&self) {
+        let partitions = self.partitions.borrow();
+        let log_bytes: u64 = partitions.values().map(|p| p.borrow().size_bytes()).sum();
+        let groups = self.coordinator.get().map_or(0, |c| c.group_count());
+        crate::metrics::with(|m| {
+            use std::sync::atomic::Ordering::Relaxed;
+            m.partitions.store(partitions.len() as u64, Relaxed);
+            m.log_bytes.store(log_bytes, Relaxed);
+            m.groups.store(groups as u64, Relaxed);
+        });
+    }
+
     pub fn image(&self) -> Arc<MetadataImage> {
         self.image.borrow().clone()
     }

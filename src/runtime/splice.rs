@@ -127,6 +127,18 @@ pub async fn send_file_range(
     mut len: usize,
 ) -> std::io::Result<()> {
     let pipe = with_ring(|r| r.take_pipe())?;
+    // Ask for the whole range at once: a cold range is then read in large requests rather
+    // than the device's read-ahead window at a time (the advice's result does not matter).
+    if len > pipe.capacity_bytes {
+        let advise = opcode::Fadvise::new(
+            types::Fd(file.as_raw_fd()),
+            len as libc::off_t,
+            libc::POSIX_FADV_WILLNEED,
+        )
+        .offset(position)
+        .build();
+        let _ = complete(advise).await?;
+    }
     while len > 0 {
         let chunk = len.min(pipe.capacity_bytes);
         let fill = opcode::Splice::new(

@@ -5,6 +5,8 @@
 //! `IN_FLIGHT_MAX` requests per connection are in progress (backpressure on the reader); an
 //! unrecoverable framing or decoding error closes this connection only.
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use bytes::{Bytes, BytesMut};
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -16,6 +18,9 @@ use crate::runtime::io::{self, TcpStream};
 use crate::runtime::shard::ShardRef;
 use crate::runtime::splice;
 use crate::storage::FetchRecords;
+
+/// A request in progress: its handler task, its share of the byte budget, its API key.
+type InFlight = (io::Task<Reply>, io::BudgetPermit, i16);
 
 /// Requests of one connection in progress at once (librdkafka pipelines up to 5 per broker for
 /// idempotent producers, up to 1M otherwise).
@@ -29,8 +34,10 @@ pub async fn serve(shard: ShardRef, stream: TcpStream) {
     let _ = reader.set_nodelay(true);
     // The writer task shares the descriptor: reads and writes proceed independently.
     let writer = reader.clone();
-    let (queue_tx, queue_rx) =
-        io::local_queue::<(io::Task<Reply>, io::BudgetPermit)>(IN_FLIGHT_MAX);
+    let (queue_tx, queue_rx) = io::local_queue::<InFlight>(IN_FLIGHT_MAX);
+    crate::metrics::with(|m| {
+        m.connections_active.fetch_add(1, Relaxed);
+    });
     // Frame bytes held by requests in progress; a permit is returned when its response is
     // written, so one connection never holds more than CONNECTION_IN_FLIGHT_BYTES_MAX.
     let budget = io::Budget::new(CONNECTION_IN_FLIGHT_BYTES_MAX);
@@ -46,15 +53,20 @@ pub async fn serve(shard: ShardRef, stream: TcpStream) {
             }
         };
         let (frame, permit) = frame;
+        let api_key = i16::from_be_bytes([frame[0], frame[1]]);
+        crate::metrics::with(|m| m.request(api_key, frame.len() + 4));
         let shard = shard.clone();
         let task = io::spawn_joinable(async move { handlers::handle(&shard, frame).await });
-        if !queue_tx.push((task, permit)).await {
+        if !queue_tx.push((task, permit, api_key)).await {
             break;
         }
     }
     drop(queue_tx);
     writer_task.join().await;
     reader.shutdown();
+    crate::metrics::with(|m| {
+        m.connections_active.fetch_sub(1, Relaxed);
+    });
 }
 
 /// Reads one frame, holding its size in `budget`; `Ok(None)` on a clean end of stream.
@@ -88,19 +100,19 @@ async fn read_frame(
     Ok(Some((body.freeze(), permit)))
 }
 
-async fn write_responses(
-    mut writer: io::SharedStream,
-    queue: io::LocalQueueReceiver<(io::Task<Reply>, io::BudgetPermit)>,
-) {
+async fn write_responses(mut writer: io::SharedStream, queue: io::LocalQueueReceiver<InFlight>) {
     // The permit lives until the response is written (end of the loop body).
-    while let Some((task, _permit)) = queue.pop().await {
+    while let Some((task, _permit, api_key)) = queue.pop().await {
         match task.join().await {
             Reply::Send(bytes) => {
                 if writer.write_all(&bytes).await.is_err() {
                     break;
                 }
+                crate::metrics::with(|m| m.response(api_key, bytes.len()));
             }
             Reply::Parts(pieces) => {
+                let bytes = pieces.iter().map(piece_len).sum();
+                crate::metrics::with(|m| m.response(api_key, bytes));
                 if let Err(e) = write_pieces(&mut writer, pieces).await {
                     tracing::debug!(error = %e, "closing connection: sending a fetch failed");
                     break;
@@ -115,6 +127,13 @@ async fn write_responses(
     }
     let _ = writer.flush().await;
     writer.shutdown();
+}
+
+fn piece_len(piece: &Piece<FetchRecords>) -> usize {
+    match piece {
+        Piece::Bytes(b) => b.len(),
+        Piece::Records(r) => r.len(),
+    }
 }
 
 /// Writes a Fetch response: bytes with write, file ranges with splice (zero-copy).

@@ -34,6 +34,8 @@ pub(super) struct PendingAppend {
     pub bytes: Bytes,
     pub header: BatchHeader,
     pub done: Option<oneshot::Sender<Result<(), String>>>,
+    /// When `append` took the batch: the start of its queue-wait and ack stages.
+    pub appended_at: std::time::Instant,
 }
 
 /// A recently appended batch kept in memory for tail reads.
@@ -231,6 +233,7 @@ impl Partition {
                 SequenceCheck::Fenced => return Err(Error::InvalidProducerEpoch),
             }
         }
+        let appended_at = std::time::Instant::now();
         let mut owned = BytesMut::from(payload);
         let base_offset = p.log_end;
         let epoch = p.epoch;
@@ -260,6 +263,7 @@ impl Partition {
                 bytes,
                 header,
                 done,
+                appended_at,
             });
         }
         let start_writer = !p.writer_active;

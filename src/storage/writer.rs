@@ -12,10 +12,15 @@ use super::partition::{Partition, PartitionHandle};
 use super::segment::{self, now_ms};
 use super::FlushPolicy;
 use crate::constants::{DIRECT_IO_ALIGNMENT_BYTES, PREALLOCATE_STEP_BYTES};
+use crate::metrics::ProduceStage;
 use crate::protocol::types::Offset;
 use crate::runtime::io::LogFile;
 
-type Done = futures_channel::oneshot::Sender<Result<(), String>>;
+/// A produce waiting for a write, and when it was appended (for the ack-stage metric).
+type Done = (
+    futures_channel::oneshot::Sender<Result<(), String>>,
+    std::time::Instant,
+);
 
 struct WriteJob {
     file: Rc<LogFile>,
@@ -61,10 +66,16 @@ pub(super) async fn run(part: PartitionHandle) {
                 }
                 if result.is_ok() {
                     let data = job.data.take().expect("a write job carries its data once");
+                    let started = std::time::Instant::now();
                     result = job.file.write_prepared(job.pos, data).await;
+                    let took = started.elapsed();
+                    crate::metrics::with(|m| m.produce_stage(ProduceStage::DiskWrite, took));
                 }
                 if result.is_ok() && job.sync {
+                    let started = std::time::Instant::now();
                     result = job.file.sync().await;
+                    let took = started.elapsed();
+                    crate::metrics::with(|m| m.produce_stage(ProduceStage::Fdatasync, took));
                 }
                 part.borrow_mut()
                     .complete(job, result.map_err(|e| e.to_string()));
@@ -124,8 +135,10 @@ impl Partition {
             active.size_bytes += len;
             last = p.header.last_offset().next();
             active.next_offset = last;
+            let now = std::time::Instant::now();
+            crate::metrics::with(|m| m.produce_stage(ProduceStage::QueueWait, now - p.appended_at));
             if let Some(done) = p.done {
-                dones.push(done);
+                dones.push((done, p.appended_at));
             }
             placed += 1;
         }
@@ -174,7 +187,7 @@ impl Partition {
 
     fn complete(&mut self, job: WriteJob, result: Result<(), String>) {
         if let Err(why) = result {
-            for done in job.dones {
+            for (done, _) in job.dones {
                 let _ = done.send(Err(why.clone()));
             }
             self.fail(why);
@@ -198,7 +211,9 @@ impl Partition {
         if !job.sync && self.config.flush != FlushPolicy::Never {
             self.unsynced = true;
         }
-        for done in job.dones {
+        let now = std::time::Instant::now();
+        for (done, appended_at) in job.dones {
+            crate::metrics::with(|m| m.produce_stage(ProduceStage::Ack, now - appended_at));
             let _ = done.send(Ok(()));
         }
         self.notify_waiters();

@@ -128,6 +128,13 @@ impl Broker {
             .arg(self.bootstrap())
             .arg("--shards")
             .arg("2")
+            // Tests run brokers in parallel: metrics only where a test asks for them.
+            .args(
+                (!self.extra_args.iter().any(|a| a == "--metrics-listen"))
+                    .then_some(["--metrics-listen", "off"])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(&self.extra_args)
             .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null())

@@ -24,6 +24,7 @@ pub async fn handle(
     correlation_id: i32,
     version: i16,
 ) -> Reply {
+    let started = Instant::now();
     let image = shard.image();
     let request_max = (request.max_bytes.max(1) as u32).min(shard.config.fetch_max_bytes) as usize;
     let wait = Duration::from_millis((request.max_wait_ms.max(0) as u64).min(FETCH_WAIT_MAX_MS));
@@ -133,5 +134,7 @@ pub async fn handle(
             d.records = Some((records.len(), records));
         }
     }
+    let took = started.elapsed();
+    crate::metrics::with(|m| m.fetch_latency.observe(took));
     Reply::Parts(fetch_response::encode(correlation_id, version, topics))
 }

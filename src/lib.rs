@@ -30,3 +30,5 @@ pub mod runtime;
 pub mod server;
 /// The partition log: segments, group-commit appends, indexes, recovery, retention.
 pub mod storage;
+/// Host tuning for HDD nodes: `tusk tune check|apply` against tuning/hdd-profile.toml.
+pub mod tune;

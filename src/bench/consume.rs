@@ -9,12 +9,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::{FetchRequest, FetchResponse};
 
 use super::report::{new_histogram, Summary};
 use super::{pin_thread, show_progress, BenchError, ConsumeArgs, Progress};
-use crate::client::{topic_name, ClientError, Connection};
+use crate::client::{ClientError, Connection};
 use crate::protocol::record_batch::{self, BATCH_HEADER_BYTES};
 
 pub fn run(args: &ConsumeArgs) -> Result<Summary, BenchError> {
@@ -132,52 +130,7 @@ pub fn fetch_once(
     partition_max_bytes: i32,
     max_wait_ms: i32,
 ) -> Result<Vec<(usize, Bytes)>, BenchError> {
-    let request = FetchRequest::default()
-        .with_replica_id((-1).into())
-        .with_max_wait_ms(max_wait_ms)
-        .with_min_bytes(1)
-        .with_max_bytes(i32::MAX)
-        .with_session_epoch(-1)
-        .with_topics(vec![FetchTopic::default()
-            .with_topic(topic_name(topic))
-            .with_partitions(
-                wanted
-                    .iter()
-                    .map(|(p, offset)| {
-                        FetchPartition::default()
-                            .with_partition(*p as i32)
-                            .with_fetch_offset(*offset)
-                            .with_partition_max_bytes(partition_max_bytes)
-                    })
-                    .collect(),
-            )]);
-    let v = conn.versions.fetch;
-    let response: FetchResponse = conn.call(request, v)?;
-    if response.error_code != 0 {
-        return Err(kafka_error("Fetch", response.error_code));
-    }
-    let mut out = Vec::with_capacity(wanted.len());
-    for t in response.responses {
-        for p in t.partitions {
-            if p.error_code != 0 {
-                return Err(kafka_error(
-                    &format!("Fetch {topic}-{}", p.partition_index),
-                    p.error_code,
-                ));
-            }
-            if let Some(records) = p.records {
-                out.push((p.partition_index as usize, records));
-            }
-        }
-    }
-    Ok(out)
-}
-
-fn kafka_error(what: &str, code: i16) -> BenchError {
-    BenchError::Client(ClientError::Kafka {
-        what: what.to_string(),
-        code,
-    })
+    Ok(conn.fetch(topic, wanted, partition_max_bytes, max_wait_ms)?)
 }
 
 /// The offset after the last whole batch in `records`, if there is one.

@@ -1,5 +1,12 @@
-//! The command line: `tusk serve` (more subcommands come with the operator tools). Runs on: the
-//! main thread. `anyhow` is used here and nowhere below.
+//! The command line: `tusk serve`, `tusk bench`, the client subcommands (`topic`, `produce`,
+//! `consume`, `group`, `cluster`) and `tusk tune`. Runs on: the main thread. `anyhow` is used
+//! here and nowhere below.
+
+mod cluster;
+mod group;
+mod output;
+mod records;
+mod topic;
 
 use std::path::PathBuf;
 
@@ -31,6 +38,44 @@ pub enum Command {
     /// Measure a Kafka-compatible broker: throughput and latency percentiles
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
+    /// Create, list, describe, delete topics and change their configs
+    Topic {
+        #[command(subcommand)]
+        command: topic::TopicCommand,
+        #[command(flatten)]
+        client: topic::ClientArgs,
+    },
+    /// Produce one record per input line (stdin or --file)
+    Produce {
+        #[command(flatten)]
+        args: records::ProduceArgs,
+        #[command(flatten)]
+        client: topic::ClientArgs,
+    },
+    /// Print a topic's records
+    Consume {
+        #[command(flatten)]
+        args: records::ConsumeArgs,
+        #[command(flatten)]
+        client: topic::ClientArgs,
+    },
+    /// List and describe consumer groups, move their offsets
+    Group {
+        #[command(subcommand)]
+        command: group::GroupCommand,
+        #[command(flatten)]
+        client: topic::ClientArgs,
+    },
+    /// The cluster's id, controller and brokers
+    Cluster {
+        #[command(subcommand)]
+        command: cluster::ClusterCommand,
+        #[command(flatten)]
+        client: topic::ClientArgs,
+    },
+    /// Check this host against the HDD tuning profile, or apply it
+    #[command(subcommand)]
+    Tune(crate::tune::TuneCommand),
 }
 
 /// Runs the parsed command.
@@ -47,6 +92,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging("warn", LogFormat::Text);
             Ok(crate::bench::run(command)?)
         }
+        Command::Topic { command, client } => topic::run(command, &client),
+        Command::Produce { args, client } => records::produce(args, &client),
+        Command::Consume { args, client } => records::consume(args, &client),
+        Command::Group { command, client } => group::run(command, &client),
+        Command::Cluster { command, client } => cluster::run(command, &client),
+        Command::Tune(command) => Ok(crate::tune::run(command)?),
     }
 }
 

@@ -18,6 +18,8 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 
+use crate::protocol::ErrorCode;
+
 /// The largest response frame the client accepts (a fetch of many partitions fits).
 pub const RESPONSE_BYTES_MAX: usize = 512 * 1024 * 1024;
 
@@ -39,7 +41,10 @@ impl std::fmt::Display for ClientError {
         match self {
             ClientError::Io(e) => write!(f, "{e}"),
             ClientError::Protocol(why) => write!(f, "protocol error: {why}"),
-            ClientError::Kafka { what, code } => write!(f, "{what}: Kafka error code {code}"),
+            ClientError::Kafka { what, code } => match ErrorCode::from_code(*code) {
+                Some(e) => write!(f, "{what}: {} ({code})", e.name()),
+                None => write!(f, "{what}: Kafka error code {code}"),
+            },
         }
     }
 }
@@ -72,6 +77,8 @@ pub struct Connection {
     next_correlation_id: i32,
     client_id: StrBytes,
     pub versions: Versions,
+    /// (api key, min, max) as the broker advertised them.
+    ranges: Vec<(i16, i16, i16)>,
 }
 
 impl Connection {
@@ -81,7 +88,12 @@ impl Connection {
             .to_socket_addrs()?
             .next()
             .ok_or_else(|| protocol(format!("`{address}` resolves to no address")))?;
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| {
+            ClientError::Io(std::io::Error::new(
+                e.kind(),
+                format!("cannot reach {address}: {e}"),
+            ))
+        })?;
         stream.set_nodelay(true)?;
         let mut c = Connection {
             stream,
@@ -94,6 +106,7 @@ impl Connection {
                 list_offsets: 1,
                 create_topics: 2,
             },
+            ranges: Vec::new(),
         };
         let r: ApiVersionsResponse = c.call(ApiVersionsRequest::default(), 0)?;
         if r.error_code != 0 {
@@ -109,6 +122,11 @@ impl Connection {
                 .map(|k| ours.min(k.max_version))
                 .unwrap_or(-1)
         };
+        c.ranges = r
+            .api_keys
+            .iter()
+            .map(|k| (k.api_key, k.min_version, k.max_version))
+            .collect();
         c.versions = Versions {
             produce: pick(ApiKey::Produce, 9),
             fetch: pick(ApiKey::Fetch, 12),
@@ -117,6 +135,15 @@ impl Connection {
             create_topics: pick(ApiKey::CreateTopics, 7),
         };
         Ok(c)
+    }
+
+    /// The version to use for `key`: the highest both sides speak, at most `ours`.
+    pub fn version(&self, key: ApiKey, ours: i16) -> Result<i16, ClientError> {
+        self.ranges
+            .iter()
+            .find(|(k, min, _)| *k == key as i16 && *min <= ours)
+            .map(|(_, _, max)| ours.min(*max))
+            .ok_or_else(|| protocol(format!("the broker does not serve {key:?}")))
     }
 
     /// A second handle on the same socket, for a thread that only reads responses.
@@ -223,6 +250,74 @@ impl Connection {
         )))
     }
 
+    /// One fetch of `wanted` (partition, offset); the record bytes per partition.
+    pub fn fetch(
+        &mut self,
+        topic: &str,
+        wanted: &[(usize, i64)],
+        partition_max_bytes: i32,
+        max_wait_ms: i32,
+    ) -> Result<Vec<(usize, Bytes)>, ClientError> {
+        use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+        use kafka_protocol::messages::{FetchRequest, FetchResponse};
+        let request = FetchRequest::default()
+            .with_replica_id((-1).into())
+            .with_max_wait_ms(max_wait_ms)
+            .with_min_bytes(1)
+            .with_max_bytes(i32::MAX)
+            .with_session_epoch(-1)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(topic_name(topic))
+                .with_partitions(
+                    wanted
+                        .iter()
+                        .map(|(p, offset)| {
+                            FetchPartition::default()
+                                .with_partition(*p as i32)
+                                .with_fetch_offset(*offset)
+                                .with_partition_max_bytes(partition_max_bytes)
+                        })
+                        .collect(),
+                )]);
+        let v = self.versions.fetch;
+        let response: FetchResponse = self.call(request, v)?;
+        if response.error_code != 0 {
+            return Err(ClientError::Kafka {
+                what: "Fetch".into(),
+                code: response.error_code,
+            });
+        }
+        let mut out = Vec::with_capacity(wanted.len());
+        for t in response.responses {
+            for p in t.partitions {
+                if p.error_code != 0 {
+                    return Err(ClientError::Kafka {
+                        what: format!("Fetch {topic}-{}", p.partition_index),
+                        code: p.error_code,
+                    });
+                }
+                if let Some(records) = p.records {
+                    out.push((p.partition_index as usize, records));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// One fetch, decoded into records (compressed batches decompressed; a torn last batch
+    /// is left for the next fetch).
+    pub fn fetch_records(
+        &mut self,
+        topic: &str,
+        wanted: &[(usize, i64)],
+    ) -> Result<Vec<(usize, Vec<kafka_protocol::records::Record>)>, ClientError> {
+        let mut out = Vec::new();
+        for (p, bytes) in self.fetch(topic, wanted, 1 << 20, 500)? {
+            out.push((p, decode_records(&bytes)?));
+        }
+        Ok(out)
+    }
+
     /// The offset of each partition at `timestamp` (-1 latest, -2 earliest).
     pub fn list_offsets(
         &mut self,
@@ -264,6 +359,25 @@ impl Connection {
         }
         Ok(out)
     }
+}
+
+/// The records of the whole batches in `bytes`.
+pub fn decode_records(bytes: &Bytes) -> Result<Vec<kafka_protocol::records::Record>, ClientError> {
+    use crate::protocol::record_batch::{peek_total_bytes, BATCH_HEADER_BYTES};
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    while at + BATCH_HEADER_BYTES <= bytes.len() {
+        let total = peek_total_bytes(&bytes[at..]).unwrap_or(0);
+        if total < BATCH_HEADER_BYTES || at + total > bytes.len() {
+            break;
+        }
+        let mut batch = bytes.slice(at..at + total);
+        let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut batch)
+            .map_err(|e| protocol(format!("fetched batch: {e}")))?;
+        out.extend(set.records.into_iter().filter(|r| !r.control));
+        at += total;
+    }
+    Ok(out)
 }
 
 /// A topic name for requests.

@@ -130,6 +130,13 @@ impl Controller {
             } => {
                 let _ = reply.send(self.create_partitions(shard, topics, validate_only).await);
             }
+            ControllerRequest::AlterTopicConfigs {
+                topics,
+                validate_only,
+                reply,
+            } => {
+                let _ = reply.send(self.alter_configs(shard, topics, validate_only).await);
+            }
         }
     }
 
@@ -264,6 +271,64 @@ impl Controller {
                 }
             };
             answers.push(answer);
+        }
+        answers
+    }
+
+    async fn alter_configs(
+        &self,
+        shard: &Rc<Shard>,
+        topics: Vec<(String, crate::runtime::mesh::ConfigChanges)>,
+        validate_only: bool,
+    ) -> Vec<Answer> {
+        let mut answers = Vec::new();
+        for (name, changes) in topics {
+            let current = self.log.borrow().image().topics.get(&name).cloned();
+            let Some(meta) = current else {
+                answers.push((
+                    ErrorCode::UnknownTopicOrPartition,
+                    Some(format!("no topic `{name}`")),
+                ));
+                continue;
+            };
+            let mut configs = meta.configs.clone();
+            let mut refused = None;
+            for (key, value) in changes {
+                match value {
+                    Some(v) => match validate_topic_config(&key, &v, &shard.config) {
+                        Ok(()) => {
+                            configs.insert(key, v);
+                        }
+                        Err(msg) => {
+                            refused = Some(msg);
+                            break;
+                        }
+                    },
+                    None => {
+                        configs.remove(&key);
+                    }
+                }
+            }
+            if let Some(msg) = refused {
+                answers.push((ErrorCode::InvalidConfig, Some(msg)));
+                continue;
+            }
+            if configs.len() > TOPIC_CONFIGS_MAX {
+                let msg = format!("more than {TOPIC_CONFIGS_MAX} configs");
+                answers.push((ErrorCode::InvalidConfig, Some(msg)));
+                continue;
+            }
+            if validate_only || configs == meta.configs {
+                answers.push((ErrorCode::None, None));
+                continue;
+            }
+            let record = MetadataRecord::TopicConfigsChanged {
+                name: name.clone(),
+                configs: configs.into_iter().collect(),
+            };
+            let range = meta.partitions..meta.partitions;
+            answers.push(self.commit(shard, record, &name, range).await);
+            tracing::info!(topic = %name, "changed topic configs");
         }
         answers
     }

@@ -29,6 +29,11 @@ pub enum MetadataRecord {
         name: String,
         total: u32,
     },
+    /// The topic's whole new set of config overrides (appended last: rkyv numbers variants).
+    TopicConfigsChanged {
+        name: String,
+        configs: Vec<(String, String)>,
+    },
 }
 
 /// A topic as the cluster knows it.
@@ -72,6 +77,11 @@ impl MetadataImage {
             }
             MetadataRecord::TopicDeleted { name } => {
                 self.topics.remove(name);
+            }
+            MetadataRecord::TopicConfigsChanged { name, configs } => {
+                if let Some(t) = self.topics.get_mut(name) {
+                    t.configs = configs.iter().cloned().collect();
+                }
             }
             MetadataRecord::PartitionsCreated { name, total } => {
                 if let Some(t) = self.topics.get_mut(name) {

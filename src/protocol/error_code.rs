@@ -58,4 +58,95 @@ impl ErrorCode {
     pub fn code(self) -> i16 {
         self as i16
     }
+
+    /// Every variant, for lookups by code.
+    pub const ALL: &'static [ErrorCode] = &[
+        ErrorCode::UnknownServerError,
+        ErrorCode::None,
+        ErrorCode::OffsetOutOfRange,
+        ErrorCode::CorruptMessage,
+        ErrorCode::UnknownTopicOrPartition,
+        ErrorCode::InvalidFetchSize,
+        ErrorCode::LeaderNotAvailable,
+        ErrorCode::NotLeaderOrFollower,
+        ErrorCode::RequestTimedOut,
+        ErrorCode::MessageTooLarge,
+        ErrorCode::OffsetMetadataTooLarge,
+        ErrorCode::InvalidTopicException,
+        ErrorCode::RecordListTooLarge,
+        ErrorCode::NotEnoughReplicas,
+        ErrorCode::InvalidRequiredAcks,
+        ErrorCode::InvalidRequest,
+        ErrorCode::UnsupportedForMessageFormat,
+        ErrorCode::PolicyViolation,
+        ErrorCode::OutOfOrderSequenceNumber,
+        ErrorCode::DuplicateSequenceNumber,
+        ErrorCode::InvalidProducerEpoch,
+        ErrorCode::CoordinatorNotAvailable,
+        ErrorCode::NotCoordinator,
+        ErrorCode::IllegalGeneration,
+        ErrorCode::InconsistentGroupProtocol,
+        ErrorCode::InvalidGroupId,
+        ErrorCode::UnknownMemberId,
+        ErrorCode::InvalidSessionTimeout,
+        ErrorCode::RebalanceInProgress,
+        ErrorCode::GroupIdNotFound,
+        ErrorCode::MemberIdRequired,
+        ErrorCode::GroupMaxSizeReached,
+        ErrorCode::FencedInstanceId,
+        ErrorCode::NonEmptyGroup,
+        ErrorCode::UnsupportedVersion,
+        ErrorCode::TopicAlreadyExists,
+        ErrorCode::InvalidPartitions,
+        ErrorCode::InvalidReplicationFactor,
+        ErrorCode::InvalidConfig,
+        ErrorCode::NotController,
+        ErrorCode::ClusterAuthorizationFailed,
+        ErrorCode::KafkaStorageError,
+        ErrorCode::UnknownProducerId,
+        ErrorCode::InvalidTimestamp,
+        ErrorCode::InvalidRecord,
+        ErrorCode::UnknownTopicId,
+    ];
+
+    pub fn from_code(code: i16) -> Option<ErrorCode> {
+        Self::ALL.iter().copied().find(|e| e.code() == code)
+    }
+
+    /// Kafka's name for the error, e.g. `UNKNOWN_TOPIC_OR_PARTITION`.
+    pub fn name(self) -> String {
+        let mut out = String::new();
+        for (i, c) in format!("{self:?}").chars().enumerate() {
+            if c.is_ascii_uppercase() && i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_uppercase());
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_lookups() {
+        assert_eq!(
+            ErrorCode::from_code(3),
+            Some(ErrorCode::UnknownTopicOrPartition)
+        );
+        assert_eq!(
+            ErrorCode::UnknownTopicOrPartition.name(),
+            "UNKNOWN_TOPIC_OR_PARTITION"
+        );
+        assert_eq!(ErrorCode::from_code(9999), None);
+        for e in ErrorCode::ALL {
+            assert_eq!(
+                ErrorCode::from_code(e.code()),
+                Some(*e),
+                "{e:?} listed once"
+            );
+        }
+    }
 }

@@ -7,6 +7,7 @@ use kafka_protocol::messages::ApiKey;
 
 /// (api key, min version, max version) of every API served.
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::Produce, 0, 9),
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 7),

@@ -77,6 +77,9 @@ pub struct OpenPartition {
     pub topic_id: [u8; 16],
 }
 
+/// Config keys to set (`Some`) or remove (`None`).
+pub type ConfigChanges = Vec<(String, Option<String>)>;
+
 /// Topic-level changes the controller asks of partition owners and shards.
 #[derive(Debug)]
 pub enum ControllerRequest {
@@ -91,6 +94,12 @@ pub enum ControllerRequest {
     },
     CreatePartitions {
         topics: Vec<(String, u32)>,
+        validate_only: bool,
+        reply: oneshot::Sender<Vec<(ErrorCode, Option<String>)>>,
+    },
+    /// Per topic: configs to set (`Some`) or remove (`None`).
+    AlterTopicConfigs {
+        topics: Vec<(String, ConfigChanges)>,
         validate_only: bool,
         reply: oneshot::Sender<Vec<(ErrorCode, Option<String>)>>,
     },

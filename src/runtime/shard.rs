@@ -89,8 +89,20 @@ impl Shard {
         self.image.borrow().clone()
     }
 
+    /// Installs a new metadata image; partitions of topics whose configs changed take their
+    /// new settings (retention, segment size) at once.
     pub fn set_image(&self, image: Arc<MetadataImage>) {
-        *self.image.borrow_mut() = image;
+        let old = self.image.replace(image.clone());
+        for (tp, part) in self.partitions.borrow().iter() {
+            let (Some(new), Some(prev)) = (image.topics.get(&tp.topic), old.topics.get(&tp.topic))
+            else {
+                continue;
+            };
+            if new.configs != prev.configs {
+                part.borrow_mut()
+                    .set_config(self.config.topic_log_config(&new.configs));
+            }
+        }
     }
 
     pub fn owner(&self, tp: &TopicPartition) -> ShardId {

@@ -183,6 +183,11 @@ impl Partition {
         Ok(Rc::new(RefCell::new(partition)))
     }
 
+    /// New topic-level settings; they apply from the next write, roll and retention pass.
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
     pub fn config(&self) -> &LogConfig {
         &self.config
     }

@@ -21,7 +21,7 @@ const EMBEDDED_ORIGIN: &str = "embedded tuning/hdd-profile.toml";
 #[serde(deny_unknown_fields)]
 pub struct Profile {
     pub name: String,
-    #[serde(rename = "item")]
+    #[serde(default, rename = "item")]
     pub items: Vec<Item>,
 }
 
@@ -199,9 +199,12 @@ fn is_safe_path(path: &str) -> bool {
 
 fn is_sysctl_key(key: &str) -> bool {
     key.contains('.')
-        && key
-            .split('.')
-            .all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+        && key.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        })
 }
 
 /// The /proc/sys file of a sysctl name (`vm.swappiness` → `/proc/sys/vm/swappiness`).
@@ -237,8 +240,17 @@ mod tests {
         assert_eq!(dirty.replaced_by.as_deref(), Some("vm.dirty_bytes"));
         assert_eq!(item(&profile, "locked-memory").want, "unlimited");
         assert_eq!(item(&profile, "open-files").want, "1048576");
-        for kind in [Kind::Sysfs, Kind::Cpufreq, Kind::Rlimit, Kind::Mount, Kind::Irq] {
-            assert!(profile.items.iter().any(|item| item.kind == kind), "{kind:?}");
+        for kind in [
+            Kind::Sysfs,
+            Kind::Cpufreq,
+            Kind::Rlimit,
+            Kind::Mount,
+            Kind::Irq,
+        ] {
+            assert!(
+                profile.items.iter().any(|item| item.kind == kind),
+                "{kind:?}"
+            );
         }
         // The scheduler must come before nr_requests: switching schedulers resets it.
         let position = |name: &str| profile.items.iter().position(|item| item.name == name);
@@ -250,7 +262,10 @@ mod tests {
         let text = "name = \"t\"\n[[item]]\nname = \"ra\"\nkind = \"sysfs-block\"\n\
                     key = \"queue/read_ahead_kb\"\nwant = 4096\ncompare = \"at-least\"\nwhy = \"w\"\n";
         let profile = parse(text, "test").map_err(|e| e.to_string());
-        assert_eq!(profile.map(|p| p.items[0].want.clone()), Ok("4096".to_string()));
+        assert_eq!(
+            profile.map(|p| p.items[0].want.clone()),
+            Ok("4096".to_string())
+        );
     }
 
     fn refusal(text: &str) -> String {
@@ -264,7 +279,11 @@ mod tests {
     fn writes_outside_sys_are_refused() {
         let escape = "name = \"t\"\n[[item]]\nname = \"x\"\nkind = \"sysfs\"\n\
                       key = \"/etc/passwd\"\nwant = \"a\"\nwhy = \"w\"\n";
-        assert!(refusal(escape).contains("under /sys/"), "{}", refusal(escape));
+        assert!(
+            refusal(escape).contains("under /sys/"),
+            "{}",
+            refusal(escape)
+        );
         let climb = escape.replace("/etc/passwd", "/sys/../etc/passwd");
         assert!(refusal(&climb).contains("item `x`"));
         let block = escape
@@ -275,19 +294,25 @@ mod tests {
 
     #[test]
     fn mistakes_are_named_with_their_line() {
-        let typo = "name = \"t\"\n[[item]]\nname = \"x\"\nkind = \"sysctl\"\nkey = \"vm.swappiness\"\n\
+        let typo =
+            "name = \"t\"\n[[item]]\nname = \"x\"\nkind = \"sysctl\"\nkey = \"vm.swappiness\"\n\
                     want = \"1\"\nwhy = \"w\"\ncompre = \"at-most\"\n";
         let message = refusal(typo);
         assert!(message.starts_with("profile test.toml: line "), "{message}");
         assert!(message.contains("compre"), "{message}");
         assert!(!message.contains('\n'), "{message}");
-        let not_number = typo.replace("compre = \"at-most\"", "compare = \"at-most\"").replace("\"1\"", "\"low\"");
+        let not_number = typo
+            .replace("compre = \"at-most\"", "compare = \"at-most\"")
+            .replace("\"1\"", "\"low\"");
         assert!(refusal(&not_number).contains("need a number"));
     }
 
     #[test]
     fn sysctl_names_map_to_proc_sys() {
-        assert_eq!(sysctl_path("vm.dirty_ratio"), Path::new("/proc/sys/vm/dirty_ratio"));
+        assert_eq!(
+            sysctl_path("vm.dirty_ratio"),
+            Path::new("/proc/sys/vm/dirty_ratio")
+        );
         assert!(is_sysctl_key("vm.swappiness"));
         assert!(!is_sysctl_key("vm..swappiness"));
         assert!(!is_sysctl_key("swappiness"));

@@ -50,9 +50,8 @@ pub fn parse_amount(text: &str) -> Option<u64> {
 
 /// Whether `current` satisfies `want` under `compare`; `Err` says why they cannot be compared.
 pub fn decide(current: &str, want: &str, compare: Compare) -> Result<bool, String> {
-    let amount = |text: &str| {
-        parse_amount(text).ok_or_else(|| format!("`{}` is not a number", text.trim()))
-    };
+    let amount =
+        |text: &str| parse_amount(text).ok_or_else(|| format!("`{}` is not a number", text.trim()));
     match compare {
         Compare::Equal => Ok(current.trim() == want.trim()),
         Compare::AtLeast => Ok(amount(current)? >= amount(want)?),
@@ -149,7 +148,7 @@ pub fn wrap(text: &str, width: usize) -> Vec<String> {
                 if !line.is_empty() {
                     line.push(' ');
                 }
-                line.extend(rest.drain(..));
+                line.extend(std::mem::take(&mut rest));
             } else if !line.is_empty() {
                 lines.push(std::mem::take(&mut line));
             } else {
@@ -170,7 +169,10 @@ mod tests {
 
     #[test]
     fn the_bracketed_word_is_the_active_choice() {
-        assert_eq!(selected_choice("none [mq-deadline] kyber bfq\n"), Some("mq-deadline"));
+        assert_eq!(
+            selected_choice("none [mq-deadline] kyber bfq\n"),
+            Some("mq-deadline")
+        );
         assert_eq!(selected_choice("[none] mq-deadline"), Some("none"));
         assert_eq!(selected_choice("always [madvise] never"), Some("madvise"));
         assert_eq!(selected_choice("4096"), None);
@@ -189,7 +191,10 @@ mod tests {
 
     #[test]
     fn decisions_follow_the_compare_mode() {
-        assert_eq!(decide("mq-deadline", "mq-deadline", Compare::Equal), Ok(true));
+        assert_eq!(
+            decide("mq-deadline", "mq-deadline", Compare::Equal),
+            Ok(true)
+        );
         assert_eq!(decide("none", "mq-deadline", Compare::Equal), Ok(false));
         assert_eq!(decide("8192", "4096", Compare::AtLeast), Ok(true));
         assert_eq!(decide("128", "4096", Compare::AtLeast), Ok(false));
@@ -197,7 +202,10 @@ mod tests {
         assert_eq!(decide("0", "1", Compare::AtMost), Ok(true));
         assert_eq!(decide("unlimited", "unlimited", Compare::AtLeast), Ok(true));
         assert_eq!(decide("8388608", "unlimited", Compare::AtLeast), Ok(false));
-        assert_eq!(decide("rw,relatime", "noatime", Compare::Contains), Ok(false));
+        assert_eq!(
+            decide("rw,relatime", "noatime", Compare::Contains),
+            Ok(false)
+        );
         assert_eq!(decide("rw,noatime", "noatime", Compare::Contains), Ok(true));
         assert!(decide("lots", "4096", Compare::AtLeast).is_err());
     }

@@ -16,6 +16,7 @@ mod describe_groups;
 mod fetch;
 mod find_coordinator;
 mod heartbeat;
+mod incremental_alter_configs;
 mod init_producer_id;
 mod join_group;
 mod leave_group;
@@ -145,6 +146,9 @@ pub async fn handle(shard: &ShardRef, frame: Bytes) -> Reply {
         RequestKind::CreatePartitions(r) => create_partitions::handle(shard, r).await,
         RequestKind::InitProducerId(r) => init_producer_id::handle(shard, r),
         RequestKind::DescribeConfigs(r) => describe_configs::handle(shard, r),
+        RequestKind::IncrementalAlterConfigs(r) => {
+            incremental_alter_configs::handle(shard, r).await
+        }
         RequestKind::DescribeCluster(_) => describe_cluster::handle(shard),
         RequestKind::FindCoordinator(r) => find_coordinator::handle(shard, r, version),
         RequestKind::JoinGroup(r) => join_group::handle(shard, r, version, client_id).await,

@@ -292,6 +292,10 @@ def cmd_report(facts_path, results, out, repo):
         for key, label, limit in (("p50", "p50", 0.5), ("p99", "p99", 1.5), ("p999", "p99.9", 3.0)):
             judged(f"e2e {label} @ {rate} rec/s", runs.get("tusk-e2e"),
                    get("tusk-e2e", "latency_ms", key), ms, limit, ms(limit), "≤", 1)
+        light = get("tusk-e2e-light", "latency_ms")
+        if light:
+            row("e2e @ 20000 rec/s, 1 producer (informative)",
+                f"p50 {light['p50']:.3f} / p99 {light['p99']:.3f} / p99.9 {light['p999']:.3f} ms")
     if "tansu" in skipped:
         row("vs Tansu", "skipped (--skip-tansu)")
     else:
@@ -668,6 +672,9 @@ if [[ -s $results/tusk-produce-1k.json ]] && e2e_rate=$(py half "$results/tusk-p
     start_tusk e2e "$work/data-e2e" --flush always
     bench tusk-e2e e2e "$tusk_port" "${produce_1k[@]/bench-1k/bench-e2e}" --rate "$e2e_rate" \
         --duration "${duration}s" --plot "$results/tusk-e2e.svg" || true
+    # Informative, no target: the latency floor at a light load (20 MB/s, one producer).
+    bench tusk-e2e-light e2e "$tusk_port" --topic bench-e2e-light --partitions 4 --producers 1 \
+        --record-bytes 1024 --acks all --rate 20000 --duration "${duration}s" || true
     stop_broker
     rm -rf "$work/data-e2e"
 else

@@ -40,11 +40,23 @@ struct Plan {
     epoch: Instant,
 }
 
-/// One produce request waiting for its answer: per partition, the intended send time of each
-/// record (ns since the epoch).
-struct Pending {
-    parts: Vec<(i32, Vec<u64>)>,
+/// Intended send times (ns since the epoch) as runs: (time, records).
+type Runs = Vec<(u64, u32)>;
+
+fn push_run(runs: &mut Runs, t: u64) {
+    match runs.last_mut() {
+        Some((last, n)) if *last == t => *n += 1,
+        _ => runs.push((t, 1)),
+    }
 }
+
+/// One produce request waiting for its answer: per partition, its records' intended times.
+struct Pending {
+    parts: Vec<(i32, Runs)>,
+}
+
+/// How long a full-speed producer reuses one encoded batch before building a fresh one.
+const TEMPLATE_REFRESH: Duration = Duration::from_millis(100);
 
 pub fn run(args: &LoadArgs, e2e: bool) -> Result<Summary, BenchError> {
     let acks = match args.acks.as_str() {
@@ -176,7 +188,11 @@ fn producer(
             receive(stream?, rx, version, record_bytes, epoch, &progress)
         })
     });
-    let sent = send_loop(id, quota, plan, &mut conn, &tx, progress);
+    let sent = if plan.interval_ns.is_none() && plan.keys == 0 {
+        send_loop_reusing(id, quota, plan, &mut conn, &tx, progress)
+    } else {
+        send_loop(id, quota, plan, &mut conn, &tx, progress)
+    };
     drop(tx);
     let hist = match receiver {
         Some(r) => r.join().expect("a receiver thread panicked")?,
@@ -199,7 +215,7 @@ fn send_loop(
     let mut builders: Vec<BatchBuilder> = (0..plan.partitions)
         .map(|_| BatchBuilder::new(plan.compression, per_partition + 1024))
         .collect();
-    let mut intended: Vec<Vec<u64>> = vec![Vec::new(); plan.partitions];
+    let mut intended: Vec<Runs> = vec![Vec::new(); plan.partitions];
     let mut value = filler(plan.record_bytes, id as u64);
     let mut key = KeyBuf::default();
     let (mut seq, mut open_bytes, mut first_open_ns) = (0u64, 0usize, 0u64);
@@ -234,7 +250,7 @@ fn send_loop(
                 first_open_ns = due_ns;
             }
             builders[p].push(wall_clock_ms(), k, &value);
-            intended[p].push(due_ns);
+            push_run(&mut intended[p], due_ns);
             open_bytes += plan.record_bytes + k.map_or(0, |k| k.len());
             seq += 1;
         }
@@ -245,15 +261,14 @@ fn send_loop(
                 || linger_over
                 || exhausted)
         {
-            send(
-                plan,
-                conn,
-                version,
-                &mut builders,
-                &mut intended,
-                tx,
-                progress,
-            )?;
+            let parts = builders
+                .iter_mut()
+                .zip(intended.iter_mut())
+                .enumerate()
+                .filter(|(_, (b, _))| !b.is_empty())
+                .map(|(p, (b, runs))| (p as i32, b.finish(), std::mem::take(runs)))
+                .collect();
+            send(plan, conn, version, parts, tx, progress)?;
             open_bytes = 0;
             sticky = (sticky + 1) % plan.partitions;
             continue;
@@ -273,28 +288,74 @@ fn send_loop(
     }
 }
 
-/// Sends every open batch as one produce request.
+/// At full speed without keys the client must not be what limits the run: one encoded batch
+/// (`--batch-bytes` of records) is sent again and again, rebuilt with fresh timestamps every
+/// `TEMPLATE_REFRESH`, each request to the next partition. The broker does all its work per
+/// request as usual (CRC check, offsets, copy, write); latency is measured from the send.
+fn send_loop_reusing(
+    id: usize,
+    quota: Option<u64>,
+    plan: &Plan,
+    conn: &mut Connection,
+    tx: &crossbeam::channel::Sender<Pending>,
+    progress: &Progress,
+) -> Result<(), BenchError> {
+    let version = conn.versions.produce;
+    let per_batch = (plan.batch_bytes / plan.record_bytes.max(1)).max(1) as u64;
+    let value = filler(plan.record_bytes, id as u64);
+    let mut builder = BatchBuilder::new(plan.compression, plan.batch_bytes + 1024);
+    let mut template: Option<(bytes::Bytes, u64, Instant)> = None;
+    let (mut sent, mut partition) = (0u64, id % plan.partitions);
+    loop {
+        let left = quota.map_or(u64::MAX, |q| q - sent);
+        if left == 0
+            || plan.deadline.is_some_and(|d| Instant::now() >= d)
+            || progress.stop.load(Ordering::Relaxed)
+        {
+            return Ok(());
+        }
+        let count = per_batch.min(left);
+        let stale = template
+            .as_ref()
+            .is_none_or(|(_, n, built)| *n != count || built.elapsed() > TEMPLATE_REFRESH);
+        if stale {
+            let ms = wall_clock_ms();
+            for _ in 0..count {
+                builder.push(ms, None, &value);
+            }
+            template = Some((builder.finish(), count, Instant::now()));
+        }
+        let (batch, count, _) = template.as_ref().expect("built above");
+        let now_ns = plan.epoch.elapsed().as_nanos() as u64;
+        let parts = vec![(
+            partition as i32,
+            batch.clone(),
+            vec![(now_ns, *count as u32)],
+        )];
+        send(plan, conn, version, parts, tx, progress)?;
+        sent += count;
+        partition = (partition + 1) % plan.partitions;
+    }
+}
+
+/// Sends the given batches as one produce request.
 fn send(
     plan: &Plan,
     conn: &mut Connection,
     version: i16,
-    builders: &mut [BatchBuilder],
-    intended: &mut [Vec<u64>],
+    batches: Vec<(i32, bytes::Bytes, Runs)>,
     tx: &crossbeam::channel::Sender<Pending>,
     progress: &Progress,
 ) -> Result<(), BenchError> {
-    let mut data = Vec::new();
-    let mut parts = Vec::new();
-    for (p, b) in builders.iter_mut().enumerate() {
-        if b.is_empty() {
-            continue;
-        }
+    let mut data = Vec::with_capacity(batches.len());
+    let mut parts = Vec::with_capacity(batches.len());
+    for (p, batch, runs) in batches {
         data.push(
             PartitionProduceData::default()
-                .with_index(p as i32)
-                .with_records(Some(b.finish())),
+                .with_index(p)
+                .with_records(Some(batch)),
         );
-        parts.push((p as i32, std::mem::take(&mut intended[p])));
+        parts.push((p, runs));
     }
     let request = ProduceRequest::default()
         .with_acks(plan.acks)
@@ -304,7 +365,10 @@ fn send(
             .with_partition_data(data)]);
     let frame = conn.encode(&request, version)?;
     if plan.acks == 0 {
-        let records: usize = parts.iter().map(|(_, v)| v.len()).sum();
+        let records: usize = parts
+            .iter()
+            .flat_map(|(_, runs)| runs.iter().map(|(_, n)| *n as usize))
+            .sum();
         conn.write_frame(&frame)?;
         progress.add(records as u64, (records * plan.record_bytes) as u64);
         return Ok(());
@@ -332,7 +396,8 @@ fn receive(
     while let Ok(request) = pending.recv() {
         let (_, response): (i32, ProduceResponse) = read_response(&mut stream, version)?;
         let now_ns = epoch.elapsed().as_nanos() as u64;
-        for (partition, times) in request.parts {
+        for (partition, runs) in request.parts {
+            let records: u64 = runs.iter().map(|(_, n)| *n as u64).sum();
             let code = response
                 .responses
                 .iter()
@@ -340,27 +405,21 @@ fn receive(
                 .find(|r| r.index == partition)
                 .map_or(-1, |r| r.error_code);
             if code != 0 {
-                progress
-                    .errors
-                    .fetch_add(times.len() as u64, Ordering::Relaxed);
+                progress.errors.fetch_add(records, Ordering::Relaxed);
                 continue;
             }
-            record_latencies(&mut hist, now_ns, &times);
-            progress.add(times.len() as u64, (times.len() * record_bytes) as u64);
+            record_latencies(&mut hist, now_ns, &runs);
+            progress.add(records, records * record_bytes as u64);
         }
     }
     Ok(hist)
 }
 
-/// Records `now - t` for each intended time, runs of equal times at once.
-pub fn record_latencies(hist: &mut Histogram<u64>, now_ns: u64, times: &[u64]) {
-    let mut i = 0;
-    while i < times.len() {
-        let t = times[i];
-        let run = times[i..].iter().take_while(|&&x| x == t).count();
-        let micros = (now_ns.saturating_sub(t) / 1000).max(1);
-        hist.saturating_record_n(micros, run as u64);
-        i += run;
+/// Records `now - t` for each record of each run.
+pub fn record_latencies(hist: &mut Histogram<u64>, now_ns: u64, runs: &[(u64, u32)]) {
+    for (t, n) in runs {
+        let micros = (now_ns.saturating_sub(*t) / 1000).max(1);
+        hist.saturating_record_n(micros, *n as u64);
     }
 }
 
@@ -471,7 +530,12 @@ mod tests {
     #[test]
     fn latencies_are_recorded_per_record() {
         let mut h = new_histogram();
-        record_latencies(&mut h, 10_000_000, &[1_000_000, 1_000_000, 5_000_000]);
+        let mut runs = Vec::new();
+        for t in [1_000_000, 1_000_000, 5_000_000] {
+            push_run(&mut runs, t);
+        }
+        assert_eq!(runs, vec![(1_000_000, 2), (5_000_000, 1)]);
+        record_latencies(&mut h, 10_000_000, &runs);
         assert_eq!(h.len(), 3);
         assert!(
             h.equivalent(h.value_at_quantile(0.5), 9000),

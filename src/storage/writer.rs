@@ -1,10 +1,12 @@
 //! The group-commit writer of one partition, plus the interval flusher and retention. Runs on:
-//! the owning shard, as one task per partition while appends are pending. Invariants: one write
-//! in flight per partition; a write covers whole aligned blocks from the aligned start of the
-//! unflushed tail, so the last partial block is rewritten with identical leading bytes (a torn
-//! rewrite leaves each sector either old or new, both holding the same acknowledged bytes); the
-//! high watermark moves only after the write (and fdatasync under `flush = always`) succeeded; a
-//! failed write or sync fails the partition and is never retried.
+//! the owning shard, as one task per partition while appends are pending. Invariants: per
+//! partition at most one write and one fdatasync in flight (a job's sync overlaps the next
+//! job's write), and jobs complete in order; a write covers whole aligned blocks from the
+//! aligned start of the unflushed tail, so the last partial block is rewritten with identical
+//! leading bytes (a torn rewrite leaves each sector either old or new, both holding the same
+//! acknowledged bytes); the high watermark moves only after the write (and fdatasync under
+//! `flush = always`) succeeded; a failed write or sync fails the partition and is never
+//! retried.
 
 use std::rc::Rc;
 
@@ -37,6 +39,8 @@ struct WriteJob {
 
 enum Step {
     Idle,
+    /// Nothing to write, but a sync is running: wait for it, complete its job.
+    Wait,
     Roll,
     Write(WriteJob),
 }
@@ -46,13 +50,27 @@ pub fn now_ms_i64() -> i64 {
     now_ms() as i64
 }
 
-/// Drains the partition's pending appends until none are left.
+/// Drains the partition's pending appends until none are left. A job's fdatasync runs while
+/// the next job's write goes out (the two overlap on the device); jobs still complete strictly
+/// in order, each only after its own sync, so the high watermark never passes an unsynced byte.
+/// The next write may rewrite the last partial block under the running sync: its leading bytes
+/// are identical, so either version the sync persists holds the acknowledged bytes.
 pub(super) async fn run(part: PartitionHandle) {
+    let mut syncing: Option<Syncing> = None;
     loop {
-        let step = part.borrow_mut().next_step();
+        let step = part.borrow_mut().next_step(syncing.is_some());
         match step {
             Step::Idle => return,
+            Step::Wait => {
+                let (task, job) = syncing.take().expect("Wait only while a sync runs");
+                finish_sync(&part, task, job).await;
+            }
             Step::Roll => {
+                if let Some((task, job)) = syncing.take() {
+                    finish_sync(&part, task, job).await;
+                    // A failed sync fails the partition; next_step then ends the writer.
+                    continue;
+                }
                 if let Err(e) = roll(&part).await {
                     part.borrow_mut().fail(e.to_string());
                     part.borrow_mut().writer_active = false;
@@ -60,33 +78,66 @@ pub(super) async fn run(part: PartitionHandle) {
                 }
             }
             Step::Write(mut job) => {
-                let mut result = Ok(());
-                if let Some(len) = job.extend_to {
-                    result = job.file.preallocate(len).await;
+                let result = write_job(&mut job).await;
+                if let Some((task, previous)) = syncing.take() {
+                    finish_sync(&part, task, previous).await;
                 }
-                if result.is_ok() {
-                    let data = job.data.take().expect("a write job carries its data once");
-                    let started = std::time::Instant::now();
-                    result = job.file.write_prepared(job.pos, data).await;
-                    let took = started.elapsed();
-                    crate::metrics::with(|m| m.produce_stage(ProduceStage::DiskWrite, took));
+                let failed = part.borrow().failed.clone();
+                match (result, failed) {
+                    (_, Some(why)) => part.borrow_mut().complete(job, Err(why)),
+                    (Err(e), None) => part.borrow_mut().complete(job, Err(e.to_string())),
+                    (Ok(()), None) if job.sync => {
+                        let file = job.file.clone();
+                        let task = crate::runtime::io::spawn_joinable(async move {
+                            let started = std::time::Instant::now();
+                            let result = file.sync().await;
+                            let took = started.elapsed();
+                            crate::metrics::with(|m| {
+                                m.produce_stage(ProduceStage::Fdatasync, took)
+                            });
+                            result.map_err(|e| e.to_string())
+                        });
+                        syncing = Some((task, job));
+                    }
+                    (Ok(()), None) => part.borrow_mut().complete(job, Ok(())),
                 }
-                if result.is_ok() && job.sync {
-                    let started = std::time::Instant::now();
-                    result = job.file.sync().await;
-                    let took = started.elapsed();
-                    crate::metrics::with(|m| m.produce_stage(ProduceStage::Fdatasync, took));
-                }
-                part.borrow_mut()
-                    .complete(job, result.map_err(|e| e.to_string()));
             }
         }
     }
 }
 
+/// A job whose data is written, and its running fdatasync.
+type Syncing = (crate::runtime::io::Task<Result<(), String>>, WriteJob);
+
+/// Preallocates if the job asks, then writes its data.
+async fn write_job(job: &mut WriteJob) -> Result<(), super::Error> {
+    if let Some(len) = job.extend_to {
+        job.file.preallocate(len).await?;
+    }
+    let data = job.data.take().expect("a write job carries its data once");
+    let started = std::time::Instant::now();
+    job.file.write_prepared(job.pos, data).await?;
+    let took = started.elapsed();
+    crate::metrics::with(|m| m.produce_stage(ProduceStage::DiskWrite, took));
+    Ok(())
+}
+
+async fn finish_sync(
+    part: &PartitionHandle,
+    task: crate::runtime::io::Task<Result<(), String>>,
+    job: WriteJob,
+) {
+    let result = task.join().await;
+    part.borrow_mut().complete(job, result);
+}
+
 impl Partition {
-    fn next_step(&mut self) -> Step {
+    /// The writer's next step; `syncing`: a written job's sync is still running.
+    fn next_step(&mut self, syncing: bool) -> Step {
         if self.failed.is_some() || self.pending.is_empty() {
+            if syncing {
+                return Step::Wait;
+            }
             self.writer_active = false;
             return Step::Idle;
         }

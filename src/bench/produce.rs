@@ -38,6 +38,8 @@ struct Plan {
     interval_ns: Option<f64>,
     deadline: Option<Instant>,
     epoch: Instant,
+    /// Records carry their send time for the e2e consumer, so none may be reused.
+    e2e: bool,
 }
 
 /// Intended send times (ns since the epoch) as runs: (time, records).
@@ -111,6 +113,7 @@ pub fn run(args: &LoadArgs, e2e: bool) -> Result<Summary, BenchError> {
         interval_ns: args.rate.map(|r| 1e9 * args.producers as f64 / r),
         deadline: total.is_none().then(|| epoch + duration),
         epoch,
+        e2e,
     });
     let progress = Arc::new(Progress::default());
     let producers_done = Arc::new(AtomicBool::new(false));
@@ -188,7 +191,7 @@ fn producer(
             receive(stream?, rx, version, record_bytes, epoch, &progress)
         })
     });
-    let sent = if plan.interval_ns.is_none() && plan.keys == 0 {
+    let sent = if plan.interval_ns.is_none() && plan.keys == 0 && !plan.e2e {
         send_loop_reusing(id, quota, plan, &mut conn, &tx, progress)
     } else {
         send_loop(id, quota, plan, &mut conn, &tx, progress)

@@ -57,8 +57,9 @@ pub struct Settings {
     /// Largest fetch response [default: 57671680]
     #[arg(long)]
     pub fetch_max_bytes: Option<u32>,
-    /// How fetches send segment bytes: splice (zero-copy from the page cache) or copy
-    /// (O_DIRECT read into memory, then send) [default: splice]
+    /// How fetches send segment bytes: copy (O_DIRECT read into memory, then send) or splice
+    /// (zero-copy through the page cache; faster when the bytes are already cached, slower for
+    /// large cold catch-ups, see BENCHMARKS.md) [default: copy]
     #[arg(long)]
     pub fetch_path: Option<String>,
     /// Let one write and one fdatasync acknowledge every produce waiting for it; false writes
@@ -394,7 +395,7 @@ impl Config {
             },
             socket_request_max_bytes,
             fetch_max_bytes: s.fetch_max_bytes.unwrap_or(FETCH_MAX_BYTES_DEFAULT),
-            fetch_path: parse_fetch_path(s.fetch_path.as_deref().unwrap_or("splice"))?,
+            fetch_path: parse_fetch_path(s.fetch_path.as_deref().unwrap_or("copy"))?,
             metrics_listen: parse_metrics_listen(
                 s.metrics_listen.as_deref().unwrap_or("127.0.0.1:9644"),
             )?,

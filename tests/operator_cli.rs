@@ -41,6 +41,16 @@ fn fails(args: &[&str]) -> String {
     out.stderr
 }
 
+/// The sum of a `group describe --json`'s per-partition lag.
+fn total_lag(json: &serde_json::Value) -> i64 {
+    json["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["lag"].as_i64().unwrap_or(0))
+        .sum()
+}
+
 #[test]
 fn topics_records_groups_and_cluster() {
     let broker = Broker::start(&[]);
@@ -153,22 +163,12 @@ fn topics_records_groups_and_cluster() {
     );
     let json: serde_json::Value =
         serde_json::from_str(&run(&["group", "describe", "ops", "--json"], None)).unwrap();
-    let lag: i64 = json["partitions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["lag"].as_i64().unwrap_or(0))
-        .sum();
+    let lag = total_lag(&json);
     assert_eq!(lag, 4, "6 records, 2 consumed: {json}");
     run(&["group", "reset-offsets", "ops", "--to-earliest"], None);
     let json: serde_json::Value =
         serde_json::from_str(&run(&["group", "describe", "ops", "--json"], None)).unwrap();
-    let lag: i64 = json["partitions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["lag"].as_i64().unwrap_or(0))
-        .sum();
+    let lag = total_lag(&json);
     assert_eq!(lag, 6, "after reset to earliest: {json}");
 
     // Describe: watermarks and configs; alter-config changes one.

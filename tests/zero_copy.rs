@@ -1,7 +1,7 @@
 //! Fetches served from segment files: after a restart the tail cache is empty, so every read
-//! comes from disk, by splice (`--fetch-path splice`, the default) or by O_DIRECT read and copy
-//! (`--fetch-path copy`). rdkafka must read every record back, byte for byte, from any offset,
-//! with both paths, including the active segment and rolled (closed) ones.
+//! comes from disk, by splice (`--fetch-path splice`) or by O_DIRECT read and copy
+//! (`--fetch-path copy`, the default). rdkafka must read every record back, byte for byte,
+//! from any offset, with both paths, including the active segment and rolled (closed) ones.
 
 mod common;
 

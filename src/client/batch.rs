@@ -7,7 +7,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::compression::Compressor;
 use kafka_protocol::records::Compression;
 
-use crate::protocol::record_batch::BATCH_HEADER_BYTES;
+use crate::protocol::record_batch::{put_varint, BATCH_HEADER_BYTES};
 
 /// Byte offsets inside the v2 header (see Kafka's DefaultRecordBatch).
 const LENGTH_POS: usize = 8;
@@ -126,15 +126,6 @@ impl BatchBuilder {
         self.max_timestamp_ms = 0;
         b.freeze()
     }
-}
-
-fn put_varint(out: &mut Vec<u8>, value: i64) {
-    let mut v = ((value << 1) ^ (value >> 63)) as u64;
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
 }
 
 #[cfg(test)]

@@ -256,8 +256,8 @@ pub fn first_record_at_or_after(
     None
 }
 
-/// Appends a zig-zag varint.
-fn put_varint(out: &mut Vec<u8>, v: i64) {
+/// Appends `v` as a zig-zag varint (the record fields of a v2 batch).
+pub fn put_varint(out: &mut Vec<u8>, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
     while z >= 0x80 {
         out.push((z as u8 & 0x7f) | 0x80);

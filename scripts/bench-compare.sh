@@ -198,6 +198,9 @@ def cmd_get(path, key):
 def cmd_fio(path):
     print(load(path)["jobs"][0]["write"]["bw_bytes"])
 
+def cmd_fio_read(path):
+    print(load(path)["jobs"][0]["read"]["bw_bytes"])
+
 def cmd_iperf(path):
     j = load(path)
     if j.get("error"):
@@ -231,7 +234,8 @@ def cmd_report(facts_path, results, out, repo):
     runs = {}
     names = sorted(os.listdir(results), key=lambda n: os.path.getmtime(os.path.join(results, n)))
     for name in names:  # in the order they ran
-        if name.endswith(".json") and name not in ("facts.json", "fio.json", "iperf3.json"):
+        if name.endswith(".json") and name not in ("facts.json", "fio.json", "fio-read.json",
+                                                   "iperf3.json"):
             runs[name[:-5]] = load(os.path.join(results, name))
     skipped = set(F.get("skipped", []))
     rows = []
@@ -259,6 +263,9 @@ def cmd_report(facts_path, results, out, repo):
 
     fio, iperf = F.get("fio_bytes_per_sec"), F.get("iperf3_bytes_per_sec")
     row("limit: disk", "n/a" if fio is None else mb(fio) + " (fio, O_DIRECT 1 MiB + fdatasync)")
+    fr = F.get("fio_read_bytes_per_sec")
+    if fr:
+        row("limit: disk read (informative)", mb(fr) + " (fio, O_DIRECT 4 MiB sequential reads)")
     row("limit: network", "n/a" if iperf is None else mb(iperf) + " (iperf3 loopback, 1 stream)")
     lim = min(fio, iperf) if fio and iperf else None
     judged("produce-1k", runs.get("tusk-produce-1k"), get("tusk-produce-1k", "bytes_per_sec"), mb,
@@ -416,7 +423,7 @@ def cmd_report(facts_path, results, out, repo):
     os.replace(out + ".tmp", out)
     print(f"wrote {out}")
 
-cmds = {"fact": cmd_fact, "get": cmd_get, "fio": cmd_fio, "iperf": cmd_iperf, "ticks": cmd_ticks,
+cmds = {"fact": cmd_fact, "get": cmd_get, "fio": cmd_fio, "fio_read": cmd_fio_read, "iperf": cmd_iperf, "ticks": cmd_ticks,
         "rss": cmd_rss, "half": cmd_half, "report": cmd_report}
 cmds[sys.argv[1]](*sys.argv[2:])
 PYTHON
@@ -579,10 +586,17 @@ fio --name=seqwrite --directory="$work/fio" --filename=fio.dat --rw=write --bs=1
     --direct=1 --ioengine=psync --fdatasync=1 --time_based --runtime="$duration" \
     --output-format=json --output="$results/fio.json" >"$logs/fio.log" 2>&1 \
     || { cat "$logs/fio.log" >&2; die "fio failed"; }
-rm -rf "$work/fio"
 fio_bps=$(py fio "$results/fio.json")
 fact fio_bytes_per_sec "$fio_bps"
 log "       $(python3 -c "print(f'{$fio_bps / 1e6:,.1f} MB/s')")"
+# Informative: how fast the disk reads sequentially (what catch-up consume from disk can reach).
+log "limit: disk read (fio, O_DIRECT 4 MiB sequential reads of the file just written)"
+if fio --name=seqread --directory="$work/fio" --filename=fio.dat --rw=read --bs=4M \
+    --direct=1 --ioengine=psync --time_based --runtime="$duration" --readonly \
+    --output-format=json --output="$results/fio-read.json" >"$logs/fio-read.log" 2>&1; then
+    fact fio_read_bytes_per_sec "$(py fio_read "$results/fio-read.json")"
+fi
+rm -rf "$work/fio"
 
 log "limit: network (iperf3 loopback, ${duration} s)"
 iperf3 -s -1 -p "$iperf_port" >"$logs/iperf3-server.log" 2>&1 &

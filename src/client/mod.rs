@@ -406,7 +406,11 @@ pub fn read_frame(stream: &mut impl Read) -> Result<Bytes, ClientError> {
     if size < 4 || size as usize > RESPONSE_BYTES_MAX {
         return Err(protocol(format!("response frame of {size} bytes")));
     }
-    let mut body = vec![0u8; size as usize];
-    stream.read_exact(&mut body)?;
+    // read_to_end fills spare capacity without zeroing it first.
+    let mut body = Vec::with_capacity(size as usize);
+    stream.take(size as u64).read_to_end(&mut body)?;
+    if body.len() != size as usize {
+        return Err(ClientError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+    }
     Ok(Bytes::from(body))
 }

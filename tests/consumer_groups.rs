@@ -243,7 +243,8 @@ fn committed(
 }
 
 /// Ok once ListGroups + DescribeGroups show `group` Stable with one member
-/// that has a non-empty assignment (range assignor, consumer protocol).
+/// that has a non-empty assignment (range assignor, consumer protocol) and
+/// the host it connects from.
 fn stable_with_one_member(consumer: &BaseConsumer, group: &str) -> Result<(), String> {
     let list = consumer
         .fetch_group_list(Some(group), Duration::from_secs(10))
@@ -262,12 +263,17 @@ fn stable_with_one_member(consumer: &BaseConsumer, group: &str) -> Result<(), St
         info.protocol(),
         members.len(),
     );
-    if state == ("Stable", "consumer", "range", 1) && !members[0].id().is_empty() && has_assignment
+    let host = members.first().map(|m| m.client_host().to_string());
+    if state == ("Stable", "consumer", "range", 1)
+        && !members[0].id().is_empty()
+        && has_assignment
+        && host.as_deref() == Some("/127.0.0.1")
     {
         return Ok(());
     }
     Err(format!(
-        "(state, protocol type, protocol, members) = {state:?}; assignment: {has_assignment}"
+        "(state, protocol type, protocol, members) = {state:?}; assignment: {has_assignment}; \
+         host: {host:?}"
     ))
 }
 

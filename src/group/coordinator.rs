@@ -73,8 +73,7 @@ pub struct GroupDescription {
     pub state: String,
     pub protocol_type: String,
     pub protocol_name: String,
-    /// (member id, instance id, client id, metadata, assignment).
-    pub members: Vec<(String, Option<String>, String, Bytes, Bytes)>,
+    pub members: Vec<crate::group::state::MemberDescription>,
 }
 
 /// The coordinator's answer.
@@ -369,8 +368,8 @@ impl Coordinator {
                                 .group
                                 .describe()
                                 .into_iter()
-                                .find(|m| m.1.as_deref() == Some(i.as_str()))
-                                .map(|m| m.0)
+                                .find(|m| m.instance_id.as_deref() == Some(i.as_str()))
+                                .map(|m| m.member_id)
                                 .unwrap_or_default(),
                             (true, None) => String::new(),
                         };

@@ -31,12 +31,25 @@ pub enum GroupState {
     Dead,
 }
 
+/// A member as DescribeGroups shows it.
+#[derive(Debug, Clone)]
+pub struct MemberDescription {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub metadata: Bytes,
+    pub assignment: Bytes,
+}
+
 /// A JoinGroup as the state machine needs it.
 #[derive(Debug, Clone)]
 pub struct JoinRequest {
     /// Empty on a first join.
     pub member_id: String,
     pub client_id: String,
+    /// Where the member connects from, as Kafka shows it (`/127.0.0.1`).
+    pub client_host: String,
     pub session_timeout_ms: i32,
     pub rebalance_timeout_ms: i32,
     pub protocol_type: String,
@@ -101,6 +114,7 @@ pub enum SyncOutcome {
 #[derive(Debug, Clone)]
 struct Member {
     client_id: String,
+    client_host: String,
     group_instance_id: Option<String>,
     session_timeout_ms: i32,
     rebalance_timeout_ms: i32,
@@ -235,6 +249,7 @@ impl Group {
             .is_some_and(|m| m.awaiting_sync);
         let member = Member {
             client_id: request.client_id,
+            client_host: request.client_host,
             group_instance_id: request.group_instance_id,
             session_timeout_ms: request.session_timeout_ms,
             rebalance_timeout_ms: request.rebalance_timeout_ms.max(request.session_timeout_ms),
@@ -301,6 +316,7 @@ impl Group {
         let mut member = self.members.remove(&old_id).expect("static member listed");
         let changed = member.protocols != request.protocols;
         member.client_id = request.client_id;
+        member.client_host = request.client_host;
         member.session_timeout_ms = request.session_timeout_ms;
         member.rebalance_timeout_ms = request.rebalance_timeout_ms.max(request.session_timeout_ms);
         member.protocols = request.protocols;
@@ -339,9 +355,8 @@ impl Group {
         (JoinOutcome::Waiting(new_id), events)
     }
 
-    /// (member id, instance id, client id, metadata of the chosen protocol, assignment) of
-    /// every member, for DescribeGroups.
-    pub fn describe(&self) -> Vec<(String, Option<String>, String, Bytes, Bytes)> {
+    /// Every member, for DescribeGroups (metadata: of the chosen protocol).
+    pub fn describe(&self) -> Vec<MemberDescription> {
         self.members
             .iter()
             .map(|(id, m)| {
@@ -351,13 +366,14 @@ impl Group {
                     .and_then(|p| m.protocols.iter().find(|(n, _)| n == p))
                     .map(|(_, b)| b.clone())
                     .unwrap_or_default();
-                (
-                    id.clone(),
-                    m.group_instance_id.clone(),
-                    m.client_id.clone(),
-                    meta,
-                    m.assignment.clone(),
-                )
+                MemberDescription {
+                    member_id: id.clone(),
+                    instance_id: m.group_instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    metadata: meta,
+                    assignment: m.assignment.clone(),
+                }
             })
             .collect()
     }

@@ -14,6 +14,7 @@ fn request(member_id: &str, protocols: &[&str]) -> JoinRequest {
     JoinRequest {
         member_id: member_id.to_string(),
         client_id: "c".into(),
+        client_host: "/127.0.0.1".into(),
         session_timeout_ms: 10_000,
         rebalance_timeout_ms: 20_000,
         protocol_type: "consumer".into(),

@@ -30,6 +30,12 @@ const READ_CHUNK_BYTES: usize = 64 * 1024;
 
 /// Serves `stream` until the client closes it or sends something unrecoverable.
 pub async fn serve(shard: ShardRef, stream: TcpStream) {
+    // Kafka shows a member's host as `/ip` (DescribeGroups).
+    let peer_host: std::rc::Rc<str> = stream
+        .peer_addr()
+        .map(|a| format!("/{}", a.ip()))
+        .unwrap_or_default()
+        .into();
     let mut reader = io::SharedStream::new(stream);
     let _ = reader.set_nodelay(true);
     // The writer task shares the descriptor: reads and writes proceed independently.
@@ -56,7 +62,8 @@ pub async fn serve(shard: ShardRef, stream: TcpStream) {
         let api_key = i16::from_be_bytes([frame[0], frame[1]]);
         crate::metrics::with(|m| m.request(api_key, frame.len() + 4));
         let shard = shard.clone();
-        let task = io::spawn_joinable(async move { handlers::handle(&shard, frame).await });
+        let peer = peer_host.clone();
+        let task = io::spawn_joinable(async move { handlers::handle(&shard, frame, &peer).await });
         if !queue_tx.push((task, permit, api_key)).await {
             break;
         }

@@ -25,14 +25,14 @@ pub async fn handle(shard: &ShardRef, request: DescribeGroupsRequest) -> Respons
             described.members = d
                 .members
                 .into_iter()
-                .map(|(member_id, instance, client_id, metadata, assignment)| {
+                .map(|m| {
                     DescribedGroupMember::default()
-                        .with_member_id(str_bytes(&member_id))
-                        .with_group_instance_id(instance.as_deref().map(str_bytes))
-                        .with_client_id(str_bytes(&client_id))
-                        .with_client_host(str_bytes(""))
-                        .with_member_metadata(metadata)
-                        .with_member_assignment(assignment)
+                        .with_member_id(str_bytes(&m.member_id))
+                        .with_group_instance_id(m.instance_id.as_deref().map(str_bytes))
+                        .with_client_id(str_bytes(&m.client_id))
+                        .with_client_host(str_bytes(&m.client_host))
+                        .with_member_metadata(m.metadata)
+                        .with_member_assignment(m.assignment)
                 })
                 .collect();
         }

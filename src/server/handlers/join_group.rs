@@ -15,12 +15,14 @@ pub async fn handle(
     request: JoinGroupRequest,
     version: i16,
     client_id: String,
+    client_host: String,
 ) -> ResponseKind {
     let group_id = request.group_id.to_string();
     let session = request.session_timeout_ms;
     let join = JoinRequest {
         member_id: request.member_id.to_string(),
         client_id,
+        client_host,
         session_timeout_ms: session,
         // v0 has no rebalance timeout: it equals the session timeout.
         rebalance_timeout_ms: if version >= 1 {

@@ -109,8 +109,8 @@ pub fn decode(mut frame: Bytes) -> Decoded {
     }
 }
 
-/// Handles one request frame (without its size prefix).
-pub async fn handle(shard: &ShardRef, frame: Bytes) -> Reply {
+/// Handles one request frame (without its size prefix) from a client at `peer_host`.
+pub async fn handle(shard: &ShardRef, frame: Bytes, peer_host: &str) -> Reply {
     let (correlation_id, api_key, version, client_id, request) = match decode(frame) {
         Decoded::Request {
             correlation_id,
@@ -151,7 +151,9 @@ pub async fn handle(shard: &ShardRef, frame: Bytes) -> Reply {
         }
         RequestKind::DescribeCluster(_) => describe_cluster::handle(shard),
         RequestKind::FindCoordinator(r) => find_coordinator::handle(shard, r, version),
-        RequestKind::JoinGroup(r) => join_group::handle(shard, r, version, client_id).await,
+        RequestKind::JoinGroup(r) => {
+            join_group::handle(shard, r, version, client_id, peer_host.to_string()).await
+        }
         RequestKind::SyncGroup(r) => sync_group::handle(shard, r).await,
         RequestKind::Heartbeat(r) => heartbeat::handle(shard, r).await,
         RequestKind::LeaveGroup(r) => leave_group::handle(shard, r, version).await,

@@ -191,13 +191,13 @@ pub const FETCH_WAIT: Duration = Duration::from_millis(100);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::batch::BatchBuilder;
+    use crate::protocol::batch_builder::BatchBuilder;
     use kafka_protocol::records::Compression;
 
     fn stored(base: i64, values: &[&[u8]], compression: Compression) -> Vec<u8> {
         let mut b = BatchBuilder::new(compression, 256);
         for v in values {
-            b.push(0, None, v);
+            b.push(0, None, Some(v));
         }
         let mut batch = b.finish().to_vec();
         batch[..8].copy_from_slice(&base.to_be_bytes());

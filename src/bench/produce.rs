@@ -8,7 +8,7 @@
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -18,8 +18,8 @@ use kafka_protocol::records::Compression;
 use super::consume::{fetch_once, for_each_value};
 use super::report::{new_histogram, Summary};
 use super::{pin_thread, show_progress, BenchError, LoadArgs, Progress, DEFAULT_DURATION};
-use crate::client::batch::{parse_compression, BatchBuilder};
 use crate::client::{read_response, topic_name, Connection};
+use crate::protocol::batch_builder::{parse_compression, BatchBuilder};
 use crate::runtime::placement::fnv1a_32;
 
 /// What every producer thread is told.
@@ -252,7 +252,7 @@ fn send_loop(
             if open_bytes == 0 {
                 first_open_ns = due_ns;
             }
-            builders[p].push(wall_clock_ms(), k, &value);
+            builders[p].push(wall_clock_ms(), k, Some(&value));
             push_run(&mut intended[p], due_ns);
             open_bytes += plan.record_bytes + k.map_or(0, |k| k.len());
             seq += 1;
@@ -324,7 +324,7 @@ fn send_loop_reusing(
         if stale {
             let ms = wall_clock_ms();
             for _ in 0..count {
-                builder.push(ms, None, &value);
+                builder.push(ms, None, Some(&value));
             }
             template = Some((builder.finish(), count, Instant::now()));
         }
@@ -472,11 +472,7 @@ fn e2e_consumer(
     Ok((hist, consumed.into_inner(), plan.epoch.elapsed()))
 }
 
-fn wall_clock_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+use crate::storage::writer::now_ms_i64 as wall_clock_ms;
 
 /// A value of `len` pseudo-random bytes (xorshift), different per producer.
 fn filler(len: usize, seed: u64) -> Vec<u8> {

@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -14,8 +14,9 @@ use kafka_protocol::records::Compression;
 use serde_json::json;
 
 use super::topic::ClientArgs;
-use crate::client::batch::BatchBuilder;
 use crate::client::{topic_name, ClientError, Connection};
+use crate::protocol::batch_builder::BatchBuilder;
+use crate::storage::writer::now_ms_i64;
 
 /// Records per produce request (and bytes, whichever comes first).
 const BATCH_RECORDS_MAX: usize = 1000;
@@ -96,12 +97,6 @@ pub fn murmur2(data: &[u8]) -> i32 {
     h as i32
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 pub fn produce(args: ProduceArgs, client: &ClientArgs) -> anyhow::Result<()> {
     let mut conn = client.connect()?;
     let partitions = conn
@@ -139,7 +134,7 @@ pub fn produce(args: ProduceArgs, client: &ClientArgs) -> anyhow::Result<()> {
                 next
             }
         };
-        builders[p].push(now_ms(), key.as_deref(), value.as_bytes());
+        builders[p].push(now_ms_i64(), key.as_deref(), Some(value.as_bytes()));
         pending += 1;
         pending_bytes += value.len() + key.map_or(0, |k| k.len());
         if pending >= BATCH_RECORDS_MAX || pending_bytes >= BATCH_BYTES_MAX {

@@ -4,8 +4,6 @@
 //! is checked against `RESPONSE_BYTES_MAX` before its body is allocated; responses are matched to
 //! requests by correlation id, in order (Kafka answers a connection's requests in order).
 
-pub mod batch;
-
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;

@@ -4,6 +4,7 @@
 //! Invariant: a frame's size is checked against `socket_request_max_bytes` before any byte of
 //! its body is read, and its body's memory is committed only as bytes arrive.
 
+pub mod batch_builder;
 pub mod error_code;
 pub mod fetch_response;
 pub mod record_batch;

@@ -291,50 +291,21 @@ pub fn encode_records(
     base_timestamp_ms: i64,
     timestamp_step_ms: i64,
 ) -> Vec<u8> {
-    let count = records.len() as i32;
-    assert!(count >= 1, "a batch holds at least one record");
-    let mut body = Vec::new();
-    let mut record = Vec::new();
+    assert!(!records.is_empty(), "a batch holds at least one record");
+    let bytes: usize = records
+        .iter()
+        .map(|(k, v)| 16 + k.map_or(0, <[u8]>::len) + v.map_or(0, <[u8]>::len))
+        .sum();
+    let mut b =
+        super::batch_builder::BatchBuilder::new(kafka_protocol::records::Compression::None, bytes);
     for (i, (key, value)) in records.iter().enumerate() {
-        let i = i as i64;
-        record.clear();
-        record.push(0); // attributes
-        put_varint(&mut record, i * timestamp_step_ms);
-        put_varint(&mut record, i);
-        for field in [key, value] {
-            match field {
-                Some(bytes) => {
-                    put_varint(&mut record, bytes.len() as i64);
-                    record.extend_from_slice(bytes);
-                }
-                None => put_varint(&mut record, -1),
-            }
-        }
-        put_varint(&mut record, 0); // headers
-        put_varint(&mut body, record.len() as i64);
-        body.extend_from_slice(&record);
+        b.push(
+            base_timestamp_ms + i as i64 * timestamp_step_ms,
+            *key,
+            *value,
+        );
     }
-    let max_timestamp_ms = base_timestamp_ms + (count as i64 - 1) * timestamp_step_ms;
-    let mut b = Vec::with_capacity(BATCH_HEADER_BYTES + body.len());
-    b.extend(0i64.to_be_bytes()); // base offset
-    b.extend(0i32.to_be_bytes()); // length, set below
-    b.extend(0i32.to_be_bytes()); // partition leader epoch
-    b.push(2); // magic
-    b.extend(0u32.to_be_bytes()); // crc, set below
-    b.extend(0i16.to_be_bytes()); // attributes
-    b.extend((count - 1).to_be_bytes());
-    b.extend(base_timestamp_ms.to_be_bytes());
-    b.extend(max_timestamp_ms.to_be_bytes());
-    b.extend((-1i64).to_be_bytes()); // producer id
-    b.extend((-1i16).to_be_bytes()); // producer epoch
-    b.extend((-1i32).to_be_bytes()); // base sequence
-    b.extend(count.to_be_bytes());
-    b.extend(body);
-    let length = (b.len() - BATCH_LENGTH_PREFIX_BYTES) as i32;
-    b[8..12].copy_from_slice(&length.to_be_bytes());
-    let crc = crc32c::crc32c(&b[ATTRIBUTES_POS..]);
-    b[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
-    b
+    Vec::from(b.finish())
 }
 
 /// Reads a varint-length-prefixed nullable byte field.

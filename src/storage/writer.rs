@@ -161,6 +161,7 @@ impl Partition {
         }
         let mut dones = Vec::new();
         let mut placed_bytes: Vec<bytes::Bytes> = Vec::new();
+        let placed_at = std::time::Instant::now();
         let mut last = active.next_offset;
         let mut placed = 0usize;
         while let Some(next) = self.pending.front() {
@@ -186,8 +187,9 @@ impl Partition {
             active.size_bytes += len;
             last = p.header.last_offset().next();
             active.next_offset = last;
-            let now = std::time::Instant::now();
-            crate::metrics::with(|m| m.produce_stage(ProduceStage::QueueWait, now - p.appended_at));
+            crate::metrics::with(|m| {
+                m.produce_stage(ProduceStage::QueueWait, placed_at - p.appended_at)
+            });
             if let Some(done) = p.done {
                 dones.push((done, p.appended_at));
             }

@@ -1,13 +1,15 @@
-//! Builds v2 record batches for producers: records are appended as they come (varint fields
-//! straight into one buffer), and `finish` fills in the header and CRC-32C and compresses the
-//! records section if asked. Runs on: the producing thread. Invariants: the result is a valid
-//! magic-2 batch with base offset 0 and no producer id (the broker assigns offsets).
+//! Builds v2 record batches: records are appended as they come (varint fields straight into
+//! one buffer), and `finish` fills in the header and CRC-32C and compresses the records section
+//! if asked. The one batch encoder of the project: the bench and CLI producers, the offsets log
+//! (`record_batch::encode_records`), tests and benches all build batches with it. Runs on:
+//! whichever thread produces. Invariants: the result is a valid magic-2 batch with base offset
+//! 0 and no producer id (the broker assigns offsets).
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::compression::Compressor;
 use kafka_protocol::records::Compression;
 
-use crate::protocol::record_batch::{put_varint, BATCH_HEADER_BYTES};
+use super::record_batch::{put_varint, BATCH_HEADER_BYTES};
 
 /// Byte offsets inside the v2 header (see Kafka's DefaultRecordBatch).
 const LENGTH_POS: usize = 8;
@@ -61,8 +63,8 @@ impl BatchBuilder {
         self.records.len()
     }
 
-    /// Appends one record stamped `timestamp_ms`.
-    pub fn push(&mut self, timestamp_ms: i64, key: Option<&[u8]>, value: &[u8]) {
+    /// Appends one record stamped `timestamp_ms`; a `None` value is a tombstone.
+    pub fn push(&mut self, timestamp_ms: i64, key: Option<&[u8]>, value: Option<&[u8]>) {
         if self.count == 0 {
             self.base_timestamp_ms = timestamp_ms;
         }
@@ -72,15 +74,15 @@ impl BatchBuilder {
         r.push(0); // attributes
         put_varint(r, timestamp_ms - self.base_timestamp_ms);
         put_varint(r, self.count as i64);
-        match key {
-            Some(k) => {
-                put_varint(r, k.len() as i64);
-                r.extend_from_slice(k);
+        for field in [key, value] {
+            match field {
+                Some(bytes) => {
+                    put_varint(r, bytes.len() as i64);
+                    r.extend_from_slice(bytes);
+                }
+                None => put_varint(r, -1),
             }
-            None => put_varint(r, -1),
         }
-        put_varint(r, value.len() as i64);
-        r.extend_from_slice(value);
         put_varint(r, 0); // headers
         put_varint(&mut self.records, r.len() as i64);
         self.records.extend_from_slice(r);
@@ -137,8 +139,8 @@ mod tests {
     fn built_batches_validate_and_decode() {
         for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
             let mut b = BatchBuilder::new(parse_compression(codec).unwrap(), 1024);
-            b.push(1_000, Some(b"k1"), b"v1");
-            b.push(1_005, None, b"value-two");
+            b.push(1_000, Some(b"k1"), Some(b"v1"));
+            b.push(1_005, None, Some(b"value-two"));
             let batch = b.finish();
             let header = validate_produced(&batch, 1 << 20).expect(codec);
             assert_eq!(header.last_offset_delta, 1, "{codec}");

@@ -439,35 +439,65 @@ impl Config {
     }
 }
 
-/// Checks one topic-level config key and value (CreateTopics); `Err` is the message for
-/// INVALID_CONFIG.
+/// Checks one topic-level config key and value against Kafka's rules (CreateTopics,
+/// IncrementalAlterConfigs); `Err` is the message for INVALID_CONFIG. Every accepted value is
+/// short (an enumerated word or a number), so the metadata record that carries a topic's
+/// configs is bounded (`constants::METADATA_RECORD_BYTES_BOUND`).
 pub fn validate_topic_config(key: &str, value: &str, broker: &Config) -> Result<(), String> {
-    let int = |min: i64| match value.parse::<i64>() {
-        Ok(v) if v >= min => Ok(v),
-        _ => Err(format!("{key}={value}: must be an integer >= {min}")),
+    if key.len() > TOPIC_CONFIG_KEY_BYTES_MAX {
+        return Err(format!(
+            "a topic config key is longer than {TOPIC_CONFIG_KEY_BYTES_MAX} bytes"
+        ));
+    }
+    if value.len() > TOPIC_CONFIG_VALUE_BYTES_MAX {
+        return Err(format!(
+            "{key}: the value is {} bytes, longer than {TOPIC_CONFIG_VALUE_BYTES_MAX}",
+            value.len()
+        ));
+    }
+    let int = |min: i64, max: i64| match value.parse::<i64>() {
+        Ok(v) if v >= min && v <= max => Ok(v),
+        _ => Err(format!(
+            "{key}={value}: must be an integer in {min}..={max}"
+        )),
+    };
+    let one_of = |allowed: &[&str]| {
+        if allowed.contains(&value) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{key}={value}: must be one of {}",
+                allowed.join(", ")
+            ))
+        }
     };
     match key {
-        "retention.ms" | "retention.bytes" => int(-1).map(|_| ()),
-        "segment.ms" => int(1).map(|_| ()),
+        "retention.ms" | "retention.bytes" => int(-1, i64::MAX).map(|_| ()),
+        "segment.ms" => int(1, i64::MAX).map(|_| ()),
         "segment.bytes" => {
-            let v = int(SEGMENT_BYTES_MIN as i64)?;
-            if v % DIRECT_IO_ALIGNMENT_BYTES as i64 != 0 || v > u32::MAX as i64 {
-                return Err(format!(
-                    "{key}={value}: must be a multiple of 4096 below 4 GiB"
-                ));
+            let v = int(SEGMENT_BYTES_MIN as i64, u32::MAX as i64)?;
+            if v % DIRECT_IO_ALIGNMENT_BYTES as i64 != 0 {
+                return Err(format!("{key}={value}: must be a multiple of 4096"));
             }
             Ok(())
         }
-        "max.message.bytes" => {
-            let v = int(1024)?;
-            if v > broker.log.segment_bytes as i64 {
-                return Err(format!("{key}={value}: larger than segment.bytes"));
-            }
-            Ok(())
-        }
-        "cleanup.policy" if value == "delete" => Ok(()),
-        "cleanup.policy" => Err(format!("{key}={value}: only `delete` is supported")),
-        "compression.type" | "message.timestamp.type" | "min.insync.replicas" => Ok(()),
+        "max.message.bytes" => int(
+            1024,
+            broker.log.segment_bytes.min(MESSAGE_MAX_BYTES_MAX as u64) as i64,
+        )
+        .map(|_| ()),
+        // Kafka also knows `compact`; tusk does not compact logs, so it refuses it rather than
+        // keeping data a compacting broker would drop.
+        "cleanup.policy" => one_of(&["delete"]),
+        // Kafka's values are uncompressed, zstd, lz4, snappy, gzip and producer. tusk stores
+        // batches exactly as the producer compressed them and never recompresses, so only the
+        // values that mean that are accepted; the others are refused, not silently ignored.
+        "compression.type" => one_of(&["producer"])
+            .map_err(|e| format!("{e} (tusk keeps batches as the producer compressed them)")),
+        // Kafka's values are CreateTime and LogAppendTime; tusk keeps the producer's timestamps.
+        "message.timestamp.type" => one_of(&["CreateTime"])
+            .map_err(|e| format!("{e} (tusk keeps the producer's timestamps)")),
+        "min.insync.replicas" => int(1, i32::MAX as i64).map(|_| ()),
         _ => Err(format!("unknown or unsupported topic config `{key}`")),
     }
 }
@@ -519,6 +549,41 @@ mod tests {
             parse_flush("interval:50").unwrap(),
             FlushPolicy::IntervalMs(50)
         );
+    }
+
+    /// Kafka's rules for topic configs: enumerated values, numeric ranges, bounded lengths. A
+    /// 2,000,000-byte `compression.type` was once accepted, and the metadata record carrying
+    /// it was cut at the next start, taking a topic and its acknowledged records with it.
+    #[test]
+    fn topic_configs_follow_kafka_rules() {
+        let c = Config::resolve(Settings::default(), None).unwrap();
+        let ok = |k: &str, v: &str| validate_topic_config(k, v, &c).is_ok();
+        assert!(ok("compression.type", "producer"));
+        assert!(!ok("compression.type", &"x".repeat(2_000_000)));
+        assert!(!ok("compression.type", "lz5"));
+        assert!(!ok("compression.type", "zstd"), "tusk never recompresses");
+        assert!(ok("cleanup.policy", "delete"));
+        assert!(!ok("cleanup.policy", "compact"));
+        assert!(!ok("cleanup.policy", "delete,x"));
+        assert!(ok("message.timestamp.type", "CreateTime"));
+        assert!(!ok("message.timestamp.type", "createtime"));
+        assert!(ok("min.insync.replicas", "2"));
+        assert!(!ok("min.insync.replicas", "0"));
+        assert!(!ok("min.insync.replicas", "99999999999"));
+        assert!(ok("retention.ms", "-1"));
+        assert!(!ok("retention.ms", "-2"));
+        assert!(!ok("retention.ms", "1e3"));
+        assert!(ok("retention.bytes", "1073741824"));
+        assert!(ok("segment.bytes", "1048576"));
+        assert!(!ok("segment.bytes", "1048577"));
+        assert!(!ok("segment.bytes", "8589934592"));
+        assert!(!ok("segment.ms", "0"));
+        assert!(ok("max.message.bytes", "1048576"));
+        assert!(!ok("max.message.bytes", "1023"));
+        assert!(!ok(&"k".repeat(100), "1"));
+        assert!(!ok("unknown.key", "1"));
+        // The longest accepted value fits the bound the metadata log's record limit rests on.
+        assert!(i64::MIN.to_string().len() <= TOPIC_CONFIG_VALUE_BYTES_MAX);
     }
 
     #[test]

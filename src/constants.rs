@@ -54,10 +54,23 @@ pub const TAIL_CACHE_BYTES_DEFAULT: u64 = 8 * 1024 * 1024;
 /// How many recent batches per producer and partition are remembered to answer duplicates
 /// (Kafka keeps 5).
 pub const PRODUCER_BATCHES_REMEMBERED: usize = 5;
-/// Most metadata records replayed at start; a larger log is refused as corrupt.
+/// Largest metadata record payload replay accepts; a larger one is refused as corrupt. Writers
+/// never produce one (see `METADATA_RECORD_BYTES_BOUND`).
 pub const METADATA_RECORD_BYTES_MAX: u32 = 1024 * 1024;
 /// Most configs a topic may carry.
 pub const TOPIC_CONFIGS_MAX: usize = 64;
+/// Longest topic config key accepted (Kafka's keys are at most ~40 bytes).
+pub const TOPIC_CONFIG_KEY_BYTES_MAX: usize = 64;
+/// Longest topic config value accepted: every valid value is a number or an enumerated word.
+pub const TOPIC_CONFIG_VALUE_BYTES_MAX: usize = 64;
+/// Longest cluster id (32 hex digits).
+pub const CLUSTER_ID_BYTES_MAX: usize = 64;
+/// Upper bound of the encoded size of any metadata record: the largest is a topic creation
+/// with the longest name and the most configs. rkyv lays each string out with at most 8 bytes
+/// of header and 8 of padding; 256 bytes cover the record's fixed fields and its envelope.
+pub const METADATA_RECORD_BYTES_BOUND: usize = 256
+    + (TOPIC_NAME_BYTES_MAX + 16)
+    + TOPIC_CONFIGS_MAX * (TOPIC_CONFIG_KEY_BYTES_MAX + TOPIC_CONFIG_VALUE_BYTES_MAX + 2 * 16);
 /// Default interval of the background flusher for `flush = "interval:<ms>"`.
 pub const FLUSH_INTERVAL_MS_MIN: u64 = 1;
 /// Largest member metadata (subscription), assignment or offset metadata a group accepts.
@@ -90,5 +103,9 @@ const _: () = assert!(PREALLOCATE_STEP_BYTES % DIRECT_IO_ALIGNMENT_BYTES == 0);
 const _: () = assert!(CONNECTION_IN_FLIGHT_BYTES_MAX >= SOCKET_REQUEST_MAX_BYTES_DEFAULT as u64);
 const _: () = assert!(SEGMENT_BYTES_MIN % DIRECT_IO_ALIGNMENT_BYTES == 0);
 const _: () = assert!(TAIL_CACHE_BYTES_DEFAULT >= MESSAGE_MAX_BYTES_DEFAULT as u64);
+// Every record the metadata log writes is one replay accepts: a record replay refuses would
+// cut the log (and, before this bound, cost a topic and its acknowledged data).
+const _: () = assert!(METADATA_RECORD_BYTES_BOUND < METADATA_RECORD_BYTES_MAX as usize);
+const _: () = assert!(CLUSTER_ID_BYTES_MAX <= TOPIC_NAME_BYTES_MAX);
 // Segment positions are stored as u32 in the offset index.
 const _: () = assert!(SEGMENT_BYTES_DEFAULT <= u32::MAX as u64);

@@ -8,7 +8,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::constants::METADATA_RECORD_BYTES_MAX;
+use crate::constants::{METADATA_RECORD_BYTES_BOUND, METADATA_RECORD_BYTES_MAX};
 
 /// One change to the cluster metadata.
 #[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -205,6 +205,18 @@ impl MetadataLog for LocalMetadataLog {
             path: self.path.clone(),
             detail: e.to_string(),
         };
+        // Never write a record that replay would refuse: validation bounds every field, so this
+        // only trips on a bug, and then the change is refused instead of cutting the log later.
+        if frame.len() > METADATA_RECORD_BYTES_BOUND {
+            return Err(MetadataError {
+                op: "append",
+                path: self.path.clone(),
+                detail: format!(
+                    "record of {} bytes is over the {METADATA_RECORD_BYTES_BOUND}-byte bound",
+                    frame.len()
+                ),
+            });
+        }
         let good_len = self.file.metadata().map_err(|e| err("stat", e))?.len();
         let written = self
             .file
@@ -273,6 +285,35 @@ mod tests {
         assert_eq!(t.partitions, 5);
         assert_eq!(t.configs["retention.ms"], "1000");
         assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, full);
+    }
+
+    /// The bound the const assertion in `constants` rests on holds for rkyv's real encoding:
+    /// the largest record validation lets through is framed below it.
+    #[test]
+    fn largest_valid_record_fits_the_bound() {
+        use crate::constants::*;
+        let configs = (0..TOPIC_CONFIGS_MAX)
+            .map(|i| {
+                let key = format!("{i:0width$}", width = TOPIC_CONFIG_KEY_BYTES_MAX);
+                (key, "v".repeat(TOPIC_CONFIG_VALUE_BYTES_MAX))
+            })
+            .collect();
+        let record = MetadataRecord::TopicCreated {
+            name: "t".repeat(TOPIC_NAME_BYTES_MAX),
+            topic_id: [7; 16],
+            partitions: PARTITIONS_PER_TOPIC_MAX,
+            configs,
+        };
+        let frame = encode_frame(&record);
+        assert!(
+            frame.len() <= METADATA_RECORD_BYTES_BOUND,
+            "largest record {} bytes, bound {METADATA_RECORD_BYTES_BOUND}",
+            frame.len()
+        );
+        let cluster = encode_frame(&MetadataRecord::ClusterCreated {
+            cluster_id: "c".repeat(CLUSTER_ID_BYTES_MAX),
+        });
+        assert!(cluster.len() <= METADATA_RECORD_BYTES_BOUND);
     }
 
     #[test]

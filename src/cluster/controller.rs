@@ -67,25 +67,108 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Makes `dir` belong to the topic with `topic_id`: a directory left by an earlier topic of the
-/// same name (deleted while the broker was down) is wiped first.
+/// Name of the file in each partition directory naming the topic id it belongs to.
+pub const PARTITION_MARKER: &str = "partition.metadata";
+
+/// Makes `dir` belong to the topic with `topic_id`. The broker never deletes a partition
+/// directory on its own: one left by an earlier topic of the same name (deleted while the
+/// broker was down) is moved aside to `<dir>.orphaned-<ms>` for an operator to remove. A
+/// marker that cannot be read as a topic id (empty, torn, missing beside data) is an error for
+/// this partition only, never taken for a mismatch.
 pub fn claim_partition_dir(dir: &Path, topic_id: Option<[u8; 16]>) -> Result<(), String> {
     let Some(id) = topic_id else {
         return Ok(());
     };
-    let marker = dir.join("partition.metadata");
+    let marker = dir.join(PARTITION_MARKER);
     let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
-    match std::fs::read_to_string(&marker) {
-        Ok(existing) if existing.trim() == hex => return Ok(()),
-        Ok(_) => {
-            tracing::warn!(dir = %dir.display(), "partition directory belongs to an older topic; wiping it");
-            std::fs::remove_dir_all(dir).map_err(|e| format!("wipe {}: {e}", dir.display()))?;
+    match std::fs::read(&marker) {
+        Ok(existing) => match parse_marker(&existing) {
+            Some(found) if found == hex => return Ok(()),
+            Some(found) => move_aside(dir, &found)?,
+            None => {
+                return Err(format!(
+                    "{}: unreadable ({} bytes, not a topic id); this partition stays offline \
+                     until an operator repairs or removes the directory",
+                    marker.display(),
+                    existing.len()
+                ))
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if dir_has_entries(dir)? {
+                return Err(format!(
+                    "{}: missing beside existing files; this partition stays offline until an \
+                     operator repairs or removes the directory",
+                    marker.display()
+                ));
+            }
         }
-        Err(_) => {}
+        Err(e) => return Err(format!("read {}: {e}", marker.display())),
     }
     std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    std::fs::write(&marker, format!("{hex}\n"))
-        .map_err(|e| format!("write {}: {e}", marker.display()))
+    if let Some(parent) = dir.parent() {
+        sync_dir(parent)?;
+    }
+    write_marker(dir, &hex)
+}
+
+/// The topic id a marker names: 32 hex digits and a newline.
+fn parse_marker(bytes: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(bytes).ok()?.trim();
+    (text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit())).then(|| text.to_string())
+}
+
+/// True if `dir` holds anything but a marker's temp file (a crash while claiming it).
+fn dir_has_entries(dir: &Path) -> Result<bool, String> {
+    let tmp = std::ffi::OsString::from(format!("{PARTITION_MARKER}.tmp"));
+    match std::fs::read_dir(dir) {
+        Ok(entries) => Ok(entries.filter_map(|e| e.ok()).any(|e| e.file_name() != tmp)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(format!("list {}: {e}", dir.display())),
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), String> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| format!("fsync {}: {e}", dir.display()))
+}
+
+/// Moves a directory that belongs to another topic out of the way, keeping its data.
+fn move_aside(dir: &Path, found: &str) -> Result<(), String> {
+    let mut aside = dir.as_os_str().to_owned();
+    aside.push(format!(
+        ".orphaned-{}",
+        crate::storage::writer::now_ms_i64()
+    ));
+    let aside = std::path::PathBuf::from(aside);
+    std::fs::rename(dir, &aside).map_err(|e| format!("move {} aside: {e}", dir.display()))?;
+    if let Some(parent) = dir.parent() {
+        sync_dir(parent)?;
+    }
+    tracing::warn!(
+        dir = %dir.display(),
+        to = %aside.display(),
+        topic_id = found,
+        "partition directory belongs to an older topic; moved aside (delete it once you no longer need it)"
+    );
+    Ok(())
+}
+
+/// Writes the marker so that it is whole or absent after a crash: temp file, fsync, rename,
+/// directory fsync.
+fn write_marker(dir: &Path, hex: &str) -> Result<(), String> {
+    use std::io::Write;
+    let tmp = dir.join(format!("{PARTITION_MARKER}.tmp"));
+    let marker = dir.join(PARTITION_MARKER);
+    std::fs::File::create(&tmp)
+        .and_then(|mut f| {
+            f.write_all(format!("{hex}\n").as_bytes())?;
+            f.sync_all()
+        })
+        .map_err(|e| format!("write {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, &marker).map_err(|e| format!("rename {}: {e}", marker.display()))?;
+    sync_dir(dir)
 }
 
 /// The controller's state before its shard starts: it crosses to the shard's thread once.
@@ -503,7 +586,7 @@ mod tests {
     }
 
     #[test]
-    fn claim_wipes_a_stale_directory() {
+    fn claim_moves_a_stale_directory_aside_and_refuses_unreadable_markers() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("t-0");
         claim_partition_dir(&p, Some([1; 16])).unwrap();
@@ -512,5 +595,30 @@ mod tests {
         assert!(p.join("00000000000000000000.log").exists());
         claim_partition_dir(&p, Some([2; 16])).unwrap();
         assert!(!p.join("00000000000000000000.log").exists());
+        let aside: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|e| e.to_string_lossy().contains("t-0.orphaned-"))
+            .collect();
+        assert_eq!(aside.len(), 1);
+        assert!(
+            aside[0].join("00000000000000000000.log").exists(),
+            "the old data is kept"
+        );
+        // A torn (empty) marker is an error, and nothing is moved or removed.
+        std::fs::write(p.join(PARTITION_MARKER), b"").unwrap();
+        std::fs::write(p.join("00000000000000000000.log"), b"new").unwrap();
+        let e = claim_partition_dir(&p, Some([2; 16])).unwrap_err();
+        assert!(e.contains("unreadable"), "{e}");
+        assert!(p.join("00000000000000000000.log").exists());
+        // A missing marker beside data is an error too.
+        std::fs::remove_file(p.join(PARTITION_MARKER)).unwrap();
+        assert!(claim_partition_dir(&p, Some([2; 16])).is_err());
+        // A crash while claiming an empty directory leaves only the temp file: claimed again.
+        let q = dir.path().join("u-0");
+        std::fs::create_dir(&q).unwrap();
+        std::fs::write(q.join(format!("{PARTITION_MARKER}.tmp")), b"0").unwrap();
+        claim_partition_dir(&q, Some([3; 16])).unwrap();
+        assert!(!q.join(format!("{PARTITION_MARKER}.tmp")).exists());
     }
 }

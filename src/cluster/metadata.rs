@@ -138,22 +138,56 @@ fn encode_frame(record: &MetadataRecord) -> Vec<u8> {
     crate::storage::framing::frame(&payload)
 }
 
-/// Decodes frames from `bytes`; returns the records and the length of the valid prefix.
-pub fn decode_frames(bytes: &[u8]) -> (Vec<MetadataRecord>, usize) {
+/// Why replay refused a metadata log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorruptRecord {
+    /// Byte offset of the record that failed in the file.
+    pub offset: usize,
+    pub reason: &'static str,
+}
+
+/// Decodes the frames of a metadata log. Returns the records and the length of the valid
+/// prefix: whatever follows it is a torn tail (the last append, cut short by a crash). A
+/// record that fails while a valid record follows it, or whose CRC holds but whose payload
+/// does not decode, is corruption in the middle of the log and refused: cutting there would
+/// silently drop every later record (and, with them, topics and their data).
+pub fn decode_frames(bytes: &[u8]) -> Result<(Vec<MetadataRecord>, usize), CorruptRecord> {
+    let max = METADATA_RECORD_BYTES_MAX as usize;
     let mut records = Vec::new();
     let mut pos = 0usize;
-    while let Some((payload, total)) =
-        crate::storage::framing::unframe_prefix(&bytes[pos..], METADATA_RECORD_BYTES_MAX as usize)
-    {
-        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(payload.len());
-        aligned.extend_from_slice(payload);
-        match rkyv::from_bytes::<MetadataRecord, rkyv::rancor::Error>(&aligned) {
-            Ok(r) => records.push(r),
-            Err(_) => break,
+    while pos < bytes.len() {
+        let Some((payload, total)) = crate::storage::framing::unframe_prefix(&bytes[pos..], max)
+        else {
+            // Appends are fsynced one at a time, so only the last frame can be torn: a valid
+            // frame anywhere after this one means this one was damaged in place.
+            let followed = (pos + 1..bytes.len())
+                .any(|q| crate::storage::framing::unframe_prefix(&bytes[q..], max).is_some());
+            if followed {
+                return Err(CorruptRecord {
+                    offset: pos,
+                    reason: "its length or checksum is wrong and valid records follow it",
+                });
+            }
+            return Ok((records, pos));
+        };
+        match decode_payload(payload) {
+            Some(r) => records.push(r),
+            None => {
+                return Err(CorruptRecord {
+                    offset: pos,
+                    reason: "its checksum holds but it does not decode as a metadata record",
+                })
+            }
         }
         pos += total;
     }
-    (records, pos)
+    Ok((records, pos))
+}
+
+fn decode_payload(payload: &[u8]) -> Option<MetadataRecord> {
+    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(payload.len());
+    aligned.extend_from_slice(payload);
+    rkyv::from_bytes::<MetadataRecord, rkyv::rancor::Error>(&aligned).ok()
 }
 
 impl LocalMetadataLog {
@@ -177,7 +211,15 @@ impl LocalMetadataLog {
             .map_err(|e| err("fsync dir", e))?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(|e| err("read", e))?;
-        let (records, valid) = decode_frames(&bytes);
+        let (records, valid) = decode_frames(&bytes).map_err(|c| MetadataError {
+            op: "replay",
+            path: path.clone(),
+            detail: format!(
+                "the record at byte {} is corrupt: {}; refusing to start rather than cut the \
+                 cluster's history there (restore the file, or move it away to start empty)",
+                c.offset, c.reason
+            ),
+        })?;
         if valid < bytes.len() {
             tracing::warn!(path = %path.display(), valid, total = bytes.len(), "cutting torn metadata log tail");
             file.set_len(valid as u64).map_err(|e| err("truncate", e))?;
@@ -323,11 +365,37 @@ mod tests {
         bytes.extend(&a);
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
-        let (records, valid) = decode_frames(&bytes);
+        let (records, valid) = decode_frames(&bytes).expect("a damaged last record is a tail");
         assert_eq!(records.len(), 1);
         assert_eq!(valid, a.len());
         let mut huge = a.clone();
         huge[0..4].copy_from_slice(&u32::MAX.to_be_bytes());
-        assert_eq!(decode_frames(&huge).0.len(), 0);
+        assert_eq!(decode_frames(&huge).unwrap().0.len(), 0);
+        // Damage in the first of two records: valid data follows, so it is corruption.
+        let mut mid = bytes.clone();
+        mid[last] ^= 0xff;
+        mid[9] ^= 0x01;
+        assert_eq!(
+            decode_frames(&mid),
+            Err(CorruptRecord {
+                offset: 0,
+                reason: "its length or checksum is wrong and valid records follow it"
+            })
+        );
+        // A frame over the replay limit with valid records after it (what a 2 MB config value
+        // once left behind) is refused, not cut.
+        let big =
+            crate::storage::framing::frame(&vec![0u8; METADATA_RECORD_BYTES_MAX as usize + 1]);
+        let mut after_big = big.clone();
+        after_big.extend(&a);
+        assert_eq!(decode_frames(&after_big).unwrap_err().offset, 0);
+        // A checksummed payload that is not a record.
+        let mut junk = a.clone();
+        junk.extend(crate::storage::framing::frame(b"not a record"));
+        assert_eq!(decode_frames(&junk).unwrap_err().offset, a.len());
+        // Zeroed space after the last record (a preallocated or half-written tail) is a tail.
+        let mut zeros = a.clone();
+        zeros.extend([0u8; 64]);
+        assert_eq!(decode_frames(&zeros).unwrap().1, a.len());
     }
 }

@@ -5,6 +5,7 @@
 
 /// Frames `payload`.
 pub fn frame(payload: &[u8]) -> Vec<u8> {
+    assert!(!payload.is_empty(), "framed payloads are never empty");
     let mut out = Vec::with_capacity(8 + payload.len());
     out.extend((payload.len() as u32).to_be_bytes());
     out.extend(crc32c::crc32c(payload).to_be_bytes());
@@ -13,11 +14,13 @@ pub fn frame(payload: &[u8]) -> Vec<u8> {
 }
 
 /// The payload of the frame at the start of `bytes` and the frame's total size, if the frame
-/// is whole, at most `payload_bytes_max`, and its CRC matches.
+/// is whole, not empty, at most `payload_bytes_max`, and its CRC matches. Empty payloads are
+/// never written, and refusing them keeps zeroed space (whose CRC of nothing is 0) from
+/// reading as frames.
 pub fn unframe_prefix(bytes: &[u8], payload_bytes_max: usize) -> Option<(&[u8], usize)> {
     let len = u32::from_be_bytes(bytes.get(0..4)?.try_into().ok()?) as usize;
     let crc = u32::from_be_bytes(bytes.get(4..8)?.try_into().ok()?);
-    if len > payload_bytes_max {
+    if len == 0 || len > payload_bytes_max {
         return None;
     }
     let payload = bytes.get(8..8usize.checked_add(len)?)?;
@@ -50,5 +53,10 @@ mod tests {
         assert_eq!(unframe_prefix(&two, 16), Some((&b"hello"[..], f.len())));
         assert_eq!(unframe_prefix(&two, 4), None, "over the payload limit");
         assert_eq!(unframe(&[]), None);
+        assert_eq!(
+            unframe(&[0u8; 8]),
+            None,
+            "zeroed space is not an empty frame"
+        );
     }
 }

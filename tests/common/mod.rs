@@ -112,6 +112,33 @@ impl Broker {
     }
 
     fn spawn(&mut self) {
+        self.spawn_process();
+        self.wait_ready();
+    }
+
+    /// Starts the broker again on the same data directory and expects it to refuse: waits for
+    /// it to exit (at most 30 s), asserts a failure status and returns that start's log.
+    pub fn start_expecting_failure(&mut self) -> String {
+        assert!(self.child.is_none(), "stop the broker first");
+        self.spawn_process();
+        let mut child = self.child.take().expect("just spawned");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            match child.try_wait().expect("try_wait on the broker") {
+                Some(status) => break status,
+                None if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+                None => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("the broker was expected to refuse its start but kept running");
+                }
+            }
+        };
+        assert!(!status.success(), "the broker exited with {status}");
+        fs::read_to_string(self.log_path(self.starts - 1)).unwrap_or_default()
+    }
+
+    fn spawn_process(&mut self) {
         let data_dir = self.data_dir();
         fs::create_dir_all(&data_dir)
             .unwrap_or_else(|e| panic!("create {}: {e}", data_dir.display()));
@@ -143,7 +170,6 @@ impl Broker {
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", env!("CARGO_BIN_EXE_tusk")));
         self.child = Some(child);
-        self.wait_ready();
     }
 
     fn wait_ready(&mut self) {

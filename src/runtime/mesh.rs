@@ -18,9 +18,20 @@ use crate::storage::{FetchRecords, LogConfig};
 /// Work for one partition, sent to its owner.
 #[derive(Debug)]
 pub enum PartitionRequest {
-    Produce { payload: Bytes, acks: i16 },
-    Fetch { offset: Offset, max_bytes: usize },
-    ListOffsets { timestamp_ms: i64 },
+    Produce {
+        payload: Bytes,
+        acks: i16,
+    },
+    /// `max_bytes` bounds this partition; `request_bytes_max` is the request-wide limit, which
+    /// the owner applies across the fetch items of one message while it reads.
+    Fetch {
+        offset: Offset,
+        max_bytes: usize,
+        request_bytes_max: usize,
+    },
+    ListOffsets {
+        timestamp_ms: i64,
+    },
 }
 
 /// The owner's answer for one partition.

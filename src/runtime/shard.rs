@@ -224,6 +224,7 @@ impl Shard {
         // Appends first, all of them, so that they share the next group commit; then wait.
         let mut durable = Vec::new();
         let mut duplicates = Vec::new();
+        let mut fetched_bytes = 0usize;
         for (i, (tp, req)) in items.iter().enumerate() {
             let Some(part) = self.partition(tp) else {
                 answers.push(PartitionResponse::error_for(
@@ -258,26 +259,31 @@ impl Shard {
                     };
                     answers.push(answer);
                 }
-                PartitionRequest::Fetch { offset, max_bytes } => {
-                    let zero_copy = self.config.fetch_path == FetchPath::Splice;
-                    let read = Partition::read_for_fetch(&part, *offset, *max_bytes, zero_copy);
-                    answers.push(match read.await {
-                        Ok(r) => PartitionResponse::Fetch {
+                PartitionRequest::Fetch {
+                    offset,
+                    max_bytes,
+                    request_bytes_max,
+                } => {
+                    // The request-wide limit applies while reading: once it is spent, later
+                    // partitions are not read at all (the first non-empty one is always whole,
+                    // so a consumer can progress: KIP-74).
+                    let left = request_bytes_max.saturating_sub(fetched_bytes);
+                    let answer = if left == 0 && fetched_bytes > 0 {
+                        let p = part.borrow();
+                        PartitionResponse::Fetch {
                             error: ErrorCode::None,
-                            high_watermark: r.high_watermark,
-                            log_start: r.log_start,
-                            records: r.records,
-                        },
-                        Err(e) => {
-                            let p = part.borrow();
-                            PartitionResponse::Fetch {
-                                error: e.error_code(),
-                                high_watermark: p.high_watermark,
-                                log_start: p.log_start,
-                                records: FetchRecords::Memory(bytes::Bytes::new()),
-                            }
+                            high_watermark: p.high_watermark,
+                            log_start: p.log_start,
+                            records: FetchRecords::Memory(bytes::Bytes::new()),
                         }
-                    });
+                    } else {
+                        let max = (*max_bytes).min(left.max(1));
+                        self.fetch_local(&part, *offset, max).await
+                    };
+                    if let PartitionResponse::Fetch { records, .. } = &answer {
+                        fetched_bytes += records.len();
+                    }
+                    answers.push(answer);
                 }
                 PartitionRequest::ListOffsets { timestamp_ms } => {
                     answers.push(list_offset(&part, *timestamp_ms).await);
@@ -297,6 +303,33 @@ impl Shard {
             }
         }
         answers
+    }
+
+    /// One partition's fetch read on its owner.
+    async fn fetch_local(
+        &self,
+        part: &PartitionHandle,
+        offset: Offset,
+        max_bytes: usize,
+    ) -> PartitionResponse {
+        let zero_copy = self.config.fetch_path == FetchPath::Splice;
+        match Partition::read_for_fetch(part, offset, max_bytes, zero_copy).await {
+            Ok(r) => PartitionResponse::Fetch {
+                error: ErrorCode::None,
+                high_watermark: r.high_watermark,
+                log_start: r.log_start,
+                records: r.records,
+            },
+            Err(e) => {
+                let p = part.borrow();
+                PartitionResponse::Fetch {
+                    error: e.error_code(),
+                    high_watermark: p.high_watermark,
+                    log_start: p.log_start,
+                    records: FetchRecords::Memory(bytes::Bytes::new()),
+                }
+            }
+        }
     }
 
     /// Waits until any of the partitions has data past its offset, or `timeout` passes.

@@ -74,6 +74,8 @@ pub struct Partition {
     pub(super) cache_bytes: u64,
     pub(super) producers: ProducerStates,
     pub(super) waiters: Vec<Waiter>,
+    /// Waiters left after the last pruning pass.
+    pub(super) waiters_live: usize,
     pub(super) failed: Option<String>,
     /// Written but not yet fdatasynced (interval flush policy).
     pub(super) unsynced: bool,
@@ -177,6 +179,7 @@ impl Partition {
             cache_bytes: 0,
             producers,
             waiters: Vec::new(),
+            waiters_live: 0,
             failed: None,
             unsynced: false,
         };
@@ -293,14 +296,20 @@ impl Partition {
     }
 
     /// Registers a waiter resolved when the high watermark next moves. Waiters whose request
-    /// went away are dropped here, so the list stays bounded by the live long-polls.
+    /// went away are dropped whenever the list has doubled since the last pass, so it stays
+    /// within twice the live long-polls and a registration costs amortized O(1) (a pass per
+    /// registration made many registrations quadratic).
     pub fn add_waiter(&mut self, waiter: Waiter) {
-        self.waiters
-            .retain(|w| w.borrow().as_ref().is_some_and(|tx| !tx.is_canceled()));
+        if self.waiters.len() >= 2 * self.waiters_live.max(8) {
+            self.waiters
+                .retain(|w| w.borrow().as_ref().is_some_and(|tx| !tx.is_canceled()));
+            self.waiters_live = self.waiters.len();
+        }
         self.waiters.push(waiter);
     }
 
     pub(super) fn notify_waiters(&mut self) {
+        self.waiters_live = 0;
         for w in self.waiters.drain(..) {
             if let Some(tx) = w.borrow_mut().take() {
                 let _ = tx.send(());

@@ -27,6 +27,7 @@ pub async fn handle(shard: &ShardRef, request: DeleteTopicsRequest) -> ResponseK
             ),
         }
     }
+    let names = super::first_of_each(names, |n: &String| n.clone());
     let ids: Vec<_> = names
         .iter()
         .map(|n| image.topics.get(n).map(|m| m.topic_id))

@@ -27,8 +27,10 @@ fn entry(name: &str, value: String, source: i8, read_only: bool) -> DescribeConf
 pub fn handle(shard: &ShardRef, request: DescribeConfigsRequest) -> ResponseKind {
     let image = shard.image();
     let c = &shard.config;
-    let results = request
-        .resources
+    let resources = super::first_of_each(request.resources, |r| {
+        (r.resource_type, r.resource_name.clone())
+    });
+    let results = resources
         .into_iter()
         .map(|res| {
             let mut out = DescribeConfigsResult::default()

@@ -12,8 +12,18 @@ use crate::runtime::shard::ShardRef;
 
 pub async fn handle(shard: &ShardRef, request: DescribeGroupsRequest) -> ResponseKind {
     let mut groups = Vec::new();
-    for id in request.groups {
+    // Each group is described once however often it is named; an id too long to be a group's
+    // is answered without asking a coordinator.
+    for id in super::first_of_each(request.groups, |g| g.0.clone()) {
         let group_id = id.to_string();
+        if group_id.len() > crate::constants::GROUP_ID_BYTES_MAX {
+            groups.push(
+                DescribedGroup::default()
+                    .with_group_id(id)
+                    .with_error_code(crate::protocol::ErrorCode::InvalidGroupId.code()),
+            );
+            continue;
+        }
         let call = GroupCall::Describe {
             group_id: group_id.clone(),
         };

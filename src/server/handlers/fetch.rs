@@ -36,7 +36,14 @@ pub async fn handle(
     // Kafka answers at once when any partition is in error.
     let mut unknown = false;
     let mut topics: Vec<TopicOut<FetchRecords>> = Vec::new();
-    for (ti, topic) in request.topics.iter().enumerate() {
+    // A partition named twice is read once (Kafka keys fetch partitions by name and index).
+    let requested = super::collapse_topics(
+        request.topics,
+        |t| (t.topic.0.clone(), t.topic_id),
+        |t| &mut t.partitions,
+        |p| p.partition,
+    );
+    for (ti, topic) in requested.iter().enumerate() {
         let name = topic.topic.to_string();
         let partitions = image.topics.get(&name).map(|t| t.partitions as i32);
         let mut parts = Vec::new();
@@ -80,6 +87,7 @@ pub async fn handle(
                     PartitionRequest::Fetch {
                         offset: *offset,
                         max_bytes: *max,
+                        request_bytes_max: request_max,
                     },
                 )
             })

@@ -10,6 +10,11 @@ use crate::runtime::shard::ShardRef;
 
 pub async fn handle(shard: &ShardRef, request: LeaveGroupRequest, version: i16) -> ResponseKind {
     let group_id = request.group_id.to_string();
+    // A member named twice leaves once; the response lists it once.
+    let mut request = request;
+    request.members = super::first_of_each(std::mem::take(&mut request.members), |m| {
+        (m.member_id.clone(), m.group_instance_id.clone())
+    });
     let members: Vec<(String, Option<String>)> = if version >= 3 {
         request
             .members

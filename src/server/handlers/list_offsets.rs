@@ -16,7 +16,13 @@ pub async fn handle(shard: &ShardRef, request: ListOffsetsRequest) -> ResponseKi
     let mut places = Vec::new();
     let mut items = Vec::new();
     let mut topics = Vec::new();
-    for (ti, topic) in request.topics.into_iter().enumerate() {
+    let requested = super::collapse_topics(
+        request.topics,
+        |t| t.name.0.clone(),
+        |t| &mut t.partitions,
+        |p| p.partition_index,
+    );
+    for (ti, topic) in requested.into_iter().enumerate() {
         let name = topic.name.to_string();
         let count = image.topics.get(&name).map(|t| t.partitions as i32);
         let mut parts = Vec::new();

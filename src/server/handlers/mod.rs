@@ -33,6 +33,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
+use crate::constants::RESPONSE_BYTES_MAX;
 use crate::protocol::fetch_response::Piece;
 use crate::protocol::versions;
 use crate::runtime::shard::ShardRef;
@@ -183,9 +184,65 @@ fn encode(correlation_id: i32, api_key: ApiKey, version: i16, response: Response
     if let Err(e) = response.encode(&mut buf, version) {
         return Reply::Close(format!("encoding {api_key:?} v{version} response: {e}"));
     }
+    // Requests are deduplicated before any work, so only a very large cluster can come near
+    // this; past it the connection is closed rather than a response of any size queued.
+    if buf.len() - 4 > RESPONSE_BYTES_MAX {
+        return Reply::Close(format!(
+            "{api_key:?} v{version} response of {} bytes is over {RESPONSE_BYTES_MAX}",
+            buf.len() - 4
+        ));
+    }
     let size = (buf.len() - 4) as i32;
     buf[0..4].copy_from_slice(&size.to_be_bytes());
     Reply::Send(buf.freeze())
+}
+
+/// Collapses duplicates in a request's topic list, as Kafka does by building maps from it:
+/// entries naming the same topic are merged, and within a topic only the first entry of each
+/// partition key is kept, in request order. A request naming one partition 100,000 times then
+/// costs the work (and the response bytes) of naming it once.
+pub fn collapse_topics<T, K, P, PK>(
+    topics: Vec<T>,
+    name: impl Fn(&T) -> K,
+    partitions: impl Fn(&mut T) -> &mut Vec<P>,
+    partition_key: impl Fn(&P) -> PK,
+) -> Vec<T>
+where
+    K: std::hash::Hash + Eq,
+    PK: std::hash::Hash + Eq,
+{
+    let mut at: std::collections::HashMap<K, usize> = std::collections::HashMap::new();
+    let mut out: Vec<T> = Vec::new();
+    for mut topic in topics {
+        match at.entry(name(&topic)) {
+            std::collections::hash_map::Entry::Occupied(e) => {
+                let more = std::mem::take(partitions(&mut topic));
+                partitions(&mut out[*e.get()]).extend(more);
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(out.len());
+                out.push(topic);
+            }
+        }
+    }
+    for topic in &mut out {
+        let list = partitions(topic);
+        let taken = std::mem::take(list);
+        *list = first_of_each(taken, &partition_key);
+    }
+    out
+}
+
+/// The first item of each key, in order.
+pub fn first_of_each<T, K: std::hash::Hash + Eq>(items: Vec<T>, key: impl Fn(&T) -> K) -> Vec<T> {
+    let mut seen = std::collections::HashSet::with_capacity(items.len().min(1024));
+    items.into_iter().filter(|i| seen.insert(key(i))).collect()
+}
+
+/// True if `name` can name a topic at all (Kafka's 249-byte limit): checked before a name is
+/// copied per partition, so a 30 KB name listed with 20,000 partitions costs nothing.
+pub fn topic_name_fits(name: &str) -> bool {
+    !name.is_empty() && name.len() <= crate::constants::TOPIC_NAME_BYTES_MAX
 }
 
 /// A `StrBytes` from a `&str`.

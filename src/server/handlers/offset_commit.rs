@@ -12,8 +12,16 @@ use crate::protocol::types::TopicPartition;
 use crate::protocol::ErrorCode;
 use crate::runtime::shard::ShardRef;
 
-pub async fn handle(shard: &ShardRef, request: OffsetCommitRequest) -> ResponseKind {
+pub async fn handle(shard: &ShardRef, mut request: OffsetCommitRequest) -> ResponseKind {
     let image = shard.image();
+    // A partition committed twice in one request is committed once (the first entry), so a
+    // request cannot multiply the records written (each repeats the group id).
+    request.topics = super::collapse_topics(
+        std::mem::take(&mut request.topics),
+        |t| t.name.0.clone(),
+        |t| &mut t.partitions,
+        |p| p.partition_index,
+    );
     let group_id = request.group_id.to_string();
     // Partitions of unknown topics are answered at once; the rest go to the coordinator.
     let mut offsets = Vec::new();

@@ -13,13 +13,27 @@ use crate::runtime::shard::ShardRef;
 
 pub async fn handle(shard: &ShardRef, request: OffsetDeleteRequest) -> ResponseKind {
     let group_id = request.group_id.to_string();
+    let mut request = request;
+    request.topics = super::collapse_topics(
+        std::mem::take(&mut request.topics),
+        |t| t.name.0.clone(),
+        |t| &mut t.partitions,
+        |p| p.partition_index,
+    );
+    // Names too long to be a topic's are not copied per partition (the coordinator answers
+    // UNKNOWN_TOPIC_OR_PARTITION for them by their empty name).
     let partitions: Vec<TopicPartition> = request
         .topics
         .iter()
         .flat_map(|t| {
+            let name = if super::topic_name_fits(t.name.as_str()) {
+                t.name.as_str()
+            } else {
+                ""
+            };
             t.partitions
                 .iter()
-                .map(|p| TopicPartition::new(t.name.as_str(), p.partition_index))
+                .map(move |p| TopicPartition::new(name, p.partition_index))
         })
         .collect();
     let count = partitions.len();

@@ -30,6 +30,7 @@ pub async fn handle(shard: &ShardRef, request: ProduceRequest) -> ResponseKind {
         .map(|t| t.name.to_string())
         .filter(|n| !image.topics.contains_key(n))
         .collect();
+    let missing = super::first_of_each(missing, |n: &String| n.clone());
     if acks_valid && !missing.is_empty() {
         super::create_topics::auto_create(shard, missing).await;
         image = shard.image();

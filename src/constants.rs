@@ -22,6 +22,9 @@ pub const MESSAGE_MAX_BYTES_MAX: u32 = 512 * 1024 * 1024;
 /// Largest fetch response the broker builds, whatever the client asks (Kafka's
 /// `fetch.max.bytes`).
 pub const FETCH_MAX_BYTES_DEFAULT: u32 = 55 * 1024 * 1024;
+/// Largest response other than Fetch (whose records are bounded by `fetch_max_bytes`) that a
+/// connection sends; past it the connection is closed.
+pub const RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Longest long-poll wait honoured for a fetch.
 pub const FETCH_WAIT_MAX_MS: u64 = 30_000;
 /// Default number of partitions for auto-created topics.
@@ -42,9 +45,13 @@ pub const DIRECT_IO_ALIGNMENT_BYTES: u64 = 4096;
 /// One offset-index entry is added after at least this many bytes of batches (Kafka's
 /// `index.interval.bytes`).
 pub const INDEX_INTERVAL_BYTES: u64 = 4096;
-/// The active segment's disk space is allocated ahead in steps of this size (at most
-/// `segment_bytes`), so an fdatasync commits a size change only once per step, and a new
-/// partition does not claim a whole segment of disk at once.
+/// The active segment's disk space is allocated ahead of the writes, so an fdatasync commits a
+/// size change only once per allocation. A new segment starts with this much; each extension
+/// doubles what the segment has, up to steps of `PREALLOCATE_STEP_BYTES` (and at most
+/// `segment_bytes`), so space follows the data written: an empty broker with its 16 offsets
+/// partitions holds a few MiB, not 16 × 64 MiB.
+pub const PREALLOCATE_FIRST_BYTES: u64 = 256 * 1024;
+/// Largest single extension of a segment's allocation.
 pub const PREALLOCATE_STEP_BYTES: u64 = 64 * 1024 * 1024;
 /// Bytes of request frames one connection may hold in progress (frames read but not yet
 /// answered); the reader waits when a new frame would pass it.
@@ -99,10 +106,13 @@ const _: () = assert!(MESSAGE_MAX_BYTES_DEFAULT <= SOCKET_REQUEST_MAX_BYTES_DEFA
 const _: () = assert!(SOCKET_REQUEST_MAX_BYTES_DEFAULT as usize <= RESERVED_ALLOCATION_BYTES_MIN);
 const _: () = assert!(DIRECT_IO_ALIGNMENT_BYTES.is_power_of_two());
 const _: () = assert!(PREALLOCATE_STEP_BYTES % DIRECT_IO_ALIGNMENT_BYTES == 0);
+const _: () = assert!(PREALLOCATE_FIRST_BYTES % DIRECT_IO_ALIGNMENT_BYTES == 0);
+const _: () = assert!(PREALLOCATE_FIRST_BYTES <= PREALLOCATE_STEP_BYTES);
 // The largest frame must fit the connection budget, or it could never be read.
 const _: () = assert!(CONNECTION_IN_FLIGHT_BYTES_MAX >= SOCKET_REQUEST_MAX_BYTES_DEFAULT as u64);
 const _: () = assert!(SEGMENT_BYTES_MIN % DIRECT_IO_ALIGNMENT_BYTES == 0);
 const _: () = assert!(TAIL_CACHE_BYTES_DEFAULT >= MESSAGE_MAX_BYTES_DEFAULT as u64);
+const _: () = assert!(RESPONSE_BYTES_MAX <= i32::MAX as usize);
 // Every record the metadata log writes is one replay accepts: a record replay refuses would
 // cut the log (and, before this bound, cost a topic and its acknowledged data).
 const _: () = assert!(METADATA_RECORD_BYTES_BOUND < METADATA_RECORD_BYTES_MAX as usize);

@@ -180,3 +180,36 @@ fn age_roll_and_time_retention() {
     let records = common::consume_from(&consumer, "aged", &[(0, Offset::Beginning)], 10, TIMEOUT);
     common::assert_offsets_contiguous(0, &records, 10);
 }
+
+/// Bytes of disk a directory tree occupies (allocated blocks, not file lengths).
+fn disk_bytes(dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let meta = entry.metadata().unwrap();
+        total += meta.blocks() * 512;
+        if meta.is_dir() {
+            total += disk_bytes(&entry.path());
+        }
+    }
+    total
+}
+
+/// A broker holding one topic with three records once occupied 1.1 GB: each of the 16
+/// `__consumer_offsets` partitions preallocated a 64 MiB segment at start. Preallocation now
+/// grows with the data written, so an empty broker fits in 64 MiB.
+#[test]
+fn an_almost_empty_broker_uses_little_disk() {
+    let mut broker = common::Broker::start(&[]);
+    let bootstrap = broker.bootstrap();
+    common::create_topic(&bootstrap, "small", 1);
+    produce(&bootstrap, "small", 0..3);
+    broker.terminate();
+    let used = disk_bytes(&broker.data_dir());
+    assert!(
+        used <= 64 * 1024 * 1024,
+        "the data directory occupies {} MiB",
+        used / (1024 * 1024)
+    );
+}

@@ -12,7 +12,9 @@ use std::rc::Rc;
 use super::index::SegmentIndex;
 use super::recovery::{scan_segment, ScanResult, ScanStop};
 use super::{Error, LogConfig};
-use crate::constants::PREALLOCATE_STEP_BYTES;
+use crate::constants::{
+    DIRECT_IO_ALIGNMENT_BYTES, PREALLOCATE_FIRST_BYTES, PREALLOCATE_STEP_BYTES,
+};
 use crate::protocol::types::{LeaderEpoch, Offset};
 use crate::runtime::io::LogFile;
 
@@ -231,7 +233,7 @@ pub async fn create_segment(
 ) -> Result<Segment, Error> {
     let path = log_path(dir, base);
     let file = Rc::new(LogFile::open(&path, true).await?);
-    let allocated_bytes = PREALLOCATE_STEP_BYTES.min(config.segment_bytes);
+    let allocated_bytes = PREALLOCATE_FIRST_BYTES.min(config.segment_bytes);
     file.preallocate(allocated_bytes).await?;
     sync_dir(dir)?;
     Ok(Segment {
@@ -246,6 +248,17 @@ pub async fn create_segment(
         closed: false,
         read_fd: Default::default(),
     })
+}
+
+/// How far to allocate a segment that holds `allocated_bytes` when a write must reach
+/// `written_end`: double what it has (at least `PREALLOCATE_FIRST_BYTES`, at most one
+/// `PREALLOCATE_STEP_BYTES` more), never past `segment_bytes` unless the write itself does (a
+/// batch larger than a lowered `segment.bytes` still fits the empty segment it starts).
+pub fn preallocation_target(allocated_bytes: u64, written_end: u64, segment_bytes: u64) -> u64 {
+    let base = allocated_bytes.max(written_end);
+    let growth = base.clamp(PREALLOCATE_FIRST_BYTES, PREALLOCATE_STEP_BYTES);
+    let target = (base + growth).min(segment_bytes).max(written_end);
+    target.div_ceil(DIRECT_IO_ALIGNMENT_BYTES) * DIRECT_IO_ALIGNMENT_BYTES
 }
 
 /// Closes a segment: cut the preallocated space, sync, persist the index. Takes what it needs
@@ -270,4 +283,31 @@ pub fn sync_dir(dir: &Path) -> Result<(), Error> {
             path: dir.to_owned(),
             source: e,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preallocation_doubles_up_to_the_step_and_stops_at_the_segment_size() {
+        let mib = 1024 * 1024;
+        let seg = 1024 * mib;
+        assert_eq!(
+            preallocation_target(PREALLOCATE_FIRST_BYTES, PREALLOCATE_FIRST_BYTES + 1, seg),
+            2 * PREALLOCATE_FIRST_BYTES + 4096
+        );
+        assert_eq!(preallocation_target(mib, mib + 4096, seg), 2 * mib + 8192);
+        assert_eq!(
+            preallocation_target(64 * mib, 64 * mib + 1, seg),
+            128 * mib + 4096
+        );
+        assert_eq!(
+            preallocation_target(512 * mib, 512 * mib + 1, seg),
+            577 * mib
+        );
+        assert_eq!(preallocation_target(1000 * mib, 1000 * mib + 1, seg), seg);
+        // A write past a lowered segment size still gets its space.
+        assert_eq!(preallocation_target(0, 3 * mib, 2 * mib), 3 * mib);
+    }
 }

@@ -13,7 +13,7 @@ use std::rc::Rc;
 use super::partition::{Partition, PartitionHandle};
 use super::segment::{self, now_ms};
 use super::FlushPolicy;
-use crate::constants::{DIRECT_IO_ALIGNMENT_BYTES, PREALLOCATE_STEP_BYTES};
+use crate::constants::DIRECT_IO_ALIGNMENT_BYTES;
 use crate::metrics::ProduceStage;
 use crate::protocol::types::Offset;
 use crate::runtime::io::LogFile;
@@ -220,7 +220,8 @@ impl Partition {
         let written_end =
             active.size_bytes.div_ceil(DIRECT_IO_ALIGNMENT_BYTES) * DIRECT_IO_ALIGNMENT_BYTES;
         let extend_to = if written_end > active.allocated_bytes {
-            let target = (written_end + PREALLOCATE_STEP_BYTES).min(segment_bytes);
+            let target =
+                segment::preallocation_target(active.allocated_bytes, written_end, segment_bytes);
             active.allocated_bytes = target;
             Some(target)
         } else {

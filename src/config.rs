@@ -86,6 +86,9 @@ pub struct Settings {
     /// How often retention runs [default: 30000]
     #[arg(long)]
     pub retention_check_interval_ms: Option<u64>,
+    /// Messages each shard-to-shard channel holds before senders wait [default: 1024]
+    #[arg(long)]
+    pub mesh_channel_depth: Option<usize>,
     /// Smallest session timeout a group member may ask for [default: 1000]
     #[arg(long)]
     pub group_session_timeout_ms_min: Option<i32>,
@@ -126,6 +129,7 @@ impl Settings {
             tail_cache_bytes,
             spin_before_park_us,
             retention_check_interval_ms,
+            mesh_channel_depth,
             group_session_timeout_ms_min,
             group_session_timeout_ms_max,
             group_members_max
@@ -174,6 +178,8 @@ pub struct Config {
     pub log_level: String,
     pub log_format: LogFormat,
     pub spin_before_park_us: u64,
+    /// Depth of each shard-to-shard channel.
+    pub mesh_channel_depth: usize,
     pub retention_check_interval_ms: u64,
     pub node_id: i32,
     pub group: crate::group::GroupConfig,
@@ -352,6 +358,24 @@ impl Config {
                 "must be at least message_max_bytes",
             );
         }
+        // A frame larger than a connection's in-flight budget could never be read: its reader
+        // would wait forever for budget that cannot exist.
+        if socket_request_max_bytes as u64 > SOCKET_REQUEST_MAX_BYTES_MAX as u64 {
+            return refuse(
+                "socket_request_max_bytes",
+                format!(
+                    "must be at most {SOCKET_REQUEST_MAX_BYTES_MAX} (the per-connection budget \
+                     of frames in flight)"
+                ),
+            );
+        }
+        let mesh_channel_depth = s.mesh_channel_depth.unwrap_or(MESH_CHANNEL_DEPTH);
+        if !(1..=MESH_CHANNEL_DEPTH_MAX).contains(&mesh_channel_depth) {
+            return refuse(
+                "mesh_channel_depth",
+                format!("must be 1..={MESH_CHANNEL_DEPTH_MAX}"),
+            );
+        }
         let tail_cache_bytes = s.tail_cache_bytes.unwrap_or(TAIL_CACHE_BYTES_DEFAULT);
         let retention_ms = s.retention_ms.unwrap_or(RETENTION_MS_DEFAULT);
         if retention_ms < -1 {
@@ -402,6 +426,7 @@ impl Config {
             log_level,
             log_format,
             spin_before_park_us: s.spin_before_park_us.unwrap_or(0),
+            mesh_channel_depth,
             retention_check_interval_ms: s.retention_check_interval_ms.unwrap_or(30_000).max(100),
             node_id: NODE_ID_DEFAULT,
             group: crate::group::GroupConfig {
@@ -584,6 +609,30 @@ mod tests {
         assert!(!ok("unknown.key", "1"));
         // The longest accepted value fits the bound the metadata log's record limit rests on.
         assert!(i64::MIN.to_string().len() <= TOPIC_CONFIG_VALUE_BYTES_MAX);
+    }
+
+    /// A frame above the per-connection budget once waited forever for budget (the connection
+    /// leaked); such a limit is refused at start.
+    #[test]
+    fn socket_request_max_bytes_fits_the_connection_budget() {
+        let refused = Config::resolve(
+            Settings {
+                socket_request_max_bytes: Some(SOCKET_REQUEST_MAX_BYTES_MAX + 1),
+                ..Default::default()
+            },
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(refused.setting, "socket_request_max_bytes");
+        let big = Config::resolve(
+            Settings {
+                message_max_bytes: Some(200 * 1024 * 1024),
+                socket_request_max_bytes: Some(200 * 1024 * 1024),
+                ..Default::default()
+            },
+            None,
+        );
+        assert!(big.is_err());
     }
 
     #[test]

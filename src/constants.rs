@@ -4,6 +4,9 @@
 
 /// Default largest request frame accepted from a client (Kafka's `socket.request.max.bytes`).
 pub const SOCKET_REQUEST_MAX_BYTES_DEFAULT: u32 = 100 * 1024 * 1024;
+/// Largest `socket_request_max_bytes` accepted: a frame must fit a connection's in-flight
+/// budget (`CONNECTION_IN_FLIGHT_BYTES_MAX`), or reading it would wait forever.
+pub const SOCKET_REQUEST_MAX_BYTES_MAX: u32 = 128 * 1024 * 1024;
 /// Default size at which the active segment rolls (Kafka's `segment.bytes`).
 pub const SEGMENT_BYTES_DEFAULT: u64 = 1024 * 1024 * 1024;
 /// Smallest segment size accepted in the configuration (the batch limit is clamped to it).
@@ -39,6 +42,8 @@ pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 pub const SHARDS_MAX: usize = 256;
 /// Depth of each shard-to-shard channel in the mesh; senders wait when it is full.
 pub const MESH_CHANNEL_DEPTH: usize = 1024;
+/// Largest configurable mesh channel depth (each slot is one message of a few dozen bytes).
+pub const MESH_CHANNEL_DEPTH_MAX: usize = 1 << 16;
 /// O_DIRECT alignment used for every write: the largest logical block size we expect (4 KiB
 /// covers 512e and 4Kn disks).
 pub const DIRECT_IO_ALIGNMENT_BYTES: u64 = 4096;
@@ -109,7 +114,8 @@ const _: () = assert!(PREALLOCATE_STEP_BYTES % DIRECT_IO_ALIGNMENT_BYTES == 0);
 const _: () = assert!(PREALLOCATE_FIRST_BYTES % DIRECT_IO_ALIGNMENT_BYTES == 0);
 const _: () = assert!(PREALLOCATE_FIRST_BYTES <= PREALLOCATE_STEP_BYTES);
 // The largest frame must fit the connection budget, or it could never be read.
-const _: () = assert!(CONNECTION_IN_FLIGHT_BYTES_MAX >= SOCKET_REQUEST_MAX_BYTES_DEFAULT as u64);
+const _: () = assert!(CONNECTION_IN_FLIGHT_BYTES_MAX >= SOCKET_REQUEST_MAX_BYTES_MAX as u64);
+const _: () = assert!(SOCKET_REQUEST_MAX_BYTES_DEFAULT <= SOCKET_REQUEST_MAX_BYTES_MAX);
 const _: () = assert!(SEGMENT_BYTES_MIN % DIRECT_IO_ALIGNMENT_BYTES == 0);
 const _: () = assert!(TAIL_CACHE_BYTES_DEFAULT >= MESSAGE_MAX_BYTES_DEFAULT as u64);
 const _: () = assert!(RESPONSE_BYTES_MAX <= i32::MAX as usize);

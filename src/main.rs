@@ -11,7 +11,9 @@ fn main() {
     // Logging starts in `cli::run`, once the configuration (and its log settings) is known.
     let cli = tusk::cli::Cli::parse();
     if let Err(e) = tusk::cli::run(cli) {
-        eprintln!("tusk: {e:#}");
+        // Not eprintln!: it panics when stderr cannot be written (a full disk).
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "tusk: {e:#}");
         std::process::exit(1);
     }
 }

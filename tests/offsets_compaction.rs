@@ -93,3 +93,64 @@ fn offsets_log_is_snapshotted_and_recovers_from_the_snapshot() {
         );
     }
 }
+
+/// An offsets partition that cannot be recovered (here: its snapshot is gone while the
+/// segments it covered were deleted) stays offline: the broker starts, that partition's groups
+/// get COORDINATOR_NOT_AVAILABLE instead of empty offsets, and other groups work. (It used to
+/// stop the whole broker's start.)
+#[test]
+fn an_unrecoverable_offsets_partition_stays_offline_alone() {
+    let mut broker = common::Broker::start(&["--segment-bytes", "1048576"]);
+    let bootstrap = broker.bootstrap();
+    common::create_topic(&bootstrap, TOPIC, 1);
+    let consumer = common::consumer_with(&bootstrap, &[("group.id", GROUP)]);
+    let metadata = "m".repeat(4000);
+    for i in 0..300i64 {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(TOPIC, 0, Offset::Offset(i))
+            .unwrap();
+        tpl.find_partition(TOPIC, 0)
+            .unwrap()
+            .set_metadata(&metadata);
+        consumer.commit(&tpl, CommitMode::Sync).unwrap();
+    }
+    drop(consumer);
+    broker.terminate();
+    let damaged = broker.data_dir().join(format!(
+        "__consumer_offsets-{}",
+        tusk::group::offsets::offsets_partition(GROUP)
+    ));
+    std::fs::remove_file(damaged.join("offsets.snapshot")).expect("the partition was compacted");
+    broker.restart();
+    let other = (0..)
+        .map(|i| format!("other-{i}"))
+        .find(|g| {
+            tusk::group::offsets::offsets_partition(g)
+                != tusk::group::offsets::offsets_partition(GROUP)
+        })
+        .unwrap();
+    let healthy = common::consumer_with(&bootstrap, &[("group.id", &other)]);
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(TOPIC, 0, Offset::Offset(7))
+        .unwrap();
+    healthy
+        .commit(&tpl, CommitMode::Sync)
+        .expect("a group on a healthy offsets partition commits");
+    let mut want = TopicPartitionList::new();
+    want.add_partition(TOPIC, 0);
+    let got = healthy
+        .committed_offsets(want.clone(), Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(
+        got.find_partition(TOPIC, 0).unwrap().offset(),
+        Offset::Offset(7)
+    );
+    let stranded = common::consumer_with(&bootstrap, &[("group.id", GROUP)]);
+    let answer = stranded.committed_offsets(want, Duration::from_secs(3));
+    assert!(
+        answer.is_err(),
+        "the offline partition's group must not read empty offsets: {answer:?}"
+    );
+    let logs = broker.logs();
+    assert!(logs.contains("stays offline"), "{logs}");
+}

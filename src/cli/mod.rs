@@ -101,13 +101,31 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// stderr for logs, dropping what it cannot take. When stderr is a file on a full disk, a
+/// failed write must cost that log line, nothing else: tracing-subscriber reports a failed
+/// write with `eprintln!`, which panics when stderr fails too, and the panic hook's own log
+/// line then panicked again and aborted the broker (SIGABRT under ordinary load on a full disk).
+struct LossyStderr;
+
+impl std::io::Write for LossyStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
+}
+
 /// Structured logs on stderr: `level` is a tracing filter (validated by `Config`).
 fn init_logging(level: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(|| LossyStderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -505,7 +505,7 @@ impl Controller {
             }
             for (owner, list) in by_owner.into_iter().enumerate() {
                 if owner == shard.id.0 {
-                    shard.delete_partitions(&list);
+                    shard.delete_partitions(&list).await;
                 } else if !list.is_empty() {
                     let (tx, rx) = oneshot::channel();
                     shard

@@ -223,35 +223,42 @@ fn park(
     rx
 }
 
-/// INVALID_GROUP_ID, in the call's own reply shape, for a group id over `GROUP_ID_BYTES_MAX`.
-fn refuse_long_group_id(call: &GroupCall) -> Option<GroupReply> {
-    let code = ErrorCode::InvalidGroupId;
-    let too_long = |id: &String| id.len() > crate::constants::GROUP_ID_BYTES_MAX;
+impl GroupCall {
+    /// The group the call is for (`None` for `List`, which is for every group of a shard).
+    pub fn group_id(&self) -> Option<&str> {
+        match self {
+            GroupCall::Join { group_id, .. }
+            | GroupCall::Sync { group_id, .. }
+            | GroupCall::Heartbeat { group_id, .. }
+            | GroupCall::Leave { group_id, .. }
+            | GroupCall::Commit { group_id, .. }
+            | GroupCall::Fetch { group_id, .. }
+            | GroupCall::Describe { group_id }
+            | GroupCall::Delete { group_id }
+            | GroupCall::DeleteOffsets { group_id, .. } => Some(group_id),
+            GroupCall::List => None,
+        }
+    }
+}
+
+/// `code` as the answer to `call`, in the call's own reply shape.
+fn refusal(call: &GroupCall, code: ErrorCode) -> GroupReply {
     match call {
-        GroupCall::Join { group_id, .. } if too_long(group_id) => {
-            Some(join_error(code, String::new()))
+        GroupCall::Join { .. } => join_error(code, String::new()),
+        GroupCall::Sync { .. } => sync_error(code),
+        GroupCall::Leave { members, .. } => GroupReply::Codes(vec![code; members.len()]),
+        GroupCall::Commit { offsets, .. } => GroupReply::Codes(vec![code; offsets.len()]),
+        GroupCall::DeleteOffsets { partitions, .. } => {
+            GroupReply::Codes(vec![code; partitions.len()])
         }
-        GroupCall::Sync { group_id, .. } if too_long(group_id) => Some(sync_error(code)),
-        GroupCall::Leave { group_id, members } if too_long(group_id) => {
-            Some(GroupReply::Codes(vec![code; members.len()]))
-        }
-        GroupCall::Commit {
-            group_id, offsets, ..
-        } if too_long(group_id) => Some(GroupReply::Codes(vec![code; offsets.len()])),
-        GroupCall::DeleteOffsets {
-            group_id,
-            partitions,
-        } if too_long(group_id) => Some(GroupReply::Codes(vec![code; partitions.len()])),
-        GroupCall::Heartbeat { group_id, .. } | GroupCall::Delete { group_id }
-            if too_long(group_id) =>
-        {
-            Some(GroupReply::Code(code))
-        }
-        GroupCall::Fetch { group_id, .. } if too_long(group_id) => Some(GroupReply::Offsets {
+        GroupCall::Fetch { .. } => GroupReply::Offsets {
             error: code,
             offsets: Vec::new(),
-        }),
-        _ => None,
+        },
+        GroupCall::Heartbeat { .. }
+        | GroupCall::Delete { .. }
+        | GroupCall::Describe { .. }
+        | GroupCall::List => GroupReply::Code(code),
     }
 }
 
@@ -328,8 +335,15 @@ impl Coordinator {
     }
 
     pub async fn handle(&self, call: GroupCall) -> GroupReply {
-        if let Some(reply) = refuse_long_group_id(&call) {
-            return reply;
+        if let Some(id) = call.group_id() {
+            if id.len() > crate::constants::GROUP_ID_BYTES_MAX {
+                return refusal(&call, ErrorCode::InvalidGroupId);
+            }
+            // Its offsets partition could not be recovered: answering from an empty view
+            // would let consumers reset their positions, so the coordinator is unavailable.
+            if self.offsets.is_offline(id) {
+                return refusal(&call, ErrorCode::CoordinatorNotAvailable);
+            }
         }
         match call {
             GroupCall::Join { group_id, request } => self.join(&group_id, request).await,

@@ -181,60 +181,86 @@ fn decode_snapshot(bytes: &[u8]) -> Option<Snapshot> {
 /// The committed offsets of the groups this shard coordinates.
 pub struct OffsetStore {
     logs: HashMap<u32, OffsetLog>,
+    /// Partitions owned here whose recovery failed.
+    offline: std::collections::HashSet<u32>,
     committed: RefCell<HashMap<String, GroupOffsets>>,
 }
 
 impl OffsetStore {
-    /// Opens (recovering) and replays the offsets partitions `shard` owns.
+    /// Opens (recovering) and replays the offsets partitions `shard` owns. One that cannot be
+    /// recovered is logged and left offline (its groups get COORDINATOR_NOT_AVAILABLE); the
+    /// rest of the broker serves.
     pub async fn open(
         data_dir: &Path,
         shard: ShardId,
         shard_count: usize,
         log: &LogConfig,
-    ) -> Result<OffsetStore, String> {
+    ) -> OffsetStore {
         let mut store = OffsetStore {
             logs: HashMap::new(),
             committed: RefCell::new(HashMap::new()),
+            offline: std::collections::HashSet::new(),
         };
         for p in 0..OFFSETS_PARTITIONS {
             let tp = TopicPartition::new(OFFSETS_TOPIC, p as i32);
             if partition_owner(OFFSETS_TOPIC, tp.partition, shard_count) != shard {
                 continue;
             }
-            let dir = data_dir.join(tp.to_string());
-            crate::cluster::controller::claim_partition_dir(&dir, Some(OFFSETS_TOPIC_ID))?;
-            let part = Partition::open(&dir, tp.clone(), log.clone(), LeaderEpoch(0))
-                .await
-                .map_err(|e| format!("{tp}: {e}"))?;
-            // The snapshot first (the state of the deleted segments), then every record still
-            // in the log; newer records win, so replaying some the snapshot covers is harmless.
-            let snapshot = std::fs::read(snapshot_path(&dir))
-                .ok()
-                .and_then(|b| decode_snapshot(&b));
-            match snapshot {
-                Some(snapshot) => store.load_snapshot(snapshot),
-                // Segments were deleted because a snapshot covered them: without it, committed
-                // offsets would silently be lost, so refuse to start instead.
-                None if part.borrow().log_start.0 > 0 => {
-                    return Err(format!(
-                        "{tp}: the offsets snapshot is missing or corrupt and the segments it covered are gone"
-                    ))
+            match store.open_one(data_dir, &tp, log).await {
+                Ok(part) => {
+                    store.logs.insert(
+                        p,
+                        OffsetLog {
+                            part,
+                            inflight: std::cell::Cell::new(0),
+                        },
+                    );
                 }
-                None => {}
+                Err(e) => {
+                    tracing::error!(partition = %tp, error = %e,
+                        "an offsets partition could not be recovered; it stays offline and its \
+                         groups get COORDINATOR_NOT_AVAILABLE");
+                    store.offline.insert(p);
+                }
             }
-            store
-                .replay(&part)
-                .await
-                .map_err(|e| format!("{tp}: {e}"))?;
-            store.logs.insert(
-                p,
-                OffsetLog {
-                    part,
-                    inflight: std::cell::Cell::new(0),
-                },
-            );
         }
-        Ok(store)
+        store
+    }
+
+    /// Recovers one offsets partition and applies its snapshot and records.
+    async fn open_one(
+        &self,
+        data_dir: &Path,
+        tp: &TopicPartition,
+        log: &LogConfig,
+    ) -> Result<PartitionHandle, String> {
+        let dir = data_dir.join(tp.to_string());
+        crate::cluster::controller::claim_partition_dir(&dir, Some(OFFSETS_TOPIC_ID))?;
+        let part = Partition::open(&dir, tp.clone(), log.clone(), LeaderEpoch(0))
+            .await
+            .map_err(|e| e.to_string())?;
+        // The snapshot first (the state of the deleted segments), then every record still in
+        // the log; newer records win, so replaying some the snapshot covers is harmless.
+        let snapshot = std::fs::read(snapshot_path(&dir))
+            .ok()
+            .and_then(|b| decode_snapshot(&b));
+        match snapshot {
+            Some(snapshot) => self.load_snapshot(snapshot),
+            // Segments were deleted because a snapshot covered them: without it, committed
+            // offsets would silently be lost.
+            None if part.borrow().log_start.0 > 0 => return Err(
+                "the offsets snapshot is missing or corrupt and the segments it covered are gone"
+                    .into(),
+            ),
+            None => {}
+        }
+        self.replay(&part).await.map_err(|e| e.to_string())?;
+        Ok(part)
+    }
+
+    /// True if the group's offsets partition is owned here but could not be recovered.
+    pub fn is_offline(&self, group: &str) -> bool {
+        self.offline.contains(&offsets_partition(group))
     }
 
     async fn replay(&self, part: &PartitionHandle) -> Result<(), crate::storage::Error> {
@@ -247,13 +273,20 @@ impl OffsetStore {
             let mut at = 0usize;
             while at + BATCH_HEADER_BYTES <= read.records.len() {
                 let batch = &read.records[at..];
-                let header = record_batch::parse_header(batch, usize::MAX, false)
+                // CRC checked: a closed segment trusted through its index is not scanned at
+                // recovery, and a damaged record must not be applied as a committed offset.
+                let header = record_batch::parse_header(batch, usize::MAX, true)
                     .map_err(crate::storage::Error::InvalidBatch)?;
-                record_batch::for_each_record(batch, &header, |offset, key, value| {
+                let whole = record_batch::for_each_record(batch, &header, |offset, key, value| {
                     if offset >= next {
                         self.apply(offset.0, key, value);
                     }
                 });
+                if !whole {
+                    return Err(crate::storage::Error::InvalidBatch(
+                        crate::protocol::record_batch::BatchError::Invalid,
+                    ));
+                }
                 next = header.last_offset().next();
                 at += header.total_bytes;
             }

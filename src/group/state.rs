@@ -145,6 +145,9 @@ pub struct Group {
     config: GroupConfig,
 }
 
+/// Longest part of a member id taken from the client id.
+pub const MEMBER_ID_CLIENT_PREFIX_BYTES_MAX: usize = 255;
+
 impl Group {
     pub fn new(id: impl Into<String>, config: GroupConfig) -> Group {
         Group {
@@ -169,13 +172,20 @@ impl Group {
 
     /// A member id as Kafka makes them: the client id and a random part, so ids never repeat
     /// (not after a broker restart, not after an empty group is forgotten).
+    /// The client id is cut to `MEMBER_ID_CLIENT_PREFIX_BYTES_MAX`: a client id may be up to
+    /// 32,767 bytes, and a member id longer than that cannot be encoded in JoinGroup v0-v5 (the
+    /// group then never stabilised, as every leader answer failed to encode).
     fn new_member_id(&mut self, client_id: &str) -> String {
         self.next_member_number += 1;
         let random: String = crate::cluster::metadata::random_id()
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        format!("{client_id}-{random}")
+        let mut cut = client_id.len().min(MEMBER_ID_CLIENT_PREFIX_BYTES_MAX);
+        while !client_id.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        format!("{}-{random}", &client_id[..cut])
     }
 
     /// Protocols every member (and the joining one) supports, in the joining member's order.

@@ -374,3 +374,23 @@ fn rejoining_releases_a_parked_sync() {
         error: ErrorCode::RebalanceInProgress
     }));
 }
+
+/// A client id of 32,767 bytes (the wire's limit) makes a member id JoinGroup v0-v5 can still
+/// encode (their strings carry an i16 length).
+#[test]
+fn member_ids_stay_encodable_whatever_the_client_id() {
+    let mut g = Group::new("g", config());
+    let mut long = request("", &["range"]);
+    long.client_id = "é".repeat(16_383) + "x";
+    let (outcome, _) = g.join(long, 0);
+    let JoinOutcome::MemberIdRequired(id) = outcome else {
+        panic!("expected MEMBER_ID_REQUIRED: {outcome:?}")
+    };
+    assert!(
+        id.len() <= MEMBER_ID_CLIENT_PREFIX_BYTES_MAX + 33,
+        "{} bytes",
+        id.len()
+    );
+    assert!(id.len() < i16::MAX as usize);
+    assert!(id.starts_with('é'));
+}

@@ -31,8 +31,23 @@ impl std::fmt::Display for IoError {
 
 impl std::error::Error for IoError {}
 
+/// glommio's error as the kernel's: the errno is kept (ENOSPC, EIO, EMFILE must stay
+/// distinguishable: a full disk is transient, a failed fsync is not).
 fn to_io(e: glommio::GlommioError<()>) -> io::Error {
-    io::Error::other(e.to_string())
+    match e {
+        glommio::GlommioError::IoError(e) => e,
+        glommio::GlommioError::EnhancedIoError { source, .. } => source,
+        other => io::Error::from(other),
+    }
+}
+
+/// True for errors that mean a resource is exhausted for now (disk space, quota, descriptors,
+/// memory): the operation may succeed later, so they fail the request, not the partition.
+pub fn is_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOSPC | libc::EDQUOT | libc::EMFILE | libc::ENFILE | libc::ENOMEM)
+    )
 }
 
 /// Bytes ready for one O_DIRECT write: block-aligned memory, padded to whole blocks.

@@ -155,7 +155,7 @@ pub struct MeshEnds {
 }
 
 /// Builds the full mesh: `ends[i].senders[j]` sends from shard i to shard j.
-pub fn build(shard_count: usize) -> Vec<MeshEnds> {
+pub fn build(shard_count: usize, depth: usize) -> Vec<MeshEnds> {
     let mut ends: Vec<MeshEnds> = (0..shard_count)
         .map(|_| MeshEnds {
             senders: (0..shard_count).map(|_| None).collect(),
@@ -165,7 +165,7 @@ pub fn build(shard_count: usize) -> Vec<MeshEnds> {
     for from in 0..shard_count {
         for to in 0..shard_count {
             if from != to {
-                let (tx, rx) = shared_channel::new_bounded(crate::constants::MESH_CHANNEL_DEPTH);
+                let (tx, rx) = shared_channel::new_bounded(depth);
                 ends[from].senders[to] = Some(tx);
                 ends[to].receivers[from] = Some(rx);
             }

@@ -142,7 +142,10 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
     let mut metadata = Some(metadata);
     let mut handles = Vec::new();
-    for (i, ends) in mesh::build(config.shards).into_iter().enumerate() {
+    for (i, ends) in mesh::build(config.shards, config.mesh_channel_depth)
+        .into_iter()
+        .enumerate()
+    {
         let controller = if i == placement::CONTROLLER_SHARD.0 {
             metadata.take().map(Controller::new_sendable)
         } else {
@@ -318,7 +321,7 @@ async fn shard_main(
     };
     let offsets =
         crate::group::offsets::OffsetStore::open(&config.data_dir, id, config.shards, &offsets_log)
-            .await?;
+            .await;
     let coordinator = Rc::new(crate::group::coordinator::Coordinator::new(
         offsets,
         config.group.clone(),
@@ -362,13 +365,21 @@ async fn shard_main(
     {
         let shard = shard.clone();
         io::spawn(async move {
+            // Out of descriptors (EMFILE) every accept fails until connections close: log the
+            // first failure and then at most one summary a minute, and retry.
+            let mut failures = 0u64;
+            let mut logged_at: Option<std::time::Instant> = None;
             loop {
                 match listener.accept().await {
                     Ok(stream) => {
                         io::spawn(crate::server::connection::serve(shard.clone(), stream))
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
+                        failures += 1;
+                        if logged_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                            tracing::warn!(error = %e, failures, "accept failed; retrying");
+                            logged_at = Some(std::time::Instant::now());
+                        }
                         io::sleep(Duration::from_millis(10)).await;
                     }
                 }

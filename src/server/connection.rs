@@ -25,6 +25,8 @@ type InFlight = (io::Task<Reply>, io::BudgetPermit, i16);
 /// Requests of one connection in progress at once (librdkafka pipelines up to 5 per broker for
 /// idempotent producers, up to 1M otherwise).
 const IN_FLIGHT_MAX: usize = 64;
+/// Kafka's Produce API key.
+const PRODUCE_API_KEY: i16 = 0;
 /// Largest chunk the body buffer grows by per read.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
@@ -49,6 +51,7 @@ pub async fn serve(shard: ShardRef, stream: TcpStream) {
     let budget = io::Budget::new(CONNECTION_IN_FLIGHT_BYTES_MAX);
     let writer_task = io::spawn_joinable(write_responses(writer, queue_rx));
     let max_bytes = shard.config.socket_request_max_bytes;
+    let sequencer = crate::runtime::shard::Sequencer::new();
     loop {
         let frame = match read_frame(&mut reader, max_bytes, &budget).await {
             Ok(Some(frame)) => frame,
@@ -63,7 +66,11 @@ pub async fn serve(shard: ShardRef, stream: TcpStream) {
         crate::metrics::with(|m| m.request(api_key, frame.len() + 4));
         let shard = shard.clone();
         let peer = peer_host.clone();
-        let task = io::spawn_joinable(async move { handlers::handle(&shard, frame, &peer).await });
+        // Produces take their turn in read order: their partition work is handed to the owners
+        // in that order, whatever each one waits for on the way.
+        let turn = (api_key == PRODUCE_API_KEY).then(|| sequencer.turn());
+        let task =
+            io::spawn_joinable(async move { handlers::handle(&shard, frame, &peer, turn).await });
         if !queue_tx.push((task, permit, api_key)).await {
             break;
         }

@@ -31,7 +31,44 @@ pub struct SegmentIndex {
     pub max_timestamp_ms: i64,
 }
 
+/// The state of an index at one point of its segment, to return to if the batches placed after
+/// it are taken back (a write that failed for lack of space).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexMark {
+    offsets_len: usize,
+    times_len: usize,
+    bytes_since_offset_entry: u64,
+    bytes_since_time_entry: u64,
+    max_timestamp_ms: i64,
+}
+
 impl SegmentIndex {
+    /// Where the index stands now.
+    pub fn mark(&self) -> IndexMark {
+        IndexMark {
+            offsets_len: self.offsets.len(),
+            times_len: self.times.len(),
+            bytes_since_offset_entry: self.bytes_since_offset_entry,
+            bytes_since_time_entry: self.bytes_since_time_entry,
+            max_timestamp_ms: self.max_timestamp_ms,
+        }
+    }
+
+    /// Forgets every batch recorded after `mark`: the index is then exactly what it was.
+    pub fn rewind(&mut self, mark: IndexMark) {
+        assert!(
+            mark.offsets_len <= self.offsets.len() && mark.times_len <= self.times.len(),
+            "an index rewinds only backwards: mark {mark:?}, now {} offset and {} time entries",
+            self.offsets.len(),
+            self.times.len()
+        );
+        self.offsets.truncate(mark.offsets_len);
+        self.times.truncate(mark.times_len);
+        self.bytes_since_offset_entry = mark.bytes_since_offset_entry;
+        self.bytes_since_time_entry = mark.bytes_since_time_entry;
+        self.max_timestamp_ms = mark.max_timestamp_ms;
+    }
+
     pub fn new() -> Self {
         SegmentIndex {
             max_timestamp_ms: -1,
@@ -232,6 +269,26 @@ mod tests {
             let start = index.lookup_time(ts);
             assert!(start <= batch * 1000, "scan for {ts} starts past its batch");
         }
+    }
+
+    #[test]
+    fn rewind_returns_to_the_mark_exactly() {
+        let mut index = SegmentIndex::new();
+        for i in 0..37u32 {
+            index.on_batch(i * 10, i * 1000, 1000, 1000 + i as i64 * 10, 4096);
+        }
+        let mark = index.mark();
+        let before = index.clone();
+        for i in 37..100u32 {
+            index.on_batch(i * 10, i * 1000, 1000, 1000 + i as i64 * 10, 4096);
+        }
+        index.rewind(mark);
+        assert_eq!(index, before);
+        // The same batches placed again build the same index as a fresh build.
+        for i in 37..100u32 {
+            index.on_batch(i * 10, i * 1000, 1000, 1000 + i as i64 * 10, 4096);
+        }
+        assert_eq!(index, build());
     }
 
     #[test]

@@ -93,6 +93,16 @@ impl From<IoError> for Error {
 }
 
 impl Error {
+    /// True if the operation failed for lack of a resource that may come back (disk space,
+    /// quota, descriptors): the request fails, the partition does not.
+    pub fn is_exhaustion(&self) -> bool {
+        match self {
+            Error::Io(e) => crate::runtime::io::is_exhaustion(&e.source),
+            Error::Fs { source, .. } => crate::runtime::io::is_exhaustion(source),
+            _ => false,
+        }
+    }
+
     /// The Kafka error code a client is answered with.
     pub fn error_code(&self) -> crate::protocol::ErrorCode {
         use crate::protocol::record_batch::BatchError;

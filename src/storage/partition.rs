@@ -45,6 +45,20 @@ pub(super) struct CachedBatch {
     pub bytes: Bytes,
 }
 
+/// The active segment as of the end of the last successful write (the `written` stage): what
+/// a write that fails for lack of space returns the partition to.
+#[derive(Debug, Clone)]
+pub(super) struct WrittenMark {
+    /// Offset after the last written batch.
+    pub offset: Offset,
+    pub size_bytes: u64,
+    pub allocated_bytes: u64,
+    pub index: super::index::IndexMark,
+    /// The unflushed tail block as of that write: its aligned file position and bytes.
+    pub tail_file_pos: u64,
+    pub tail: Vec<u8>,
+}
+
 /// What an append did.
 pub enum AppendOutcome {
     /// Appended at `base_offset`; `durable` resolves when the flush policy is satisfied.
@@ -79,6 +93,12 @@ pub struct Partition {
     pub(super) failed: Option<String>,
     /// Written but not yet fdatasynced (interval flush policy).
     pub(super) unsynced: bool,
+    /// The state to return to if the writes after it fail for lack of space.
+    pub(super) written: WrittenMark,
+    /// How to undo the idempotence state of each batch appended after `written`, oldest first.
+    pub(super) producer_undo: VecDeque<super::producer::ProducerUndo>,
+    /// A write failed for lack of space and none has succeeded since (logged once).
+    pub(super) exhausted: bool,
 }
 
 impl Partition {
@@ -119,7 +139,7 @@ impl Partition {
                 last_epoch = scan.last_epoch;
                 if replay_from.is_none_or(|from| *base >= from) {
                     for h in &scan.producer_batches {
-                        producers.record(
+                        let _ = producers.record(
                             h.producer_id,
                             h.producer_epoch,
                             h.base_sequence,
@@ -162,6 +182,14 @@ impl Partition {
             "tail block must be read whole at recovery"
         );
         let log_start = *segments.keys().next().expect("at least one segment");
+        let written = WrittenMark {
+            offset: log_end,
+            size_bytes: active.size_bytes,
+            allocated_bytes: active.allocated_bytes,
+            index: active.index.mark(),
+            tail_file_pos,
+            tail: tail.clone(),
+        };
         let partition = Partition {
             tp,
             dir: dir.to_owned(),
@@ -182,6 +210,9 @@ impl Partition {
             waiters_live: 0,
             failed: None,
             unsynced: false,
+            written,
+            producer_undo: VecDeque::new(),
+            exhausted: false,
         };
         Ok(Rc::new(RefCell::new(partition)))
     }
@@ -255,13 +286,14 @@ impl Partition {
             header.base_offset = offset;
             header.leader_epoch = epoch;
             if header.is_idempotent() {
-                p.producers.record(
+                let undo = p.producers.record(
                     header.producer_id,
                     header.producer_epoch,
                     header.base_sequence,
                     header.last_sequence(),
                     offset,
                 );
+                p.producer_undo.push_back(undo);
             }
             p.log_end = header.last_offset().next();
             let bytes = owned.split_to(header.total_bytes).freeze();
@@ -348,6 +380,86 @@ impl Partition {
         }
     }
 
+    /// Takes back everything appended after the last successful write, because a write (or
+    /// the allocation or segment roll before it) failed for lack of a resource that may come
+    /// back (disk space, descriptors). Unlike `fail`, the partition stays writable: the next
+    /// produce gets the offsets the failed batches had. Every waiting produce is answered with
+    /// the error; nothing it carried was acknowledged.
+    pub(super) fn rewind_to_written(&mut self, why: String) {
+        if !self.exhausted {
+            tracing::warn!(partition = %self.tp, error = %why, log_end = self.log_end.0,
+                written = self.written.offset.0,
+                "a write failed for lack of space or descriptors; produces get \
+                 KAFKA_STORAGE_ERROR until one succeeds (logged once)");
+            self.exhausted = true;
+        }
+        for pending in self.pending.drain(..) {
+            if let Some(done) = pending.done {
+                let _ = done.send(Err(why.clone()));
+            }
+        }
+        let mark = self.written.clone();
+        let active = self
+            .segments
+            .values_mut()
+            .next_back()
+            .expect("active segment");
+        assert!(
+            mark.size_bytes <= active.size_bytes && mark.offset <= active.next_offset,
+            "rewind only goes back: mark {mark:?}, active segment at {} bytes, offset {}",
+            active.size_bytes,
+            active.next_offset.0
+        );
+        active.size_bytes = mark.size_bytes;
+        active.next_offset = mark.offset;
+        active.allocated_bytes = mark.allocated_bytes;
+        active.index.rewind(mark.index);
+        self.tail = mark.tail;
+        self.tail_file_pos = mark.tail_file_pos;
+        self.log_end = mark.offset;
+        self.cache.retain(|c| c.base < mark.offset);
+        self.cache_bytes = self.cache.iter().map(|c| c.bytes.len() as u64).sum();
+        while self
+            .producer_undo
+            .back()
+            .is_some_and(|u| u.base >= mark.offset)
+        {
+            let undo = self.producer_undo.pop_back().expect("checked");
+            self.producers.undo(undo);
+        }
+        assert!(
+            self.log_start <= self.high_watermark && self.high_watermark <= self.log_end,
+            "after a rewind: log_start {} <= high_watermark {} <= log_end {}",
+            self.log_start.0,
+            self.high_watermark.0,
+            self.log_end.0
+        );
+    }
+
+    /// A write succeeded: `mark` is the new `written` stage, and the undo entries of the
+    /// batches it carried are no longer needed.
+    pub(super) fn on_written(&mut self, mark: WrittenMark) {
+        assert!(
+            mark.offset >= self.written.offset && mark.offset <= self.log_end,
+            "written moves forward within the log: from {} to {}, log_end {}",
+            self.written.offset.0,
+            mark.offset.0,
+            self.log_end.0
+        );
+        while self
+            .producer_undo
+            .front()
+            .is_some_and(|u| u.base < mark.offset)
+        {
+            self.producer_undo.pop_front();
+        }
+        if self.exhausted {
+            tracing::info!(partition = %self.tp, "writes succeed again");
+            self.exhausted = false;
+        }
+        self.written = mark;
+    }
+
     /// Takes the partition out of service (topic deleted): writes and waits fail from now on.
     pub fn close(&mut self, why: &str) {
         self.fail(why.to_string());
@@ -404,6 +516,50 @@ mod tests {
             }
             AppendOutcome::Duplicate { .. } => panic!("a fresh batch was taken for a duplicate"),
         }
+    }
+
+    /// `segment.bytes` lowered (IncrementalAlterConfigs applies at once) below a batch that is
+    /// already pending: the empty segment takes it. This once hit the writer's assertion and
+    /// stopped the broker.
+    #[test]
+    fn a_lowered_segment_size_never_strands_a_pending_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t-0");
+        let d = dir.path().to_owned();
+        crate::runtime::io::run_local(async move {
+            crate::runtime::io::prime_device_probe(&d, 0).await.unwrap();
+            let big = LogConfig {
+                segment_bytes: 4 << 20,
+                message_max_bytes: 4 << 20,
+                ..config()
+            };
+            let part = Partition::open(&path, TopicPartition::new("t", 0), big, LeaderEpoch(0))
+                .await
+                .unwrap();
+            // 1.5 MiB, then 3 MiB (one batch each): the second waits for the first's write.
+            let first = record_batch::encode_uncompressed(15, None, &[b'x'; 100_000], 0, 0);
+            let second = record_batch::encode_uncompressed(30, None, &[b'y'; 100_000], 0, 0);
+            let AppendOutcome::Appended { durable: a, .. } =
+                Partition::append(&part, &first).unwrap()
+            else {
+                panic!("appended")
+            };
+            let AppendOutcome::Appended { durable: b, .. } =
+                Partition::append(&part, &second).unwrap()
+            else {
+                panic!("appended")
+            };
+            part.borrow_mut().set_config(config()); // 1 MiB segments from now on
+            a.await.unwrap().unwrap();
+            b.await.unwrap().unwrap();
+            let p = part.borrow();
+            assert_eq!(p.high_watermark, Offset(45));
+            assert_eq!(
+                p.segments.len(),
+                2,
+                "the second batch rolled to its own segment"
+            );
+        });
     }
 
     /// A retry of a batch that lies in a closed segment is still recognised after a restart,

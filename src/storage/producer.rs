@@ -27,10 +27,20 @@ struct Remembered {
     base_offset: i64,
 }
 
-#[derive(Debug, Default, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct Producer {
     epoch: i16,
     batches: VecDeque<Remembered>,
+}
+
+/// How to take back one recorded batch: the producer's state before it (at most
+/// `PRODUCER_BATCHES_REMEMBERED` entries, so an undo is small).
+#[derive(Debug)]
+pub struct ProducerUndo {
+    /// Offset of the batch the undo takes back.
+    pub base: Offset,
+    producer_id: i64,
+    before: Option<Producer>,
 }
 
 /// Sequence state for every producer that wrote to the partition.
@@ -72,7 +82,16 @@ impl ProducerStates {
         }
     }
 
-    pub fn record(&mut self, producer_id: i64, epoch: i16, first: i32, last: i32, base: Offset) {
+    /// Records an appended batch; returns how to undo it (the producer's state before).
+    pub fn record(
+        &mut self,
+        producer_id: i64,
+        epoch: i16,
+        first: i32,
+        last: i32,
+        base: Offset,
+    ) -> ProducerUndo {
+        let before = self.producers.get(&producer_id).cloned();
         let p = self.producers.entry(producer_id).or_default();
         if epoch != p.epoch {
             p.epoch = epoch;
@@ -86,6 +105,19 @@ impl ProducerStates {
             last_sequence: last,
             base_offset: base.0,
         });
+        ProducerUndo {
+            base,
+            producer_id,
+            before,
+        }
+    }
+
+    /// Takes back one recorded batch (undos are applied newest first).
+    pub fn undo(&mut self, undo: ProducerUndo) {
+        match undo.before {
+            Some(p) => self.producers.insert(undo.producer_id, p),
+            None => self.producers.remove(&undo.producer_id),
+        };
     }
 }
 

@@ -261,18 +261,13 @@ pub fn preallocation_target(allocated_bytes: u64, written_end: u64, segment_byte
     target.div_ceil(DIRECT_IO_ALIGNMENT_BYTES) * DIRECT_IO_ALIGNMENT_BYTES
 }
 
-/// Closes a segment: cut the preallocated space, sync, persist the index. Takes what it needs
-/// by value so the caller holds no borrow of the partition across the awaits.
-pub async fn close_segment(
-    dir: &Path,
-    base: Offset,
-    file: Rc<LogFile>,
-    size_bytes: u64,
-    index_bytes: Vec<u8>,
-) -> Result<(), Error> {
+/// Closes a segment's file: cut the preallocated space and sync. The caller then persists its
+/// index (`index_path`). Takes what it needs by value so the caller holds no borrow of the
+/// partition across the awaits.
+pub async fn close_segment(file: Rc<LogFile>, size_bytes: u64) -> Result<(), Error> {
     file.truncate(size_bytes).await?;
     file.sync().await?;
-    write_synced(&index_path(dir, base), &index_bytes)
+    Ok(())
 }
 
 pub fn sync_dir(dir: &Path) -> Result<(), Error> {
@@ -304,7 +299,7 @@ mod tests {
         );
         assert_eq!(
             preallocation_target(512 * mib, 512 * mib + 1, seg),
-            577 * mib
+            576 * mib + 4096
         );
         assert_eq!(preallocation_target(1000 * mib, 1000 * mib + 1, seg), seg);
         // A write past a lowered segment size still gets its space.

@@ -35,6 +35,8 @@ struct WriteJob {
     sync: bool,
     /// Allocate the file up to this size before writing.
     extend_to: Option<u64>,
+    /// The `written` stage once this write succeeds.
+    mark_after: Option<super::partition::WrittenMark>,
 }
 
 enum Step {
@@ -42,7 +44,7 @@ enum Step {
     /// Nothing to write, but a sync is running: wait for it, complete its job.
     Wait,
     Roll,
-    Write(WriteJob),
+    Write(Box<WriteJob>),
 }
 
 /// Milliseconds since the epoch as i64.
@@ -72,19 +74,44 @@ pub(super) async fn run(part: PartitionHandle) {
                     continue;
                 }
                 if let Err(e) = roll(&part).await {
+                    if part.borrow().failed.is_some() {
+                        // Closed (its topic deleted) while rolling: stop; nothing to fail.
+                        part.borrow_mut().writer_active = false;
+                        return;
+                    }
+                    if e.is_exhaustion() {
+                        // No space or descriptors for the new segment: the appends waiting for
+                        // it are taken back; the next produce tries the roll again.
+                        part.borrow_mut().rewind_to_written(e.to_string());
+                        continue;
+                    }
                     part.borrow_mut().fail(e.to_string());
                     part.borrow_mut().writer_active = false;
                     return;
                 }
             }
-            Step::Write(mut job) => {
+            Step::Write(job) => {
+                let mut job = *job;
                 let result = write_job(&mut job).await;
+                if result.is_ok() {
+                    let mark = job.mark_after.take().expect("a write job carries its mark");
+                    part.borrow_mut().on_written(mark);
+                }
                 if let Some((task, previous)) = syncing.take() {
                     finish_sync(&part, task, previous).await;
                 }
                 let failed = part.borrow().failed.clone();
                 match (result, failed) {
                     (_, Some(why)) => part.borrow_mut().complete(job, Err(why)),
+                    // A full disk (or no descriptors) is transient: nothing of this write or
+                    // after it is acknowledged, the log returns to what was written, and the
+                    // partition keeps serving. Only an IO error fails it.
+                    (Err(e), None) if e.is_exhaustion() => {
+                        for (done, _) in job.dones {
+                            let _ = done.send(Err(e.to_string()));
+                        }
+                        part.borrow_mut().rewind_to_written(e.to_string());
+                    }
                     (Err(e), None) => part.borrow_mut().complete(job, Err(e.to_string())),
                     (Ok(()), None) if job.sync => {
                         let file = job.file.clone();
@@ -151,6 +178,7 @@ impl Partition {
             .expect("active segment");
         let first = self.pending.front().expect("pending");
         let first_len = first.bytes.len() as u64;
+        let first_offset = first.header.base_offset;
         let too_old = now_ms().saturating_sub(active.created_ms) > segment_ms;
         if active.size_bytes > 0
             && (active.size_bytes + first_len > segment_bytes
@@ -169,9 +197,11 @@ impl Partition {
                 break;
             }
             let len = next.bytes.len() as u64;
-            if active.size_bytes + len > segment_bytes
-                || !fits_relative(next.header.last_offset(), active.base_offset)
-            {
+            // An empty segment always takes its first batch: `segment.bytes` may have been
+            // lowered below a batch that was already pending (that once stopped the broker
+            // on the assertion below).
+            let full = active.size_bytes > 0 && active.size_bytes + len > segment_bytes;
+            if full || !fits_relative(next.header.last_offset(), active.base_offset) {
                 break;
             }
             let p = self.pending.pop_front().expect("pending");
@@ -197,7 +227,13 @@ impl Partition {
         }
         assert!(
             placed > 0,
-            "a pending batch must fit an empty segment (message_max_bytes <= segment_bytes)"
+            "the writer places at least one batch: segment {} at {} bytes, segment_bytes {}, \
+             first pending batch {} bytes at offset {}",
+            active.base_offset.0,
+            active.size_bytes,
+            segment_bytes,
+            first_len,
+            first_offset.0
         );
         let placed_len: u64 = placed_bytes.iter().map(|b| b.len() as u64).sum();
         assert_eq!(
@@ -227,7 +263,16 @@ impl Partition {
         } else {
             None
         };
-        Step::Write(WriteJob {
+        let mark_after = super::partition::WrittenMark {
+            offset: last,
+            size_bytes: active.size_bytes,
+            allocated_bytes: active.allocated_bytes,
+            index: active.index.mark(),
+            tail_file_pos: self.tail_file_pos,
+            tail: self.tail.clone(),
+        };
+        Step::Write(Box::new(WriteJob {
+            mark_after: Some(mark_after),
             extend_to,
             file: active.file.clone(),
             pos: job_pos,
@@ -236,7 +281,7 @@ impl Partition {
             new_high_watermark: last,
             dones,
             sync: self.config.flush == FlushPolicy::Always,
-        })
+        }))
     }
 
     fn complete(&mut self, job: WriteJob, result: Result<(), String>) {
@@ -296,15 +341,34 @@ async fn roll(part: &PartitionHandle) -> Result<(), super::Error> {
             p.producers.snapshot(active.next_offset),
         )
     };
-    segment::close_segment(&dir, base, file, size, index_bytes).await?;
+    // The partition may be closed (its topic deleted) during any await: stop before creating
+    // a file by path, which could land in a re-created topic's directory.
+    let closed = || -> Result<(), super::Error> {
+        match &part.borrow().failed {
+            Some(why) => Err(super::Error::Failed(why.clone())),
+            None => Ok(()),
+        }
+    };
+    segment::close_segment(file, size).await?;
+    closed()?;
+    segment::write_synced(&segment::index_path(&dir, base), &index_bytes)?;
     // Written before the new segment exists: recovery trusts a snapshot only for the segment
     // named like it, so a crash in between just means scanning, never a wrong state.
     segment::write_synced(&segment::snapshot_path(&dir, next), &snapshot)?;
     let new_segment = segment::create_segment(&dir, next, &config).await?;
+    closed()?;
     let mut p = part.borrow_mut();
     if let Some(old) = p.segments.get_mut(&base) {
         old.closed = true;
     }
+    p.written = super::partition::WrittenMark {
+        offset: next,
+        size_bytes: 0,
+        allocated_bytes: new_segment.allocated_bytes,
+        index: new_segment.index.mark(),
+        tail_file_pos: 0,
+        tail: Vec::new(),
+    };
     p.segments.insert(next, new_segment);
     p.tail.clear();
     p.tail_file_pos = 0;

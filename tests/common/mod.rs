@@ -70,12 +70,22 @@ pub struct Broker {
     root: TempDir,
     extra_args: Vec<String>,
     starts: usize,
+    /// Where the data directory and the logs live when not under `root` (a small filesystem).
+    placed_in: Option<PathBuf>,
+    /// An open-files limit (soft and hard) for the broker process.
+    pub open_files_max: Option<u64>,
 }
 
 impl Broker {
     /// Starts a broker with `--shards 2` plus `extra_args`, and waits until it
     /// accepts TCP connections.
     pub fn start(extra_args: &[&str]) -> Broker {
+        Broker::start_in(None, extra_args)
+    }
+
+    /// Like `start`, with the data directory and the logs under `dir` (which the caller
+    /// removes), e.g. on a small filesystem that the test fills.
+    pub fn start_in(dir: Option<PathBuf>, extra_args: &[&str]) -> Broker {
         let root = tempfile::Builder::new()
             .prefix("tusk-test-")
             .tempdir()
@@ -86,9 +96,36 @@ impl Broker {
             root,
             extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
             starts: 0,
+            placed_in: dir,
+            open_files_max: None,
         };
         broker.spawn();
         broker
+    }
+
+    /// Like `start`, with the broker's open-files limit (soft and hard) set to `max`.
+    pub fn start_with_open_files(max: u64, extra_args: &[&str]) -> Broker {
+        let root = tempfile::Builder::new()
+            .prefix("tusk-test-")
+            .tempdir()
+            .expect("create a temporary directory");
+        let mut broker = Broker {
+            child: None,
+            port: free_port(),
+            root,
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+            starts: 0,
+            placed_in: None,
+            open_files_max: Some(max),
+        };
+        broker.spawn();
+        broker
+    }
+
+    fn base_dir(&self) -> PathBuf {
+        self.placed_in
+            .clone()
+            .unwrap_or_else(|| self.root.path().to_owned())
     }
 
     pub fn bootstrap(&self) -> String {
@@ -100,11 +137,11 @@ impl Broker {
     }
 
     pub fn data_dir(&self) -> PathBuf {
-        self.root.path().join("data")
+        self.base_dir().join("data")
     }
 
     fn log_path(&self, start: usize) -> PathBuf {
-        self.root.path().join(format!("broker-{start}.log"))
+        self.base_dir().join(format!("broker-{start}.log"))
     }
 
     pub fn pid(&self) -> u32 {
@@ -147,14 +184,36 @@ impl Broker {
         let log = File::create(&log_path)
             .unwrap_or_else(|e| panic!("create {}: {e}", log_path.display()));
         let log_for_stderr = log.try_clone().expect("clone the log file handle");
-        let child = Command::new(env!("CARGO_BIN_EXE_tusk"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tusk"));
+        if let Some(max) = self.open_files_max {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe and touches only the child's limits.
+            unsafe {
+                command.pre_exec(move || {
+                    let limit = libc::rlimit {
+                        rlim_cur: max,
+                        rlim_max: max,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = command
             .arg("serve")
             .arg("--data-dir")
             .arg(self.data_dir())
             .arg("--listen")
             .arg(self.bootstrap())
-            .arg("--shards")
-            .arg("2")
+            // Two shards unless the test picks its own count.
+            .args(
+                (!self.extra_args.iter().any(|a| a == "--shards"))
+                    .then_some(["--shards", "2"])
+                    .into_iter()
+                    .flatten(),
+            )
             // Tests run brokers in parallel: metrics only where a test asks for them.
             .args(
                 (!self.extra_args.iter().any(|a| a == "--metrics-listen"))
@@ -661,6 +720,23 @@ pub fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
         }
     }
     wait_for_topic(bootstrap, name, partitions, Duration::from_secs(30));
+}
+
+/// Creates `name`; the broker's error code if it refuses.
+pub fn try_create_topic(bootstrap: &str, name: &str, partitions: i32) -> Result<(), String> {
+    let admin = admin(bootstrap);
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let results = block_on(
+        admin.create_topics([&topic], &admin_options()),
+        Duration::from_secs(30),
+        "CreateTopics",
+    )
+    .map_err(|e| e.to_string())?;
+    match results.into_iter().next() {
+        Some(Ok(_)) => Ok(()),
+        Some(Err((_, code))) => Err(format!("{code:?}")),
+        None => Err("no result".into()),
+    }
 }
 
 /// Deletes `name` and asserts the broker reported success.

@@ -111,7 +111,13 @@ pub fn decode(mut frame: Bytes) -> Decoded {
 }
 
 /// Handles one request frame (without its size prefix) from a client at `peer_host`.
-pub async fn handle(shard: &ShardRef, frame: Bytes, peer_host: &str) -> Reply {
+/// `turn` is the request's place in its connection's order (produce requests only).
+pub async fn handle(
+    shard: &ShardRef,
+    frame: Bytes,
+    peer_host: &str,
+    turn: Option<crate::runtime::shard::Turn>,
+) -> Reply {
     let (correlation_id, api_key, version, client_id, request) = match decode(frame) {
         Decoded::Request {
             correlation_id,
@@ -134,11 +140,12 @@ pub async fn handle(shard: &ShardRef, frame: Bytes, peer_host: &str) -> Reply {
         RequestKind::ApiVersions(_) => api_versions::handle(),
         RequestKind::Metadata(r) => metadata::handle(shard, r, version).await,
         RequestKind::Produce(r) => {
+            let turn = turn.unwrap_or_else(|| crate::runtime::shard::Sequencer::new().turn());
             if r.acks == 0 {
-                produce::handle(shard, r).await;
+                produce::handle(shard, r, turn).await;
                 return Reply::Nothing;
             }
-            produce::handle(shard, r).await
+            produce::handle(shard, r, turn).await
         }
         RequestKind::Fetch(r) => return fetch::handle(shard, r, correlation_id, version).await,
         RequestKind::ListOffsets(r) => list_offsets::handle(shard, r).await,

@@ -9,7 +9,7 @@ use kafka_protocol::messages::{ProduceRequest, ResponseKind};
 use crate::protocol::types::TopicPartition;
 use crate::protocol::ErrorCode;
 use crate::runtime::mesh::{PartitionRequest, PartitionResponse};
-use crate::runtime::shard::ShardRef;
+use crate::runtime::shard::{ShardRef, Turn};
 
 fn error_partition(index: i32, code: ErrorCode) -> PartitionProduceResponse {
     PartitionProduceResponse::default()
@@ -20,7 +20,10 @@ fn error_partition(index: i32, code: ErrorCode) -> PartitionProduceResponse {
         .with_log_start_offset(-1)
 }
 
-pub async fn handle(shard: &ShardRef, request: ProduceRequest) -> ResponseKind {
+/// `turn`: the request's place in its connection's order; it is held through auto-creation
+/// and until every partition's batches are handed to their owners.
+pub async fn handle(shard: &ShardRef, request: ProduceRequest, mut turn: Turn) -> ResponseKind {
+    turn.wait().await;
     let acks = request.acks;
     let acks_valid = matches!(acks, -1..=1);
     let mut image = shard.image();
@@ -69,7 +72,7 @@ pub async fn handle(shard: &ShardRef, request: ProduceRequest) -> ResponseKind {
                 .with_partition_responses(partition_responses),
         );
     }
-    let answers = shard.execute(items).await;
+    let answers = shard.execute_in_turn(items, turn).await;
     for ((ti, pi), answer) in places.into_iter().zip(answers) {
         if let PartitionResponse::Produce {
             error,

@@ -36,6 +36,7 @@ fn append_run(iters: u64, in_flight: usize, flush: FlushPolicy, payload: Rc<Vec<
     let path = dir.path().join("bench-0");
     io::run_local(async move {
         let part = Partition::open(
+            &tusk::runtime::env::Env::real(),
             &path,
             TopicPartition::new("bench", 0),
             log_config(flush),

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::constants::*;
-use crate::storage::{FlushPolicy, LogConfig};
 
 /// Settings as given by flags or the TOML file; `None` means "not given here".
 #[derive(Debug, Default, Clone, Deserialize, clap::Args)]
@@ -152,6 +151,42 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// When appended bytes are made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushPolicy {
+    /// fdatasync after every write, before any acknowledgement (the default).
+    Always,
+    /// Acknowledge after the write; fdatasync at most this many milliseconds later.
+    IntervalMs(u64),
+    /// Never fdatasync (the page cache and disk cache decide).
+    Never,
+}
+
+/// Per-partition log settings (broker defaults, overridden per topic).
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub segment_bytes: u64,
+    pub segment_ms: u64,
+    pub retention_ms: i64,
+    pub retention_bytes: i64,
+    pub message_max_bytes: u32,
+    pub flush: FlushPolicy,
+    pub tail_cache_bytes: u64,
+    pub index_interval_bytes: u64,
+    /// false: each write carries one produce request's batch (a contrast for benchmarks).
+    pub group_commit: bool,
+}
+
+/// Limits of a consumer group, from the broker configuration.
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    pub session_timeout_ms_min: i32,
+    pub session_timeout_ms_max: i32,
+    pub members_max: usize,
+    /// Largest member metadata (subscription) or assignment accepted.
+    pub metadata_bytes_max: usize,
+}
+
 fn refuse<T>(setting: &'static str, reason: impl Into<String>) -> Result<T, ConfigError> {
     Err(ConfigError {
         setting,
@@ -182,7 +217,7 @@ pub struct Config {
     pub mesh_channel_depth: usize,
     pub retention_check_interval_ms: u64,
     pub node_id: i32,
-    pub group: crate::group::GroupConfig,
+    pub group: GroupConfig,
 }
 
 /// How log lines are written.
@@ -429,7 +464,7 @@ impl Config {
             mesh_channel_depth,
             retention_check_interval_ms: s.retention_check_interval_ms.unwrap_or(30_000).max(100),
             node_id: NODE_ID_DEFAULT,
-            group: crate::group::GroupConfig {
+            group: GroupConfig {
                 session_timeout_ms_min: session_min,
                 session_timeout_ms_max: session_max,
                 members_max,

@@ -98,6 +98,12 @@ pub const GROUP_ID_BYTES_MAX: usize = 4096;
 pub const GROUP_EMPTY_FORGET_MS: u64 = 10 * 60 * 1000;
 /// How often each shard advances its groups' timers (session and rebalance timeouts).
 pub const GROUP_TICK_MS: u64 = 100;
+/// Name of the internal offsets log; reserved, never a user topic.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// Partitions of the offsets log. Fixed forever: a group's partition must never change.
+pub const OFFSETS_PARTITIONS: u32 = 16;
+/// The internal topic's id (owns its partition directories).
+pub const OFFSETS_TOPIC_ID: [u8; 16] = [0xff; 16];
 /// Node id of this broker in a one-node cluster.
 pub const NODE_ID_DEFAULT: i32 = 0;
 /// Allocations of at least this size are reserved as no-reserve mappings; see `runtime::alloc`.

@@ -6,6 +6,8 @@
 //! and serves any client connection the kernel hands it; work for a partition another shard owns
 //! crosses the shard mesh as a message. See ARCHITECTURE.md for the map and its invariants.
 
+/// The global allocator that keeps forged wire counts from committing memory.
+pub mod alloc;
 /// `tusk bench`: a Kafka-protocol load generator with latency histograms and plots.
 pub mod bench;
 /// The command line (`tusk serve`, `tusk bench`).
@@ -22,13 +24,21 @@ pub mod constants;
 pub mod group;
 /// Prometheus metrics: per-shard atomics and the /metrics endpoint.
 pub mod metrics;
+/// Partition -> shard placement: a pure function of topic, partition and shard count.
+pub mod placement;
 /// The Kafka wire protocol: framing, versions, error codes, record batches.
 pub mod protocol;
-/// Shards, placement, the shard mesh and the IO seam (every glommio call).
+/// Replication: one replica per partition, deciding when the high watermark moves.
+pub mod replication;
+/// The runtime seam: executors, the IO trait, clock and randomness, tasks, TCP, the mesh.
 pub mod runtime;
 /// Connections and one handler per Kafka API.
 pub mod server;
+/// The per-core broker: shards, their messages, routing, long-poll waiters, start and stop.
+pub mod shard;
 /// The partition log: segments, group-commit appends, indexes, recovery, retention.
 pub mod storage;
+/// Test doubles for the runtime seam: a faulty file system, a manual clock, seeded randomness.
+pub mod testing;
 /// Host tuning for HDD nodes: `tusk tune check|apply` against tuning/hdd-profile.toml.
 pub mod tune;

@@ -2,10 +2,9 @@
 
 use clap::Parser;
 
-/// Huge single allocations become no-reserve mappings (see `tusk::runtime::alloc`).
+/// Huge single allocations become no-reserve mappings (see `tusk::alloc`).
 #[global_allocator]
-static ALLOCATOR: tusk::runtime::alloc::ReservingAllocator =
-    tusk::runtime::alloc::ReservingAllocator;
+static ALLOCATOR: tusk::alloc::ReservingAllocator = tusk::alloc::ReservingAllocator;
 
 fn main() {
     // Logging starts in `cli::run`, once the configuration (and its log settings) is known.

@@ -4,8 +4,6 @@
 //! persisted indexes and metadata-log frames. Nothing may panic and nothing may allocate from an
 //! unchecked count. The seed is printed on failure; set TUSK_FUZZ_SEED to replay one.
 
-use std::io::Write;
-
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::offset_commit_request::{
@@ -18,7 +16,7 @@ use kafka_protocol::messages::{
     RequestKind, TopicName,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
-use tusk::cluster::metadata::decode_frames;
+use tusk::cluster::records::decode_frames;
 use tusk::protocol::record_batch;
 use tusk::protocol::types::{LeaderEpoch, Offset};
 use tusk::server::handlers::{decode, Decoded};
@@ -27,11 +25,10 @@ use tusk::storage::recovery::scan_segment;
 
 const ROUNDS: usize = 25_000;
 
-/// The broker's allocator (see `tusk::runtime::alloc`). Without it, a mutated array count makes
+/// The broker's allocator (see `tusk::alloc`). Without it, a mutated array count makes
 /// the codec ask for tens of GB and the process aborts: this test found exactly that.
 #[global_allocator]
-static ALLOCATOR: tusk::runtime::alloc::ReservingAllocator =
-    tusk::runtime::alloc::ReservingAllocator;
+static ALLOCATOR: tusk::alloc::ReservingAllocator = tusk::alloc::ReservingAllocator;
 
 struct Rng(u64);
 
@@ -245,10 +242,7 @@ fn mutated_batches_indexes_and_metadata_never_panic() {
         let r = std::panic::catch_unwind(|| SegmentIndex::decode(&input));
         assert!(r.is_ok(), "seed {seed}, round {round}: index {input:02x?}");
     }
-    let dir = tempfile::tempdir().unwrap();
-    let log = tusk::cluster::LocalMetadataLog::open(dir.path()).unwrap();
-    drop(log);
-    let frames = std::fs::read(dir.path().join("__cluster_metadata.log")).unwrap();
+    let frames = metadata_log_bytes();
     for round in 0..ROUNDS {
         let input = mutate(&mut rng, &frames);
         let r = std::panic::catch_unwind(|| decode_frames(&input));
@@ -257,6 +251,21 @@ fn mutated_batches_indexes_and_metadata_never_panic() {
             "seed {seed}, round {round}: metadata {input:02x?}"
         );
     }
+}
+
+/// The bytes of a fresh metadata log (its first record), written on the in-memory disk.
+fn metadata_log_bytes() -> Vec<u8> {
+    use tusk::runtime::fs::Fs;
+    let fs = tusk::testing::FaultFs::new();
+    let env = tusk::testing::env(&fs, &tusk::testing::ManualClock::new(0), 7);
+    let dir = std::path::Path::new("/data");
+    futures_lite::future::block_on(async {
+        fs.create_dir_all(dir).await.unwrap();
+        tusk::cluster::LocalMetadataLog::open(&env, dir)
+            .await
+            .unwrap();
+    });
+    fs.contents(&dir.join("__cluster_metadata.log")).unwrap()
 }
 
 #[test]
@@ -271,18 +280,24 @@ fn mutated_segments_recover_a_valid_prefix() {
     }
     for round in 0..ROUNDS / 4 {
         let input = mutate(&mut rng, &segment);
-        let mut file = tempfile::tempfile().unwrap();
-        file.write_all(&input).unwrap();
-        let r = std::panic::catch_unwind(|| {
-            scan_segment(
-                &file,
-                input.len() as u64,
-                Offset(0),
-                1 << 20,
-                512,
-                LeaderEpoch(0),
-            )
-        });
+        let fs = tusk::testing::FaultFs::new();
+        let path = std::path::Path::new("/segment.log");
+        fs.put(path, &input);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            use tusk::runtime::fs::{Fs, OpenOptions};
+            futures_lite::future::block_on(async {
+                let file = fs.open(path, OpenOptions::read_only()).await.unwrap();
+                scan_segment(
+                    file.as_ref(),
+                    input.len() as u64,
+                    Offset(0),
+                    1 << 20,
+                    512,
+                    LeaderEpoch(0),
+                )
+                .await
+            })
+        }));
         let scan = match r {
             Ok(Ok(scan)) => scan,
             Ok(Err(e)) => panic!("seed {seed}, round {round}: scan error {e}"),

@@ -19,8 +19,8 @@ use super::consume::{fetch_once, for_each_value};
 use super::report::{new_histogram, Summary};
 use super::{pin_thread, show_progress, BenchError, LoadArgs, Progress, DEFAULT_DURATION};
 use crate::client::{read_response, topic_name, Connection};
+use crate::placement::fnv1a_32;
 use crate::protocol::batch_builder::{parse_compression, BatchBuilder};
-use crate::runtime::placement::fnv1a_32;
 
 /// What every producer thread is told.
 struct Plan {
@@ -472,7 +472,7 @@ fn e2e_consumer(
     Ok((hist, consumed.into_inner(), plan.epoch.elapsed()))
 }
 
-use crate::storage::writer::now_ms_i64 as wall_clock_ms;
+use crate::client::wall_clock_ms;
 
 /// A value of `len` pseudo-random bytes (xorshift), different per producer.
 fn filler(len: usize, seed: u64) -> Vec<u8> {

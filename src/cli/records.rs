@@ -14,9 +14,9 @@ use kafka_protocol::records::Compression;
 use serde_json::json;
 
 use super::topic::ClientArgs;
+use crate::client::wall_clock_ms as now_ms_i64;
 use crate::client::{topic_name, ClientError, Connection};
 use crate::protocol::batch_builder::BatchBuilder;
-use crate::storage::writer::now_ms_i64;
 
 /// Records per produce request (and bytes, whichever comes first).
 const BATCH_RECORDS_MAX: usize = 1000;

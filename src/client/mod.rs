@@ -59,6 +59,14 @@ fn protocol(e: impl std::fmt::Display) -> ClientError {
     ClientError::Protocol(e.to_string())
 }
 
+/// Milliseconds since the epoch (record timestamps the client sets).
+pub fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// Versions this client speaks, each capped by what the broker advertises.
 #[derive(Clone, Copy, Debug)]
 pub struct Versions {

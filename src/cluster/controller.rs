@@ -1,27 +1,22 @@
-//! The controller: the one writer of cluster metadata. Creates, deletes and grows topics by
-//! appending a record to the metadata log, then opening (or deleting) partitions on their owner
-//! shards and publishing the new image to every shard. Runs on: the controller shard (shard 0)
-//! only; other shards reach it through the mesh. Invariants: one metadata change at a time (a
-//! lock held across the whole change); a topic appears in any shard's image only after all its
-//! partitions are open on their owners, so a client that sees it can produce to it.
+//! The controller: decides metadata changes and proposes them as records. It validates a
+//! request against the image of committed records (its own view), proposes the record, and
+//! returns its index once committed; applying committed records (opening partitions,
+//! publishing images) is the shard layer's work. Runs on: the controller shard only. Invariant:
+//! one proposal at a time (the shard layer holds its lock across a whole change), so each
+//! validation sees every earlier change.
 
 use std::cell::RefCell;
-use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use futures_channel::oneshot;
-
-use super::metadata::{random_id, LocalMetadataLog, MetadataLog, MetadataRecord};
-use crate::config::validate_topic_config;
+use super::image::MetadataImage;
+use super::log::{MetadataError, MetadataLog};
+use super::records::MetadataRecord;
+use crate::config::{validate_topic_config, Config};
 use crate::constants::{
-    PARTITIONS_PER_TOPIC_MAX, TOPICS_MAX, TOPIC_CONFIGS_MAX, TOPIC_NAME_BYTES_MAX,
+    OFFSETS_TOPIC, PARTITIONS_PER_TOPIC_MAX, TOPICS_MAX, TOPIC_CONFIGS_MAX, TOPIC_NAME_BYTES_MAX,
 };
-use crate::protocol::types::{ShardId, TopicPartition};
-use crate::protocol::ErrorCode;
-use crate::runtime::io::LocalLock;
-use crate::runtime::mesh::{ControllerRequest, OpenPartition, ShardMessage};
-use crate::runtime::shard::Shard;
+use crate::runtime::env::Env;
 
 /// A topic to create, as CreateTopics (or auto-creation) asks.
 #[derive(Debug, Clone)]
@@ -34,11 +29,45 @@ pub struct NewTopic {
     pub configs: Vec<(String, String)>,
 }
 
-type Answer = (ErrorCode, Option<String>);
+/// Config keys to set (`Some`) or remove (`None`).
+pub type ConfigChanges = Vec<(String, Option<String>)>;
 
-pub struct Controller {
-    log: RefCell<LocalMetadataLog>,
-    lock: LocalLock,
+/// Why the controller refused a change (the server layer picks the Kafka error code).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControllerError {
+    InvalidTopic(String),
+    TopicExists(String),
+    UnknownTopic(String),
+    InvalidPartitions(String),
+    InvalidReplicationFactor(String),
+    InvalidConfig(String),
+    PolicyViolation(String),
+    /// The metadata log could not commit the record.
+    Log(String),
+    /// The record committed, but applying it failed (a partition could not be opened).
+    Apply(String),
+}
+
+impl ControllerError {
+    pub fn message(&self) -> &str {
+        match self {
+            ControllerError::InvalidTopic(m)
+            | ControllerError::TopicExists(m)
+            | ControllerError::UnknownTopic(m)
+            | ControllerError::InvalidPartitions(m)
+            | ControllerError::InvalidReplicationFactor(m)
+            | ControllerError::InvalidConfig(m)
+            | ControllerError::PolicyViolation(m)
+            | ControllerError::Log(m)
+            | ControllerError::Apply(m) => m,
+        }
+    }
+}
+
+impl From<MetadataError> for ControllerError {
+    fn from(e: MetadataError) -> Self {
+        ControllerError::Log(e.to_string())
+    }
 }
 
 /// Kafka's topic name rules: 1..=249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
@@ -46,7 +75,7 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name == "." || name == ".." {
         return Err(format!("topic name `{name}` is not allowed"));
     }
-    if name == crate::group::offsets::OFFSETS_TOPIC {
+    if name == OFFSETS_TOPIC {
         return Err(format!(
             "topic name `{name}` is reserved for committed offsets"
         ));
@@ -67,506 +96,191 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Name of the file in each partition directory naming the topic id it belongs to.
-pub const PARTITION_MARKER: &str = "partition.metadata";
-
-/// Makes `dir` belong to the topic with `topic_id`. The broker never deletes a partition
-/// directory on its own: one left by an earlier topic of the same name (deleted while the
-/// broker was down) is moved aside to `<dir>.orphaned-<ms>` for an operator to remove. A
-/// marker that cannot be read as a topic id (empty, torn, missing beside data) is an error for
-/// this partition only, never taken for a mismatch.
-pub fn claim_partition_dir(dir: &Path, topic_id: Option<[u8; 16]>) -> Result<(), String> {
-    let Some(id) = topic_id else {
-        return Ok(());
-    };
-    let marker = dir.join(PARTITION_MARKER);
-    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
-    match std::fs::read(&marker) {
-        Ok(existing) => match parse_marker(&existing) {
-            Some(found) if found == hex => return Ok(()),
-            Some(found) => move_aside(dir, &found)?,
-            None => {
-                return Err(format!(
-                    "{}: unreadable ({} bytes, not a topic id); this partition stays offline \
-                     until an operator repairs or removes the directory",
-                    marker.display(),
-                    existing.len()
-                ))
-            }
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if dir_has_entries(dir)? {
-                return Err(format!(
-                    "{}: missing beside existing files; this partition stays offline until an \
-                     operator repairs or removes the directory",
-                    marker.display()
-                ));
-            }
-        }
-        Err(e) => return Err(format!("read {}: {e}", marker.display())),
-    }
-    std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    if let Some(parent) = dir.parent() {
-        sync_dir(parent)?;
-    }
-    write_marker(dir, &hex)
-}
-
-/// The topic id a marker names: 32 hex digits and a newline.
-fn parse_marker(bytes: &[u8]) -> Option<String> {
-    let text = std::str::from_utf8(bytes).ok()?.trim();
-    (text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit())).then(|| text.to_string())
-}
-
-/// True if `dir` holds anything but a marker's temp file (a crash while claiming it).
-fn dir_has_entries(dir: &Path) -> Result<bool, String> {
-    let tmp = std::ffi::OsString::from(format!("{PARTITION_MARKER}.tmp"));
-    match std::fs::read_dir(dir) {
-        Ok(entries) => Ok(entries.filter_map(|e| e.ok()).any(|e| e.file_name() != tmp)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(format!("list {}: {e}", dir.display())),
-    }
-}
-
-fn sync_dir(dir: &Path) -> Result<(), String> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| format!("fsync {}: {e}", dir.display()))
-}
-
-/// Moves a directory that belongs to another topic out of the way, keeping its data.
-fn move_aside(dir: &Path, found: &str) -> Result<(), String> {
-    let mut aside = dir.as_os_str().to_owned();
-    aside.push(format!(
-        ".orphaned-{}",
-        crate::storage::writer::now_ms_i64()
-    ));
-    let aside = std::path::PathBuf::from(aside);
-    std::fs::rename(dir, &aside).map_err(|e| format!("move {} aside: {e}", dir.display()))?;
-    if let Some(parent) = dir.parent() {
-        sync_dir(parent)?;
-    }
-    tracing::warn!(
-        dir = %dir.display(),
-        to = %aside.display(),
-        topic_id = found,
-        "partition directory belongs to an older topic; moved aside (delete it once you no longer need it)"
-    );
-    Ok(())
-}
-
-/// Writes the marker so that it is whole or absent after a crash: temp file, fsync, rename,
-/// directory fsync.
-fn write_marker(dir: &Path, hex: &str) -> Result<(), String> {
-    use std::io::Write;
-    let tmp = dir.join(format!("{PARTITION_MARKER}.tmp"));
-    let marker = dir.join(PARTITION_MARKER);
-    std::fs::File::create(&tmp)
-        .and_then(|mut f| {
-            f.write_all(format!("{hex}\n").as_bytes())?;
-            f.sync_all()
-        })
-        .map_err(|e| format!("write {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, &marker).map_err(|e| format!("rename {}: {e}", marker.display()))?;
-    sync_dir(dir)
-}
-
-/// The controller's state before its shard starts: it crosses to the shard's thread once.
-pub struct SendableController(LocalMetadataLog);
-
-impl SendableController {
-    pub fn into_controller(self) -> Controller {
-        Controller::new(self.0)
-    }
+pub struct Controller {
+    log: Rc<dyn MetadataLog>,
+    /// The committed records applied, as the controller validates against them.
+    image: RefCell<MetadataImage>,
+    config: Arc<Config>,
+    env: Env,
 }
 
 impl Controller {
-    /// Wraps the replayed log for the move to the controller shard.
-    pub fn new_sendable(log: LocalMetadataLog) -> SendableController {
-        SendableController(log)
-    }
-
-    pub fn new(log: LocalMetadataLog) -> Controller {
+    /// A controller over `log`, whose committed records `image` already reflects.
+    pub fn new(
+        log: Rc<dyn MetadataLog>,
+        image: MetadataImage,
+        config: Arc<Config>,
+        env: Env,
+    ) -> Controller {
         Controller {
-            log: RefCell::new(log),
-            lock: LocalLock::new(),
+            log,
+            image: RefCell::new(image),
+            config,
+            env,
         }
     }
 
-    pub async fn handle(&self, shard: &Rc<Shard>, request: ControllerRequest) {
-        let _guard = self.lock.acquire().await;
-        match request {
-            ControllerRequest::CreateTopics {
-                topics,
-                validate_only,
-                reply,
-            } => {
-                let _ = reply.send(self.create_topics(shard, topics, validate_only).await);
-            }
-            ControllerRequest::DeleteTopics { names, reply } => {
-                let _ = reply.send(self.delete_topics(shard, names).await);
-            }
-            ControllerRequest::CreatePartitions {
-                topics,
-                validate_only,
-                reply,
-            } => {
-                let _ = reply.send(self.create_partitions(shard, topics, validate_only).await);
-            }
-            ControllerRequest::AlterTopicConfigs {
-                topics,
-                validate_only,
-                reply,
-            } => {
-                let _ = reply.send(self.alter_configs(shard, topics, validate_only).await);
-            }
-        }
+    pub fn log(&self) -> &Rc<dyn MetadataLog> {
+        &self.log
     }
 
-    fn check_new_topic(&self, shard: &Shard, t: &NewTopic) -> Result<u32, Answer> {
-        let image = self.log.borrow();
-        let image = image.image();
-        let invalid = |code, msg: String| Err((code, Some(msg)));
-        if let Err(msg) = validate_topic_name(&t.name) {
-            return invalid(ErrorCode::InvalidTopicException, msg);
-        }
+    /// Proposes `record` and applies it to the controller's view once committed.
+    async fn propose(&self, record: MetadataRecord) -> Result<u64, ControllerError> {
+        let index = self.log.propose(record.clone()).await?;
+        self.image.borrow_mut().apply(&record);
+        Ok(index)
+    }
+
+    /// Checks a new topic against the image and the rules; its partition count if valid.
+    pub fn check_new_topic(&self, t: &NewTopic) -> Result<u32, ControllerError> {
+        use ControllerError::*;
+        let image = self.image.borrow();
+        validate_topic_name(&t.name).map_err(InvalidTopic)?;
         if image.topics.contains_key(&t.name) {
-            return invalid(
-                ErrorCode::TopicAlreadyExists,
-                format!("topic `{}` already exists", t.name),
-            );
+            return Err(TopicExists(format!("topic `{}` already exists", t.name)));
         }
         let folded = t.name.replace('.', "_");
         if let Some(other) = image.topics.keys().find(|n| n.replace('.', "_") == folded) {
-            return invalid(
-                ErrorCode::InvalidTopicException,
-                format!(
-                    "topic `{}` collides with `{other}` ('.' and '_' collide)",
-                    t.name
-                ),
-            );
+            return Err(InvalidTopic(format!(
+                "topic `{}` collides with `{other}` ('.' and '_' collide)",
+                t.name
+            )));
         }
         if image.topics.len() >= TOPICS_MAX {
-            return invalid(
-                ErrorCode::PolicyViolation,
-                format!("the cluster holds {TOPICS_MAX} topics"),
-            );
+            return Err(PolicyViolation(format!(
+                "the cluster holds {TOPICS_MAX} topics"
+            )));
         }
         let partitions = match t.partitions {
-            -1 => shard.config.default_partitions,
+            -1 => self.config.default_partitions,
             p if p >= 1 && p as u32 <= PARTITIONS_PER_TOPIC_MAX => p as u32,
             p => {
-                return invalid(
-                    ErrorCode::InvalidPartitions,
-                    format!("partitions must be 1..={PARTITIONS_PER_TOPIC_MAX}, got {p}"),
-                )
+                return Err(InvalidPartitions(format!(
+                    "partitions must be 1..={PARTITIONS_PER_TOPIC_MAX}, got {p}"
+                )))
             }
         };
         if t.replication_factor != -1 && t.replication_factor != 1 {
-            return invalid(
-                ErrorCode::InvalidReplicationFactor,
-                format!(
-                    "replication factor {} is not possible on a one-broker cluster",
-                    t.replication_factor
-                ),
-            );
+            return Err(InvalidReplicationFactor(format!(
+                "replication factor {} is not possible on a one-broker cluster",
+                t.replication_factor
+            )));
         }
         if t.configs.len() > TOPIC_CONFIGS_MAX {
-            return invalid(
-                ErrorCode::InvalidConfig,
-                format!("more than {TOPIC_CONFIGS_MAX} configs"),
-            );
+            return Err(InvalidConfig(format!(
+                "more than {TOPIC_CONFIGS_MAX} configs"
+            )));
         }
         for (k, v) in &t.configs {
-            if let Err(msg) = validate_topic_config(k, v, &shard.config) {
-                return invalid(ErrorCode::InvalidConfig, msg);
-            }
+            validate_topic_config(k, v, &self.config).map_err(InvalidConfig)?;
         }
         Ok(partitions)
     }
 
-    async fn create_topics(
+    /// Creates a topic: the index of its committed record, or `None` if only validated.
+    pub async fn create_topic(
         &self,
-        shard: &Rc<Shard>,
-        topics: Vec<NewTopic>,
+        t: NewTopic,
         validate_only: bool,
-    ) -> Vec<Answer> {
-        let mut answers = Vec::new();
-        for t in topics {
-            let partitions = match self.check_new_topic(shard, &t) {
-                Ok(p) => p,
-                Err(answer) => {
-                    answers.push(answer);
-                    continue;
-                }
-            };
-            if validate_only {
-                answers.push((ErrorCode::None, None));
-                continue;
-            }
-            let record = MetadataRecord::TopicCreated {
-                name: t.name.clone(),
-                topic_id: random_id(),
-                partitions,
-                configs: t.configs.clone(),
-            };
-            answers.push(self.commit(shard, record, &t.name, 0..partitions).await);
-            tracing::info!(topic = %t.name, partitions, "created topic");
+    ) -> Result<Option<u64>, ControllerError> {
+        let partitions = self.check_new_topic(&t)?;
+        if validate_only {
+            return Ok(None);
         }
-        answers
+        let record = MetadataRecord::TopicCreated {
+            name: t.name.clone(),
+            topic_id: self.env.random_id(),
+            partitions,
+            configs: t.configs,
+        };
+        let index = self.propose(record).await?;
+        tracing::info!(topic = %t.name, partitions, "created topic");
+        Ok(Some(index))
     }
 
-    async fn create_partitions(
+    /// Grows a topic to `total` partitions.
+    pub async fn create_partitions(
         &self,
-        shard: &Rc<Shard>,
-        topics: Vec<(String, u32)>,
+        name: &str,
+        total: u32,
         validate_only: bool,
-    ) -> Vec<Answer> {
-        let mut answers = Vec::new();
-        for (name, total) in topics {
-            let current = self
-                .log
-                .borrow()
-                .image()
-                .topics
-                .get(&name)
-                .map(|t| t.partitions);
-            let answer = match current {
-                None => (
-                    ErrorCode::UnknownTopicOrPartition,
-                    Some(format!("no topic `{name}`")),
-                ),
-                Some(c) if total <= c => (
-                    ErrorCode::InvalidPartitions,
-                    Some(format!("topic `{name}` already has {c} partitions")),
-                ),
-                Some(_) if total > PARTITIONS_PER_TOPIC_MAX => (
-                    ErrorCode::InvalidPartitions,
-                    Some(format!("at most {PARTITIONS_PER_TOPIC_MAX} partitions")),
-                ),
-                Some(_) if validate_only => (ErrorCode::None, None),
-                Some(c) => {
-                    let record = MetadataRecord::PartitionsCreated {
-                        name: name.clone(),
-                        total,
-                    };
-                    self.commit(shard, record, &name, c..total).await
-                }
-            };
-            answers.push(answer);
+    ) -> Result<Option<u64>, ControllerError> {
+        use ControllerError::*;
+        let current = self.image.borrow().topics.get(name).map(|t| t.partitions);
+        match current {
+            None => return Err(UnknownTopic(format!("no topic `{name}`"))),
+            Some(c) if total <= c => {
+                return Err(InvalidPartitions(format!(
+                    "topic `{name}` already has {c} partitions"
+                )))
+            }
+            Some(_) if total > PARTITIONS_PER_TOPIC_MAX => {
+                return Err(InvalidPartitions(format!(
+                    "at most {PARTITIONS_PER_TOPIC_MAX} partitions"
+                )))
+            }
+            Some(_) if validate_only => return Ok(None),
+            Some(_) => {}
         }
-        answers
+        let record = MetadataRecord::PartitionsCreated {
+            name: name.to_string(),
+            total,
+        };
+        Ok(Some(self.propose(record).await?))
     }
 
-    async fn alter_configs(
+    /// Applies config changes to a topic; `None` if only validated or nothing changes.
+    pub async fn alter_configs(
         &self,
-        shard: &Rc<Shard>,
-        topics: Vec<(String, crate::runtime::mesh::ConfigChanges)>,
+        name: &str,
+        changes: ConfigChanges,
         validate_only: bool,
-    ) -> Vec<Answer> {
-        let mut answers = Vec::new();
-        for (name, changes) in topics {
-            let current = self.log.borrow().image().topics.get(&name).cloned();
-            let Some(meta) = current else {
-                answers.push((
-                    ErrorCode::UnknownTopicOrPartition,
-                    Some(format!("no topic `{name}`")),
-                ));
-                continue;
-            };
-            let mut configs = meta.configs.clone();
-            let mut refused = None;
-            for (key, value) in changes {
-                match value {
-                    Some(v) => match validate_topic_config(&key, &v, &shard.config) {
-                        Ok(()) => {
-                            configs.insert(key, v);
-                        }
-                        Err(msg) => {
-                            refused = Some(msg);
-                            break;
-                        }
-                    },
-                    None => {
-                        configs.remove(&key);
-                    }
+    ) -> Result<Option<u64>, ControllerError> {
+        use ControllerError::*;
+        let Some(meta) = self.image.borrow().topics.get(name).cloned() else {
+            return Err(UnknownTopic(format!("no topic `{name}`")));
+        };
+        let mut configs = meta.configs.clone();
+        for (key, value) in changes {
+            match value {
+                Some(v) => {
+                    validate_topic_config(&key, &v, &self.config).map_err(InvalidConfig)?;
+                    configs.insert(key, v);
+                }
+                None => {
+                    configs.remove(&key);
                 }
             }
-            if let Some(msg) = refused {
-                answers.push((ErrorCode::InvalidConfig, Some(msg)));
-                continue;
-            }
-            if configs.len() > TOPIC_CONFIGS_MAX {
-                let msg = format!("more than {TOPIC_CONFIGS_MAX} configs");
-                answers.push((ErrorCode::InvalidConfig, Some(msg)));
-                continue;
-            }
-            if validate_only || configs == meta.configs {
-                answers.push((ErrorCode::None, None));
-                continue;
-            }
-            let record = MetadataRecord::TopicConfigsChanged {
-                name: name.clone(),
-                configs: configs.into_iter().collect(),
-            };
-            let range = meta.partitions..meta.partitions;
-            answers.push(self.commit(shard, record, &name, range).await);
-            tracing::info!(topic = %name, "changed topic configs");
         }
-        answers
+        if configs.len() > TOPIC_CONFIGS_MAX {
+            return Err(InvalidConfig(format!(
+                "more than {TOPIC_CONFIGS_MAX} configs"
+            )));
+        }
+        if validate_only || configs == meta.configs {
+            return Ok(None);
+        }
+        let record = MetadataRecord::TopicConfigsChanged {
+            name: name.to_string(),
+            configs: configs.into_iter().collect(),
+        };
+        let index = self.propose(record).await?;
+        tracing::info!(topic = %name, "changed topic configs");
+        Ok(Some(index))
     }
 
-    /// Appends `record`, opens partitions `new_partitions` of `topic` on their owners, publishes.
-    async fn commit(
-        &self,
-        shard: &Rc<Shard>,
-        record: MetadataRecord,
-        topic: &str,
-        new_partitions: std::ops::Range<u32>,
-    ) -> Answer {
-        if let Err(e) = self.log.borrow_mut().append(record) {
-            tracing::error!(error = %e, "metadata log append failed");
-            return (ErrorCode::KafkaStorageError, Some(e.to_string()));
+    /// Deletes a topic.
+    pub async fn delete_topic(&self, name: &str) -> Result<u64, ControllerError> {
+        if !self.image.borrow().topics.contains_key(name) {
+            return Err(ControllerError::UnknownTopic(format!("no topic `{name}`")));
         }
-        let image = Arc::new(self.log.borrow().image().clone());
-        let meta = &image.topics[topic];
-        let log = shard.config.topic_log_config(&meta.configs);
-        let mut by_owner: Vec<Vec<OpenPartition>> =
-            (0..shard.shard_count).map(|_| Vec::new()).collect();
-        for p in new_partitions {
-            let tp = TopicPartition::new(topic, p as i32);
-            let open = OpenPartition {
-                tp,
-                log: log.clone(),
-                topic_id: meta.topic_id,
-            };
-            by_owner[shard.owner(&open.tp).0].push(open);
-        }
-        // Open on the owners first, then publish: a client that sees the topic can use it.
-        let mut failure = None;
-        for (owner, list) in by_owner.into_iter().enumerate() {
-            if list.is_empty() {
-                continue;
-            }
-            let results = if owner == shard.id.0 {
-                shard.open_partitions(list).await
-            } else {
-                let (tx, rx) = oneshot::channel();
-                let message = ShardMessage::OpenPartitions {
-                    partitions: list,
-                    reply: tx,
-                };
-                shard.send(ShardId(owner), message).await;
-                rx.await
-                    .unwrap_or_else(|_| vec![Err("owner shard gone".into())])
-            };
-            if let Some(Err(e)) = results.into_iter().find(|r| r.is_err()) {
-                tracing::error!(error = %e, "opening a new partition failed");
-                failure.get_or_insert(e);
-            }
-        }
-        self.publish(shard, image.clone()).await;
-        if let Some(e) = failure {
-            return (ErrorCode::KafkaStorageError, Some(e));
-        }
-        (ErrorCode::None, None)
-    }
-
-    async fn delete_topics(&self, shard: &Rc<Shard>, names: Vec<String>) -> Vec<ErrorCode> {
-        let mut answers = Vec::new();
-        for name in names {
-            let partitions = self
-                .log
-                .borrow()
-                .image()
-                .topics
-                .get(&name)
-                .map(|t| t.partitions);
-            let Some(partitions) = partitions else {
-                answers.push(ErrorCode::UnknownTopicOrPartition);
-                continue;
-            };
-            if let Err(e) = self
-                .log
-                .borrow_mut()
-                .append(MetadataRecord::TopicDeleted { name: name.clone() })
-            {
-                tracing::error!(error = %e, "metadata log append failed");
-                answers.push(ErrorCode::KafkaStorageError);
-                continue;
-            }
-            let image = Arc::new(self.log.borrow().image().clone());
-            self.publish(shard, image).await;
-            let mut by_owner: Vec<Vec<TopicPartition>> =
-                (0..shard.shard_count).map(|_| Vec::new()).collect();
-            for p in 0..partitions {
-                let tp = TopicPartition::new(name.as_str(), p as i32);
-                by_owner[shard.owner(&tp).0].push(tp);
-            }
-            for (owner, list) in by_owner.into_iter().enumerate() {
-                if owner == shard.id.0 {
-                    shard.delete_partitions(&list).await;
-                } else if !list.is_empty() {
-                    let (tx, rx) = oneshot::channel();
-                    shard
-                        .send(
-                            ShardId(owner),
-                            ShardMessage::DeletePartitions {
-                                partitions: list,
-                                reply: tx,
-                            },
-                        )
-                        .await;
-                    let _ = rx.await;
-                }
-            }
-            tracing::info!(topic = %name, "deleted topic");
-            answers.push(ErrorCode::None);
-        }
-        answers
-    }
-
-    /// Replaces the image on every shard and waits until all have it.
-    async fn publish(&self, shard: &Rc<Shard>, image: Arc<crate::cluster::MetadataImage>) {
-        shard.set_image(image.clone());
-        for other in 0..shard.shard_count {
-            if other == shard.id.0 {
-                continue;
-            }
-            let (tx, rx) = oneshot::channel();
-            if shard
-                .send(
-                    ShardId(other),
-                    ShardMessage::MetadataUpdate {
-                        image: image.clone(),
-                        reply: tx,
-                    },
-                )
-                .await
-            {
-                let _ = rx.await;
-            }
-        }
-    }
-}
-
-/// Sends a controller request from any shard. On the controller shard the work runs as its own
-/// task: the caller awaits only the reply inside the request, so a caller that goes away (its
-/// connection closed) cannot cancel a metadata change halfway.
-pub async fn call(shard: &Rc<Shard>, request: ControllerRequest) {
-    if shard.controller.is_some() {
-        let shard = shard.clone();
-        crate::runtime::io::spawn(async move {
-            let controller = shard.controller.as_ref().expect("checked above");
-            controller.handle(&shard, request).await;
-        });
-    } else {
-        shard
-            .send(
-                crate::runtime::placement::CONTROLLER_SHARD,
-                ShardMessage::Controller(request),
-            )
-            .await;
+        let index = self
+            .propose(MetadataRecord::TopicDeleted {
+                name: name.to_string(),
+            })
+            .await?;
+        tracing::info!(topic = %name, "deleted topic");
+        Ok(index)
     }
 }
 
@@ -583,42 +297,6 @@ mod tests {
         assert!(validate_topic_name("ü").is_err());
         assert!(validate_topic_name(&"x".repeat(249)).is_ok());
         assert!(validate_topic_name(&"x".repeat(250)).is_err());
-    }
-
-    #[test]
-    fn claim_moves_a_stale_directory_aside_and_refuses_unreadable_markers() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("t-0");
-        claim_partition_dir(&p, Some([1; 16])).unwrap();
-        std::fs::write(p.join("00000000000000000000.log"), b"old").unwrap();
-        claim_partition_dir(&p, Some([1; 16])).unwrap();
-        assert!(p.join("00000000000000000000.log").exists());
-        claim_partition_dir(&p, Some([2; 16])).unwrap();
-        assert!(!p.join("00000000000000000000.log").exists());
-        let aside: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|e| e.to_string_lossy().contains("t-0.orphaned-"))
-            .collect();
-        assert_eq!(aside.len(), 1);
-        assert!(
-            aside[0].join("00000000000000000000.log").exists(),
-            "the old data is kept"
-        );
-        // A torn (empty) marker is an error, and nothing is moved or removed.
-        std::fs::write(p.join(PARTITION_MARKER), b"").unwrap();
-        std::fs::write(p.join("00000000000000000000.log"), b"new").unwrap();
-        let e = claim_partition_dir(&p, Some([2; 16])).unwrap_err();
-        assert!(e.contains("unreadable"), "{e}");
-        assert!(p.join("00000000000000000000.log").exists());
-        // A missing marker beside data is an error too.
-        std::fs::remove_file(p.join(PARTITION_MARKER)).unwrap();
-        assert!(claim_partition_dir(&p, Some([2; 16])).is_err());
-        // A crash while claiming an empty directory leaves only the temp file: claimed again.
-        let q = dir.path().join("u-0");
-        std::fs::create_dir(&q).unwrap();
-        std::fs::write(q.join(format!("{PARTITION_MARKER}.tmp")), b"0").unwrap();
-        claim_partition_dir(&q, Some([3; 16])).unwrap();
-        assert!(!q.join(format!("{PARTITION_MARKER}.tmp")).exists());
+        assert!(validate_topic_name(OFFSETS_TOPIC).is_err());
     }
 }

@@ -1,11 +1,15 @@
 //! Cluster metadata: topics, partitions, their configs and ids, as an image built from a log of
-//! metadata records. Runs on: the controller (shard 0) writes the log; every shard holds an
-//! immutable `Arc<MetadataImage>` that the controller replaces by message. Invariant: the image
-//! changes only by applying a record that is already durable in the metadata log, so a restart
-//! rebuilds exactly the image clients saw. The `MetadataLog` trait is the seam that a
-//! Raft-replicated log (raft-rs) implements when the cluster arrives.
+//! metadata records, and the controller that proposes the records. Runs on: the controller
+//! shard (the log and the controller); every shard holds an immutable image. Invariant: an
+//! image changes only by applying committed records in log order, so every broker (and every
+//! restart) builds the same image from the same log. The `MetadataLog` trait is the seam the
+//! Raft-replicated log implements when the cluster arrives.
 
 pub mod controller;
-pub mod metadata;
+pub mod image;
+pub mod log;
+pub mod records;
 
-pub use metadata::{LocalMetadataLog, MetadataImage, MetadataLog, MetadataRecord, TopicMeta};
+pub use image::{MetadataImage, TopicMeta};
+pub use log::{LocalMetadataLog, MetadataError, MetadataLog};
+pub use records::MetadataRecord;

@@ -7,7 +7,6 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::time::Instant;
 
 use bytes::Bytes;
 use futures_channel::oneshot;
@@ -267,7 +266,7 @@ pub struct Coordinator {
     groups: RefCell<HashMap<String, Entry>>,
     pub offsets: OffsetStore,
     config: GroupConfig,
-    clock: Instant,
+    env: crate::runtime::env::Env,
 }
 
 impl Coordinator {
@@ -276,17 +275,26 @@ impl Coordinator {
         self.groups.borrow().len()
     }
 
-    pub fn new(offsets: OffsetStore, config: GroupConfig) -> Coordinator {
+    pub fn new(
+        env: crate::runtime::env::Env,
+        offsets: OffsetStore,
+        config: GroupConfig,
+    ) -> Coordinator {
         Coordinator {
             groups: RefCell::new(HashMap::new()),
             offsets,
             config,
-            clock: Instant::now(),
+            env,
         }
     }
 
+    /// Milliseconds on the shard's monotonic clock (the state machine's time).
     fn now_ms(&self) -> u64 {
-        self.clock.elapsed().as_millis() as u64
+        self.env.monotonic().as_millis() as u64
+    }
+
+    fn new_group(&self, group_id: &str) -> Group {
+        Group::new(group_id, self.config.clone()).with_member_id_seed(self.env.random_u64())
     }
 
     /// Runs `f` on the group's entry (created if missing), then answers what its events say.
@@ -298,7 +306,7 @@ impl Coordinator {
         let now = self.now_ms();
         let mut groups = self.groups.borrow_mut();
         let entry = groups.entry(group_id.to_string()).or_insert_with(|| Entry {
-            group: Group::new(group_id, self.config.clone()),
+            group: self.new_group(group_id),
             join_waiters: HashMap::new(),
             sync_waiters: HashMap::new(),
             empty_since_ms: None,
@@ -431,7 +439,7 @@ impl Coordinator {
     async fn join(&self, group_id: &str, request: JoinRequest) -> GroupReply {
         let waiting = self.with_group(group_id, |entry, now| {
             if entry.group.state == super::state::GroupState::Dead {
-                entry.group = Group::new(group_id, self.config.clone());
+                entry.group = self.new_group(group_id);
             }
             let (outcome, events) = entry.group.join(request, now);
             let answer = match outcome {

@@ -10,17 +10,14 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+use crate::placement::{fnv1a_32, partition_owner};
 use crate::protocol::record_batch::{self, BATCH_HEADER_BYTES};
 use crate::protocol::types::{LeaderEpoch, PartitionId, ShardId, TopicPartition};
-use crate::runtime::placement::{fnv1a_32, partition_owner};
+use crate::runtime::env::Env;
+use crate::runtime::fs::{read_whole, write_atomic};
 use crate::storage::{AppendOutcome, LogConfig, Partition, PartitionHandle};
 
-/// Name of the internal offsets log; reserved, never a user topic.
-pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
-/// Partitions of the offsets log. Fixed forever: a group's partition must never change.
-pub const OFFSETS_PARTITIONS: u32 = 16;
-/// The internal topic's id (owns its partition directories).
-pub const OFFSETS_TOPIC_ID: [u8; 16] = [0xff; 16];
+pub use crate::constants::{OFFSETS_PARTITIONS, OFFSETS_TOPIC, OFFSETS_TOPIC_ID};
 /// Bytes read per step when replaying an offsets partition at start.
 const REPLAY_READ_BYTES: usize = 1 << 20;
 
@@ -139,6 +136,8 @@ struct OffsetLog {
     /// Commits appended but not yet applied. At 0, every durable record is in the map, so a
     /// snapshot of the map covers the whole log.
     inflight: std::cell::Cell<usize>,
+    /// A compaction is writing its snapshot (one at a time: they share the temp file).
+    compacting: std::cell::Cell<bool>,
 }
 
 /// One entry of a compacting snapshot.
@@ -180,6 +179,7 @@ fn decode_snapshot(bytes: &[u8]) -> Option<Snapshot> {
 
 /// The committed offsets of the groups this shard coordinates.
 pub struct OffsetStore {
+    env: Env,
     logs: HashMap<u32, OffsetLog>,
     /// Partitions owned here whose recovery failed.
     offline: std::collections::HashSet<u32>,
@@ -191,12 +191,14 @@ impl OffsetStore {
     /// recovered is logged and left offline (its groups get COORDINATOR_NOT_AVAILABLE); the
     /// rest of the broker serves.
     pub async fn open(
+        env: &Env,
         data_dir: &Path,
         shard: ShardId,
         shard_count: usize,
         log: &LogConfig,
     ) -> OffsetStore {
         let mut store = OffsetStore {
+            env: env.clone(),
             logs: HashMap::new(),
             committed: RefCell::new(HashMap::new()),
             offline: std::collections::HashSet::new(),
@@ -213,6 +215,7 @@ impl OffsetStore {
                         OffsetLog {
                             part,
                             inflight: std::cell::Cell::new(0),
+                            compacting: std::cell::Cell::new(false),
                         },
                     );
                 }
@@ -235,20 +238,22 @@ impl OffsetStore {
         log: &LogConfig,
     ) -> Result<PartitionHandle, String> {
         let dir = data_dir.join(tp.to_string());
-        crate::cluster::controller::claim_partition_dir(&dir, Some(OFFSETS_TOPIC_ID))?;
-        let part = Partition::open(&dir, tp.clone(), log.clone(), LeaderEpoch(0))
+        let env = &self.env;
+        crate::storage::dir::claim_partition_dir(env, &dir, OFFSETS_TOPIC_ID).await?;
+        let part = Partition::open(env, &dir, tp.clone(), log.clone(), LeaderEpoch(0))
             .await
             .map_err(|e| e.to_string())?;
         // The snapshot first (the state of the deleted segments), then every record still in
         // the log; newer records win, so replaying some the snapshot covers is harmless.
-        let snapshot = std::fs::read(snapshot_path(&dir))
-            .ok()
+        let snapshot = read_whole(env.fs.as_ref(), &snapshot_path(&dir))
+            .await
+            .map_err(|e| e.to_string())?
             .and_then(|b| decode_snapshot(&b));
         match snapshot {
             Some(snapshot) => self.load_snapshot(snapshot),
             // Segments were deleted because a snapshot covered them: without it, committed
             // offsets would silently be lost.
-            None if part.borrow().log_start.0 > 0 => return Err(
+            None if part.borrow().log_start().0 > 0 => return Err(
                 "the offsets snapshot is missing or corrupt and the segments it covered are gone"
                     .into(),
             ),
@@ -264,7 +269,7 @@ impl OffsetStore {
     }
 
     async fn replay(&self, part: &PartitionHandle) -> Result<(), crate::storage::Error> {
-        let mut next = part.borrow().log_start;
+        let mut next = part.borrow().log_start();
         loop {
             let read = Partition::read(part, next, REPLAY_READ_BYTES).await?;
             if read.records.is_empty() {
@@ -340,14 +345,17 @@ impl OffsetStore {
     /// Compacts partition `p` once it has a closed segment and no commit is in flight: the
     /// live entries of its groups go to a snapshot file (written, synced, renamed), then the
     /// closed segments below it are deleted.
-    fn maybe_compact(&self, p: u32) -> Result<(), String> {
+    async fn maybe_compact(&self, p: u32) -> Result<(), String> {
         let log = self.logs.get(&p).expect("owned offsets partition");
-        if log.inflight.get() != 0 || log.part.borrow().closed_segments() == 0 {
+        if log.inflight.get() != 0
+            || log.compacting.get()
+            || log.part.borrow().closed_segments() == 0
+        {
             return Ok(());
         }
         let (covered, dir) = {
             let part = log.part.borrow();
-            (part.high_watermark, part.dir().to_owned())
+            (part.high_watermark(), part.dir().to_owned())
         };
         let entries = self
             .committed
@@ -371,13 +379,11 @@ impl OffsetStore {
             covered: covered.0,
             entries,
         });
-        let tmp = dir.join("offsets.snapshot.tmp");
-        crate::storage::segment_write_synced(&tmp, &bytes).map_err(|e| e.to_string())?;
-        std::fs::rename(&tmp, snapshot_path(&dir)).map_err(|e| format!("rename snapshot: {e}"))?;
-        std::fs::File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| format!("fsync {}: {e}", dir.display()))?;
-        let deleted = crate::storage::delete_segments_before(&log.part, covered);
+        log.compacting.set(true);
+        let written = write_atomic(self.env.fs.as_ref(), &snapshot_path(&dir), bytes).await;
+        log.compacting.set(false);
+        written.map_err(|e| e.to_string())?;
+        let deleted = crate::storage::delete_segments_before(&log.part, covered).await;
         tracing::info!(
             partition = p,
             covered = covered.0,
@@ -420,7 +426,7 @@ impl OffsetStore {
             .zip(&values)
             .map(|(k, v)| (Some(k.as_slice()), v.as_deref()))
             .collect();
-        let batch = record_batch::encode_records(&records, crate::storage::writer::now_ms_i64(), 0);
+        let batch = record_batch::encode_records(&records, self.env.wall_ms(), 0);
         let appended = Partition::append(&log.part, &batch).map_err(|e| e.to_string())?;
         let (base, durable) = match appended {
             AppendOutcome::Appended {
@@ -433,13 +439,13 @@ impl OffsetStore {
         let result = durable
             .await
             .map_err(|_| "offsets log writer gone".to_string())
-            .and_then(|r| r);
+            .and_then(|r| r.map_err(|e| e.to_string()));
         log.inflight.set(log.inflight.get() - 1);
         result?;
         for (i, (key, value)) in keys.iter().zip(&values).enumerate() {
             self.apply(base.0 + i as i64, Some(key), value.as_deref());
         }
-        if let Err(e) = self.maybe_compact(p) {
+        if let Err(e) = self.maybe_compact(p).await {
             // The log stays complete; compaction is retried after the next commit.
             tracing::warn!(partition = p, error = %e, "offsets log compaction failed");
         }

@@ -12,15 +12,7 @@ use bytes::Bytes;
 
 use crate::protocol::ErrorCode;
 
-/// Limits of a group, from the broker configuration.
-#[derive(Debug, Clone)]
-pub struct GroupConfig {
-    pub session_timeout_ms_min: i32,
-    pub session_timeout_ms_max: i32,
-    pub members_max: usize,
-    /// Largest member metadata (subscription) or assignment accepted.
-    pub metadata_bytes_max: usize,
-}
+pub use crate::config::GroupConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupState {
@@ -142,7 +134,16 @@ pub struct Group {
     /// When CompletingRebalance gives up on members that have not sent SyncGroup.
     sync_deadline_ms: Option<u64>,
     next_member_number: u64,
+    /// The random part of this group's member ids.
+    member_id_seed: u64,
     config: GroupConfig,
+}
+
+/// SplitMix64's finalizer: spreads a counter and a seed into a random-looking word.
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// Longest part of a member id taken from the client id.
@@ -162,8 +163,17 @@ impl Group {
             join_deadline_ms: None,
             sync_deadline_ms: None,
             next_member_number: 0,
+            member_id_seed: 0,
             config,
         }
+    }
+
+    /// Seeds the random part of member ids (the coordinator draws it from the shard's
+    /// generator, so ids never repeat across groups, restarts or forgotten groups; the state
+    /// machine itself does no IO and reads no randomness).
+    pub fn with_member_id_seed(mut self, seed: u64) -> Group {
+        self.member_id_seed = seed;
+        self
     }
 
     pub fn member_ids(&self) -> Vec<String> {
@@ -177,10 +187,12 @@ impl Group {
     /// group then never stabilised, as every leader answer failed to encode).
     fn new_member_id(&mut self, client_id: &str) -> String {
         self.next_member_number += 1;
-        let random: String = crate::cluster::metadata::random_id()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let n = self.next_member_number;
+        let random = format!(
+            "{:016x}{:016x}",
+            mix64(self.member_id_seed ^ n),
+            mix64(self.member_id_seed.rotate_left(32) ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+        );
         let mut cut = client_id.len().min(MEMBER_ID_CLIENT_PREFIX_BYTES_MAX);
         while !client_id.is_char_boundary(cut) {
             cut -= 1;

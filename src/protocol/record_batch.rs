@@ -102,6 +102,26 @@ pub fn peek_total_bytes(bytes: &[u8]) -> Option<usize> {
     Some(BATCH_LENGTH_PREFIX_BYTES + length as usize)
 }
 
+/// Parses the header fields of the batch at the start of `bytes` from its first
+/// `BATCH_HEADER_BYTES` alone (the body need not be present; nothing is checked but the
+/// header's own sanity): for walking a segment a header at a time.
+pub fn parse_header_only(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
+    if bytes.len() < BATCH_HEADER_BYTES {
+        return Err(BatchError::Truncated);
+    }
+    let total = peek_total_bytes(bytes).ok_or(BatchError::BadLength)?;
+    let mut whole = bytes[..BATCH_HEADER_BYTES].to_vec();
+    // Claim exactly the header as the batch, so the full parser accepts what is present.
+    whole[8..12]
+        .copy_from_slice(&((BATCH_HEADER_BYTES - BATCH_LENGTH_PREFIX_BYTES) as i32).to_be_bytes());
+    let mut header = parse_header(&whole, BATCH_HEADER_BYTES, false)?;
+    if total < BATCH_HEADER_BYTES {
+        return Err(BatchError::BadLength);
+    }
+    header.total_bytes = total;
+    Ok(header)
+}
+
 /// Parses the header of the batch at the start of `bytes`, checking its length against the
 /// bytes present and `max_bytes`, its magic, and (if `check_crc`) its CRC-32C.
 pub fn parse_header(

@@ -1,173 +1,19 @@
-//! The IO seam: every glommio call the broker makes (O_DIRECT files, TCP, tasks, timers) goes
-//! through this module, so the runtime can be replaced (compio, a simulator) by rewriting one
-//! file. Runs on: every shard, always inside a glommio executor. Invariants: writes are whole
-//! aligned blocks (`DIRECT_IO_ALIGNMENT_BYTES`) at aligned positions; errors carry the operation
-//! and the path.
+//! Tasks, timers, TCP, shard-local locks and queues: the glommio calls besides files (those are
+//! in `fs`/`disk`) and the mesh, so the runtime can be replaced (compio, a simulator) behind
+//! this seam. Runs on: every shard, always inside a glommio executor.
 
 use std::future::Future;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use glommio::io::{DmaFile, OpenOptions};
+use glommio::io::DmaFile;
 
-use crate::constants::DIRECT_IO_ALIGNMENT_BYTES;
+use super::fs::IoError;
 
-/// An IO error with the operation and the path it concerned.
-#[derive(Debug)]
-pub struct IoError {
-    pub op: &'static str,
-    pub path: PathBuf,
-    pub source: io::Error,
-}
-
-impl std::fmt::Display for IoError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.op, self.path.display(), self.source)
-    }
-}
-
-impl std::error::Error for IoError {}
-
-/// glommio's error as the kernel's: the errno is kept (ENOSPC, EIO, EMFILE must stay
-/// distinguishable: a full disk is transient, a failed fsync is not).
-fn to_io(e: glommio::GlommioError<()>) -> io::Error {
-    match e {
-        glommio::GlommioError::IoError(e) => e,
-        glommio::GlommioError::EnhancedIoError { source, .. } => source,
-        other => io::Error::from(other),
-    }
-}
-
-/// True for errors that mean a resource is exhausted for now (disk space, quota, descriptors,
-/// memory): the operation may succeed later, so they fail the request, not the partition.
-pub fn is_exhaustion(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::ENOSPC | libc::EDQUOT | libc::EMFILE | libc::ENFILE | libc::ENOMEM)
-    )
-}
-
-/// Bytes ready for one O_DIRECT write: block-aligned memory, padded to whole blocks.
-pub struct AlignedWrite(glommio::io::DmaBuffer);
-
-impl AlignedWrite {
-    pub fn as_bytes(&self) -> &[u8] {
-        self.0.as_bytes()
-    }
-}
-
-/// A segment file opened with O_DIRECT for aligned appends and reads.
-pub struct LogFile {
-    file: Rc<DmaFile>,
-    path: PathBuf,
-}
-
-impl LogFile {
-    /// Opens (creating if asked) a file for O_DIRECT reads and writes.
-    pub async fn open(path: &Path, create: bool) -> Result<LogFile, IoError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(create)
-            .dma_open(path)
-            .await
-            .map_err(|e| IoError {
-                op: if create { "create" } else { "open" },
-                path: path.to_owned(),
-                source: to_io(e),
-            })?;
-        Ok(LogFile {
-            file: Rc::new(file),
-            path: path.to_owned(),
-        })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    fn err(&self, op: &'static str, e: glommio::GlommioError<()>) -> IoError {
-        IoError {
-            op,
-            path: self.path.clone(),
-            source: to_io(e),
-        }
-    }
-
-    /// Copies `parts`, back to back, into a block-aligned DMA buffer padded with zeros to a
-    /// whole block: the one copy a write needs. Synchronous, so a caller can fill it while it
-    /// holds the bytes.
-    pub fn prepare_write(&self, parts: &[&[u8]]) -> AlignedWrite {
-        let total: usize = parts.iter().map(|p| p.len()).sum();
-        let len = (total as u64).div_ceil(DIRECT_IO_ALIGNMENT_BYTES) * DIRECT_IO_ALIGNMENT_BYTES;
-        let mut buf = self.file.alloc_dma_buffer(len as usize);
-        let bytes = buf.as_bytes_mut();
-        let mut at = 0;
-        for part in parts {
-            bytes[at..at + part.len()].copy_from_slice(part);
-            at += part.len();
-        }
-        bytes[total..].fill(0);
-        AlignedWrite(buf)
-    }
-
-    /// Writes a prepared buffer at the aligned position `pos`.
-    pub async fn write_prepared(&self, pos: u64, buf: AlignedWrite) -> Result<(), IoError> {
-        assert!(
-            pos % DIRECT_IO_ALIGNMENT_BYTES == 0,
-            "O_DIRECT writes start at an aligned position"
-        );
-        let len = buf.0.len();
-        let written = self
-            .file
-            .write_at(buf.0, pos)
-            .await
-            .map_err(|e| self.err("write", e))?;
-        if written != len {
-            return Err(IoError {
-                op: "write",
-                path: self.path.clone(),
-                source: io::Error::new(io::ErrorKind::WriteZero, "short O_DIRECT write"),
-            });
-        }
-        Ok(())
-    }
-
-    /// Reads up to `len` bytes at `pos` (any alignment; glommio aligns internally).
-    pub async fn read(&self, pos: u64, len: usize) -> Result<Bytes, IoError> {
-        let result = self
-            .file
-            .read_at(pos, len)
-            .await
-            .map_err(|e| self.err("read", e))?;
-        Ok(Bytes::copy_from_slice(&result[..]))
-    }
-
-    pub async fn sync(&self) -> Result<(), IoError> {
-        self.file
-            .fdatasync()
-            .await
-            .map_err(|e| self.err("fdatasync", e))
-    }
-
-    /// Allocates `len` bytes on disk so that later syncs need not commit size metadata.
-    pub async fn preallocate(&self, len: u64) -> Result<(), IoError> {
-        self.file
-            .pre_allocate(len, false)
-            .await
-            .map_err(|e| self.err("fallocate", e))
-    }
-
-    pub async fn truncate(&self, len: u64) -> Result<(), IoError> {
-        self.file
-            .truncate(len)
-            .await
-            .map_err(|e| self.err("truncate", e))
-    }
-}
+/// One block of the largest logical block size expected (512e and 4Kn disks).
+const PROBE_BLOCK_BYTES: usize = 4096;
 
 /// Spawns a task on the current shard and lets it run detached.
 pub fn spawn<F: Future<Output = ()> + 'static>(future: F) {
@@ -246,18 +92,20 @@ impl Default for LocalLock {
 /// work, and the right answer is cached before any segment is opened.
 pub async fn prime_device_probe(dir: &Path, shard: usize) -> Result<(), IoError> {
     let path = dir.join(format!(".io-probe-{shard}"));
-    let fail = |op, source| IoError {
-        op,
-        path: path.clone(),
-        source,
-    };
-    std::fs::write(&path, vec![0u8; DIRECT_IO_ALIGNMENT_BYTES as usize])
-        .map_err(|e| fail("write", e))?;
+    let owned = path.clone();
+    glommio::executor()
+        .spawn_blocking(move || std::fs::write(&owned, vec![0u8; PROBE_BLOCK_BYTES]))
+        .await
+        .map_err(|e| IoError::new("write", &path, e))?;
     let file = DmaFile::open(&path)
         .await
-        .map_err(|e| fail("open", to_io(e)))?;
+        .map_err(|e| IoError::new("open", &path, std::io::Error::from(e)))?;
     let _ = file.close().await;
-    std::fs::remove_file(&path).map_err(|e| fail("remove", e))
+    let owned = path.clone();
+    glommio::executor()
+        .spawn_blocking(move || std::fs::remove_file(&owned))
+        .await
+        .map_err(|e| IoError::new("remove", &path, e))
 }
 
 /// Runs `future` to completion on a fresh single-shard executor on the calling thread (benches,

@@ -15,8 +15,8 @@ use crate::constants::CONNECTION_IN_FLIGHT_BYTES_MAX;
 use crate::protocol::check_frame_size;
 use crate::protocol::fetch_response::Piece;
 use crate::runtime::io::{self, TcpStream};
-use crate::runtime::shard::ShardRef;
 use crate::runtime::splice;
+use crate::shard::ShardRef;
 use crate::storage::FetchRecords;
 
 /// A request in progress: its handler task, its share of the byte budget, its API key.
@@ -51,7 +51,7 @@ pub async fn serve(shard: ShardRef, stream: TcpStream) {
     let budget = io::Budget::new(CONNECTION_IN_FLIGHT_BYTES_MAX);
     let writer_task = io::spawn_joinable(write_responses(writer, queue_rx));
     let max_bytes = shard.config.socket_request_max_bytes;
-    let sequencer = crate::runtime::shard::Sequencer::new();
+    let sequencer = crate::shard::Sequencer::new();
     loop {
         let frame = match read_frame(&mut reader, max_bytes, &budget).await {
             Ok(Some(frame)) => frame,

@@ -1,41 +1,59 @@
 //! One partition's log on its owning shard: offsets, segments, the in-memory tail, idempotent
-//! producer state, and the appender's contract. Runs on: the owning shard only (the handle is an
-//! `Rc`, so it cannot leave the shard).
+//! producer state, the leader-epoch cache, and the appender's contract. Runs on: the owning
+//! shard only (the handle is an `Rc`, so it cannot leave the shard).
 //!
 //! The appender contract (after Redpanda's segment appender): `append` *logically* appends (the
 //! batch has its offset and is placed in order) and returns a completion that resolves once the
-//! bytes are durable under the flush policy; the high watermark only moves past a batch after
-//! that. One writer task per partition drains everything appended while the previous write was in
-//! flight into one write + one fdatasync (group commit). Invariants:
-//! `log_start <= high_watermark <= log_end`; offsets are contiguous; no `RefCell` borrow is held
-//! across an `.await`.
+//! bytes are durable under the flush policy. One writer task per partition drains everything
+//! appended while the previous write was in flight into one write + one fdatasync (group
+//! commit).
+//!
+//! Stages, each asserted whenever it moves, with the partition's state in the message:
+//! `log_start <= high_watermark <= flushed <= written <= log_end`.
+//! - `log_end`: after the last appended batch (offsets assigned, maybe not yet written);
+//! - `written`: after the last batch whose write succeeded;
+//! - `flushed`: after the last batch durable under the flush policy (fdatasynced under
+//!   `flush = always`; written, under the policies that acknowledge after the write);
+//! - `high_watermark`: what consumers may read, moved by the replication layer (on one node it
+//!   follows `flushed`; in a cluster, the minimum over the in-sync replicas).
+//!
+//! No `RefCell` borrow is held across an `.await`.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_channel::oneshot;
 
-use super::producer::{ProducerStates, SequenceCheck};
+use super::epochs::{EpochCache, EPOCH_CHECKPOINT};
+use super::producer::{ProducerStates, ProducerUndo, SequenceCheck};
 use super::segment::{self, Segment};
 use super::{Error, LogConfig};
 use crate::protocol::record_batch::{self, BatchHeader};
 use crate::protocol::types::{LeaderEpoch, Offset, TopicPartition};
+use crate::runtime::env::Env;
+use crate::runtime::fs::read_whole;
 
 pub type PartitionHandle = Rc<RefCell<Partition>>;
 
 /// A long-poll waiting on one or more partitions: whichever moves first takes the sender.
 pub type Waiter = Rc<RefCell<Option<oneshot::Sender<()>>>>;
 
+/// Resolves once an append is durable under the flush policy (or failed).
+pub type Completion = oneshot::Receiver<Result<(), Error>>;
+
+pub(super) type Done = oneshot::Sender<Result<(), Error>>;
+
 /// A batch placed in the log and waiting for the writer.
 pub(super) struct PendingAppend {
     pub bytes: Bytes,
     pub header: BatchHeader,
-    pub done: Option<oneshot::Sender<Result<(), String>>>,
-    /// When `append` took the batch: the start of its queue-wait and ack stages.
-    pub appended_at: std::time::Instant,
+    pub done: Option<Done>,
+    /// When `append` took the batch (monotonic): the start of its queue-wait and ack stages.
+    pub appended_at: Duration,
 }
 
 /// A recently appended batch kept in memory for tail reads.
@@ -64,7 +82,7 @@ pub enum AppendOutcome {
     /// Appended at `base_offset`; `durable` resolves when the flush policy is satisfied.
     Appended {
         base_offset: Offset,
-        durable: oneshot::Receiver<Result<(), String>>,
+        durable: Completion,
     },
     /// A retried idempotent batch that is already in the log.
     Duplicate { base_offset: Offset },
@@ -74,93 +92,64 @@ pub struct Partition {
     pub tp: TopicPartition,
     pub(super) dir: PathBuf,
     pub(super) config: LogConfig,
-    pub epoch: LeaderEpoch,
+    pub(super) env: Env,
+    /// The epoch stamped into batches this partition leads.
+    pub(super) epoch: LeaderEpoch,
     pub(super) segments: BTreeMap<Offset, Segment>,
     /// Bytes of the active segment from `tail_file_pos` (aligned) to its `size_bytes`.
     pub(super) tail: Vec<u8>,
     pub(super) tail_file_pos: u64,
-    pub log_start: Offset,
-    pub log_end: Offset,
-    pub high_watermark: Offset,
+    pub(super) log_start: Offset,
+    pub(super) log_end: Offset,
+    /// The `written` stage and what returns the log to it.
+    pub(super) written: WrittenMark,
+    pub(super) flushed: Offset,
+    pub(super) high_watermark: Offset,
+    /// On one node the high watermark follows `flushed`; a replication layer that tracks
+    /// followers turns this off and moves it itself.
+    pub(super) hwm_follows_flushed: bool,
     pub(super) pending: VecDeque<PendingAppend>,
     pub(super) writer_active: bool,
     pub(super) cache: VecDeque<CachedBatch>,
     pub(super) cache_bytes: u64,
     pub(super) producers: ProducerStates,
+    /// How to undo the idempotence state of each batch appended after `written`, oldest first.
+    pub(super) producer_undo: VecDeque<ProducerUndo>,
     pub(super) waiters: Vec<Waiter>,
     /// Waiters left after the last pruning pass.
     pub(super) waiters_live: usize,
     pub(super) failed: Option<String>,
     /// Written but not yet fdatasynced (interval flush policy).
     pub(super) unsynced: bool,
-    /// The state to return to if the writes after it fail for lack of space.
-    pub(super) written: WrittenMark,
-    /// How to undo the idempotence state of each batch appended after `written`, oldest first.
-    pub(super) producer_undo: VecDeque<super::producer::ProducerUndo>,
     /// A write failed for lack of space and none has succeeded since (logged once).
     pub(super) exhausted: bool,
+    pub(super) epochs: EpochCache,
+    /// The epoch cache changed since it was last persisted.
+    pub(super) epochs_dirty: bool,
 }
 
 impl Partition {
     /// Opens (recovering) or creates the partition's log in `dir`.
     pub async fn open(
+        env: &Env,
         dir: &Path,
         tp: TopicPartition,
         config: LogConfig,
         epoch: LeaderEpoch,
     ) -> Result<PartitionHandle, Error> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::Fs {
-            op: "create_dir",
-            path: dir.to_owned(),
-            source: e,
-        })?;
+        env.fs.create_dir_all(dir).await?;
         if let Some(parent) = dir.parent() {
-            segment::sync_dir(parent)?;
+            env.fs.sync_dir(parent).await?;
         }
-        let bases = segment::list_segments(dir)?;
-        let mut segments = BTreeMap::new();
-        // Idempotence state: the snapshot taken when the active segment was started (state of
-        // every earlier batch), then the batches of the segments scanned from there on.
-        let snapshot_offset = bases.last().copied();
-        let snapshot = snapshot_offset
-            .and_then(|base| std::fs::read(segment::snapshot_path(dir, base)).ok())
-            .and_then(|bytes| ProducerStates::from_snapshot(&bytes));
-        let replay_from = if snapshot.is_some() {
-            snapshot_offset
-        } else {
-            None
-        };
-        let mut producers = snapshot.unwrap_or_default();
-        let mut last_epoch = LeaderEpoch(0);
-        for (i, base) in bases.iter().enumerate() {
-            let is_last = i + 1 == bases.len();
-            let recovered = segment::open_segment(dir, *base, is_last, &config, last_epoch).await?;
-            if let Some(scan) = &recovered.scan {
-                last_epoch = scan.last_epoch;
-                if replay_from.is_none_or(|from| *base >= from) {
-                    for h in &scan.producer_batches {
-                        let _ = producers.record(
-                            h.producer_id,
-                            h.producer_epoch,
-                            h.base_sequence,
-                            h.last_sequence(),
-                            h.base_offset,
-                        );
-                    }
-                }
-            }
-            segments.insert(*base, recovered.segment);
-        }
-        // A closed segment ends where the next one begins.
-        let bases: Vec<Offset> = segments.keys().copied().collect();
-        for pair in bases.windows(2) {
-            let seg = segments.get_mut(&pair[0]).expect("segment listed");
-            if seg.closed && seg.index.offsets.len() + seg.size_bytes as usize > 0 {
-                seg.next_offset = pair[1];
-            }
-        }
+        let bases = segment::list_segments(env, dir).await?;
+        let recovered = recover_segments(env, dir, &bases, &config).await?;
+        let RecoveredLog {
+            mut segments,
+            producers,
+            mut epochs,
+        } = recovered;
         if segments.is_empty() {
-            let seg = segment::create_segment(dir, Offset(0), &config).await?;
+            let seg = segment::create_segment(env, dir, Offset(0), &config).await?;
             segments.insert(Offset(0), seg);
         }
         let active = segments.values().next_back().expect("at least one segment");
@@ -170,7 +159,7 @@ impl Partition {
         let tail = if active.size_bytes > tail_file_pos {
             active
                 .file
-                .read(tail_file_pos, (active.size_bytes - tail_file_pos) as usize)
+                .read_at(tail_file_pos, (active.size_bytes - tail_file_pos) as usize)
                 .await?
                 .to_vec()
         } else {
@@ -179,8 +168,14 @@ impl Partition {
         assert_eq!(
             tail.len() as u64,
             active.size_bytes - tail_file_pos,
-            "tail block must be read whole at recovery"
+            "{tp}: the tail block must be read whole at recovery"
         );
+        // What recovery found may still sit in the page cache only (the process died, the
+        // machine did not): sync it before calling it flushed.
+        if active.size_bytes > 0 {
+            active.file.fdatasync().await?;
+        }
+        let epochs_dirty = epochs.truncate_from(log_end);
         let log_start = *segments.keys().next().expect("at least one segment");
         let written = WrittenMark {
             offset: log_end,
@@ -190,31 +185,128 @@ impl Partition {
             tail_file_pos,
             tail: tail.clone(),
         };
+        let last_epoch = epochs.latest().map_or(LeaderEpoch(0), |(e, _)| e);
         let partition = Partition {
             tp,
             dir: dir.to_owned(),
             config,
+            env: env.clone(),
             epoch: epoch.max(last_epoch),
             segments,
             tail,
             tail_file_pos,
             log_start,
             log_end,
+            written,
+            flushed: log_end,
             high_watermark: log_end,
+            hwm_follows_flushed: true,
             pending: VecDeque::new(),
             writer_active: false,
             cache: VecDeque::new(),
             cache_bytes: 0,
             producers,
+            producer_undo: VecDeque::new(),
             waiters: Vec::new(),
             waiters_live: 0,
             failed: None,
             unsynced: false,
-            written,
-            producer_undo: VecDeque::new(),
             exhausted: false,
+            epochs,
+            epochs_dirty,
         };
+        partition.assert_stages("open");
         Ok(Rc::new(RefCell::new(partition)))
+    }
+
+    /// The partition's stages, for assertion messages and logs.
+    pub fn state(&self) -> String {
+        format!(
+            "{}: log_start {} <= high_watermark {} <= flushed {} <= written {} <= log_end {}",
+            self.tp,
+            self.log_start.0,
+            self.high_watermark.0,
+            self.flushed.0,
+            self.written.offset.0,
+            self.log_end.0
+        )
+    }
+
+    /// Asserts `log_start <= high_watermark <= flushed <= written <= log_end`.
+    pub(super) fn assert_stages(&self, after: &str) {
+        assert!(
+            self.log_start <= self.high_watermark
+                && self.high_watermark <= self.flushed
+                && self.flushed <= self.written.offset
+                && self.written.offset <= self.log_end,
+            "stages out of order after {after}: {}",
+            self.state()
+        );
+    }
+
+    pub fn log_start(&self) -> Offset {
+        self.log_start
+    }
+
+    pub fn log_end(&self) -> Offset {
+        self.log_end
+    }
+
+    pub fn written(&self) -> Offset {
+        self.written.offset
+    }
+
+    pub fn flushed(&self) -> Offset {
+        self.flushed
+    }
+
+    pub fn high_watermark(&self) -> Offset {
+        self.high_watermark
+    }
+
+    pub fn leader_epoch(&self) -> LeaderEpoch {
+        self.epoch
+    }
+
+    pub fn epochs(&self) -> &EpochCache {
+        &self.epochs
+    }
+
+    /// Hands the high watermark to a replication layer: it no longer follows `flushed`.
+    pub fn set_hwm_follows_flushed(&mut self, follows: bool) {
+        self.hwm_follows_flushed = follows;
+        if follows {
+            self.advance_high_watermark(self.flushed);
+        }
+    }
+
+    /// Moves the high watermark to `to` (never backwards, never past `flushed`) and wakes the
+    /// long-polls.
+    pub fn advance_high_watermark(&mut self, to: Offset) {
+        if to <= self.high_watermark {
+            return;
+        }
+        assert!(
+            to <= self.flushed,
+            "the high watermark cannot pass flushed: to {}, {}",
+            to.0,
+            self.state()
+        );
+        self.high_watermark = to;
+        self.notify_waiters();
+    }
+
+    /// Starts leading at `epoch` (the controller's choice): batches appended from now on are
+    /// stamped with it.
+    pub fn set_leader_epoch(&mut self, epoch: LeaderEpoch) {
+        assert!(
+            epoch >= self.epoch,
+            "leader epochs never go back: {} after {}, {}",
+            epoch.0,
+            self.epoch.0,
+            self.state()
+        );
+        self.epoch = epoch;
     }
 
     /// New topic-level settings; they apply from the next write, roll and retention pass.
@@ -272,50 +364,74 @@ impl Partition {
                 SequenceCheck::Fenced => return Err(Error::InvalidProducerEpoch),
             }
         }
-        let appended_at = std::time::Instant::now();
         let mut owned = BytesMut::from(payload);
         let base_offset = p.log_end;
         let epoch = p.epoch;
-        let (tx, rx) = oneshot::channel();
-        let mut tx = Some(tx);
-        let count = batches.len();
-        for (i, (pos, header)) in batches.into_iter().enumerate() {
+        let mut placed = Vec::with_capacity(batches.len());
+        for (pos, header) in batches {
             let offset = p.log_end;
             record_batch::assign_offset(&mut owned[pos..pos + header.total_bytes], offset, epoch);
             let mut header = header;
             header.base_offset = offset;
             header.leader_epoch = epoch;
+            let bytes = owned.split_to(header.total_bytes).freeze();
+            p.log_end = header.last_offset().next();
+            placed.push((header, bytes));
+        }
+        let durable = p.place(placed);
+        drop(p);
+        Partition::wake_writer(this);
+        Ok(AppendOutcome::Appended {
+            base_offset,
+            durable,
+        })
+    }
+
+    /// Records placed batches (offsets already theirs, `log_end` already past them): producer
+    /// state, the epoch cache, the tail cache, the writer's queue. Returns the completion of
+    /// the last one.
+    pub(super) fn place(&mut self, batches: Vec<(BatchHeader, Bytes)>) -> Completion {
+        let appended_at = self.env.monotonic();
+        let (tx, rx) = oneshot::channel();
+        let mut tx = Some(tx);
+        let count = batches.len();
+        for (i, (header, bytes)) in batches.into_iter().enumerate() {
             if header.is_idempotent() {
-                let undo = p.producers.record(
+                let undo = self.producers.record(
                     header.producer_id,
                     header.producer_epoch,
                     header.base_sequence,
                     header.last_sequence(),
-                    offset,
+                    header.base_offset,
                 );
-                p.producer_undo.push_back(undo);
+                self.producer_undo.push_back(undo);
             }
-            p.log_end = header.last_offset().next();
-            let bytes = owned.split_to(header.total_bytes).freeze();
-            p.push_cache(offset, header.last_offset(), bytes.clone());
+            if self.epochs.assign(header.leader_epoch, header.base_offset) {
+                self.epochs_dirty = true;
+            }
+            self.push_cache(header.base_offset, header.last_offset(), bytes.clone());
             let done = if i + 1 == count { tx.take() } else { None };
-            p.pending.push_back(PendingAppend {
+            self.pending.push_back(PendingAppend {
                 bytes,
                 header,
                 done,
                 appended_at,
             });
         }
-        let start_writer = !p.writer_active;
-        p.writer_active = true;
-        drop(p);
-        if start_writer {
+        rx
+    }
+
+    /// Starts the writer task if none runs.
+    pub(super) fn wake_writer(this: &PartitionHandle) {
+        let start = {
+            let mut p = this.borrow_mut();
+            let start = !p.writer_active;
+            p.writer_active = true;
+            start
+        };
+        if start {
             crate::runtime::io::spawn(super::writer::run(this.clone()));
         }
-        Ok(AppendOutcome::Appended {
-            base_offset,
-            durable: rx,
-        })
     }
 
     fn push_cache(&mut self, base: Offset, last: Offset, bytes: Bytes) {
@@ -362,12 +478,12 @@ impl Partition {
     /// Resolves once everything up to and including `offset` is durable (the high watermark
     /// is past it); an error if the partition fails or is deleted first. A retried idempotent
     /// batch waits here for its original, so a duplicate is never acknowledged earlier.
-    pub async fn wait_durable(this: &PartitionHandle, offset: Offset) -> Result<(), String> {
+    pub async fn wait_durable(this: &PartitionHandle, offset: Offset) -> Result<(), Error> {
         loop {
             let rx = {
                 let mut p = this.borrow_mut();
                 if let Some(why) = &p.failed {
-                    return Err(why.clone());
+                    return Err(Error::Failed(why.clone()));
                 }
                 if p.high_watermark > offset {
                     return Ok(());
@@ -385,7 +501,7 @@ impl Partition {
     /// back (disk space, descriptors). Unlike `fail`, the partition stays writable: the next
     /// produce gets the offsets the failed batches had. Every waiting produce is answered with
     /// the error; nothing it carried was acknowledged.
-    pub(super) fn rewind_to_written(&mut self, why: String) {
+    pub(super) fn rewind_to_written(&mut self, why: Error) {
         if !self.exhausted {
             tracing::warn!(partition = %self.tp, error = %why, log_end = self.log_end.0,
                 written = self.written.offset.0,
@@ -427,13 +543,7 @@ impl Partition {
             let undo = self.producer_undo.pop_back().expect("checked");
             self.producers.undo(undo);
         }
-        assert!(
-            self.log_start <= self.high_watermark && self.high_watermark <= self.log_end,
-            "after a rewind: log_start {} <= high_watermark {} <= log_end {}",
-            self.log_start.0,
-            self.high_watermark.0,
-            self.log_end.0
-        );
+        self.assert_stages("a rewind to written");
     }
 
     /// A write succeeded: `mark` is the new `written` stage, and the undo entries of the
@@ -458,6 +568,7 @@ impl Partition {
             self.exhausted = false;
         }
         self.written = mark;
+        self.assert_stages("a write");
     }
 
     /// Takes the partition out of service (topic deleted): writes and waits fail from now on.
@@ -470,12 +581,86 @@ impl Partition {
         tracing::error!(partition = %self.tp, error = %why, "log failed; refusing writes until restart");
         for pending in self.pending.drain(..) {
             if let Some(done) = pending.done {
-                let _ = done.send(Err(why.clone()));
+                let _ = done.send(Err(Error::Failed(why.clone())));
             }
         }
         self.failed = Some(why);
         self.notify_waiters();
     }
+}
+
+/// What recovering a partition's segments yields.
+struct RecoveredLog {
+    segments: BTreeMap<Offset, Segment>,
+    producers: ProducerStates,
+    epochs: EpochCache,
+}
+
+/// Opens every segment (scanning those that need it), rebuilds the idempotence state from the
+/// active segment's snapshot plus the batches scanned from there on, and the epoch cache from
+/// its checkpoint plus the epochs scanned.
+async fn recover_segments(
+    env: &Env,
+    dir: &Path,
+    bases: &[Offset],
+    config: &LogConfig,
+) -> Result<RecoveredLog, Error> {
+    let mut segments = BTreeMap::new();
+    // Idempotence state: the snapshot taken when the active segment was started (state of
+    // every earlier batch), then the batches of the segments scanned from there on.
+    let snapshot_offset = bases.last().copied();
+    let snapshot = match snapshot_offset {
+        Some(base) => read_whole(env.fs.as_ref(), &segment::snapshot_path(dir, base))
+            .await?
+            .and_then(|bytes| ProducerStates::from_snapshot(&bytes)),
+        None => None,
+    };
+    let replay_from = if snapshot.is_some() {
+        snapshot_offset
+    } else {
+        None
+    };
+    let mut producers = snapshot.unwrap_or_default();
+    let mut epochs = read_whole(env.fs.as_ref(), &dir.join(EPOCH_CHECKPOINT))
+        .await?
+        .and_then(|b| EpochCache::decode(&b))
+        .unwrap_or_default();
+    let mut last_epoch = LeaderEpoch(0);
+    for (i, base) in bases.iter().enumerate() {
+        let is_last = i + 1 == bases.len();
+        let recovered = segment::open_segment(env, dir, *base, is_last, config, last_epoch).await?;
+        if let Some(scan) = &recovered.scan {
+            last_epoch = scan.last_epoch;
+            for (epoch, start) in &scan.epoch_starts {
+                epochs.assign(*epoch, *start);
+            }
+            if replay_from.is_none_or(|from| *base >= from) {
+                for h in &scan.producer_batches {
+                    let _ = producers.record(
+                        h.producer_id,
+                        h.producer_epoch,
+                        h.base_sequence,
+                        h.last_sequence(),
+                        h.base_offset,
+                    );
+                }
+            }
+        }
+        segments.insert(*base, recovered.segment);
+    }
+    // A closed segment ends where the next one begins.
+    let bases: Vec<Offset> = segments.keys().copied().collect();
+    for pair in bases.windows(2) {
+        let seg = segments.get_mut(&pair[0]).expect("segment listed");
+        if seg.closed && seg.index.offsets.len() + seg.size_bytes as usize > 0 {
+            seg.next_offset = pair[1];
+        }
+    }
+    Ok(RecoveredLog {
+        segments,
+        producers,
+        epochs,
+    })
 }
 
 #[cfg(test)]
@@ -511,9 +696,7 @@ mod tests {
     /// Appends a fresh batch and waits until it is durable.
     async fn append_durable(part: &PartitionHandle, batch: &[u8]) -> Result<(), Error> {
         match Partition::append(part, batch)? {
-            AppendOutcome::Appended { durable, .. } => {
-                durable.await.expect("writer alive").map_err(Error::Failed)
-            }
+            AppendOutcome::Appended { durable, .. } => durable.await.expect("writer alive"),
             AppendOutcome::Duplicate { .. } => panic!("a fresh batch was taken for a duplicate"),
         }
     }
@@ -533,9 +716,15 @@ mod tests {
                 message_max_bytes: 4 << 20,
                 ..config()
             };
-            let part = Partition::open(&path, TopicPartition::new("t", 0), big, LeaderEpoch(0))
-                .await
-                .unwrap();
+            let part = Partition::open(
+                &Env::real(),
+                &path,
+                TopicPartition::new("t", 0),
+                big,
+                LeaderEpoch(0),
+            )
+            .await
+            .unwrap();
             // 1.5 MiB, then 3 MiB (one batch each): the second waits for the first's write.
             let first = record_batch::encode_uncompressed(15, None, &[b'x'; 100_000], 0, 0);
             let second = record_batch::encode_uncompressed(30, None, &[b'y'; 100_000], 0, 0);
@@ -553,7 +742,7 @@ mod tests {
             a.await.unwrap().unwrap();
             b.await.unwrap().unwrap();
             let p = part.borrow();
-            assert_eq!(p.high_watermark, Offset(45));
+            assert_eq!(p.high_watermark(), Offset(45));
             assert_eq!(
                 p.segments.len(),
                 2,
@@ -572,9 +761,15 @@ mod tests {
         let (p, d) = (path.clone(), dir.path().to_owned());
         crate::runtime::io::run_local(async move {
             crate::runtime::io::prime_device_probe(&d, 0).await.unwrap();
-            let part = Partition::open(&p, TopicPartition::new("t", 0), config(), LeaderEpoch(0))
-                .await
-                .unwrap();
+            let part = Partition::open(
+                &Env::real(),
+                &p,
+                TopicPartition::new("t", 0),
+                config(),
+                LeaderEpoch(0),
+            )
+            .await
+            .unwrap();
             // 27 batches of 2 records, 5 batches per 1 MiB segment: batch 23 ends up in a
             // closed segment and is among the producer's last 5.
             for i in 0..27 {
@@ -583,10 +778,15 @@ mod tests {
             assert_eq!(part.borrow().segments.len(), 6, "segments rolled");
         });
         crate::runtime::io::run_local(async move {
-            let part =
-                Partition::open(&path, TopicPartition::new("t", 0), config(), LeaderEpoch(0))
-                    .await
-                    .unwrap();
+            let part = Partition::open(
+                &Env::real(),
+                &path,
+                TopicPartition::new("t", 0),
+                config(),
+                LeaderEpoch(0),
+            )
+            .await
+            .unwrap();
             match Partition::append(&part, &idempotent(46, 2)) {
                 Ok(AppendOutcome::Duplicate { base_offset }) => assert_eq!(base_offset, Offset(46)),
                 Ok(_) => panic!("a retried batch was appended twice after restart"),

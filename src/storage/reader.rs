@@ -6,7 +6,6 @@
 //! active segment.
 
 use std::rc::Rc;
-use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
@@ -14,7 +13,7 @@ use super::partition::{Partition, PartitionHandle};
 use super::Error;
 use crate::protocol::record_batch::{self, BATCH_HEADER_BYTES};
 use crate::protocol::types::Offset;
-use crate::runtime::io::LogFile;
+use crate::runtime::fs::{File, SpliceFile};
 
 /// Whole batches read from a partition with its watermarks at the time of the read.
 pub struct ReadResult {
@@ -36,7 +35,7 @@ pub enum FetchRecords {
 /// Whole batches at `position..position + len` of a segment file.
 #[derive(Debug, Clone)]
 pub struct FileRange {
-    pub file: Arc<std::fs::File>,
+    pub file: SpliceFile,
     pub position: u64,
     pub len: usize,
 }
@@ -62,7 +61,7 @@ pub struct FetchRead {
 }
 
 struct DiskSpan {
-    file: Rc<LogFile>,
+    file: Rc<dyn File>,
     position: u64,
     limit: u64,
     next_segment_base: Option<Offset>,
@@ -131,13 +130,21 @@ impl Partition {
         zero_copy: bool,
     ) -> Result<FetchRead, Error> {
         if zero_copy {
-            let p = this.borrow();
-            if let Some(range) = p.file_range(offset, max_bytes) {
-                return Ok(FetchRead {
-                    records: FetchRecords::File(range),
-                    high_watermark: p.high_watermark,
-                    log_start: p.log_start,
-                });
+            let range = this.borrow().file_range(offset, max_bytes);
+            if let Some((file, position, len)) = range {
+                // A file without a page-cache descriptor (a test's disk) falls back to a copy.
+                if let Some(source) = file.splice_source().await? {
+                    let p = this.borrow();
+                    return Ok(FetchRead {
+                        records: FetchRecords::File(FileRange {
+                            file: source,
+                            position,
+                            len,
+                        }),
+                        high_watermark: p.high_watermark,
+                        log_start: p.log_start,
+                    });
+                }
             }
         }
         let r = Partition::read(this, offset, max_bytes).await?;
@@ -155,7 +162,7 @@ impl Partition {
     /// ends at a batch boundary: an index entry, or the end of what is durable. In the active
     /// segment it never reaches the block the writer still rewrites, so page-cache reads never
     /// race an O_DIRECT rewrite of the same block.
-    fn file_range(&self, offset: Offset, max_bytes: usize) -> Option<FileRange> {
+    fn file_range(&self, offset: Offset, max_bytes: usize) -> Option<(Rc<dyn File>, u64, usize)> {
         if offset < self.log_start || offset >= self.high_watermark {
             return None;
         }
@@ -184,19 +191,7 @@ impl Partition {
         if end <= start || end < must_reach.min(seg.durable_bytes) {
             return None;
         }
-        let file = match seg.read_fd.get() {
-            Some(f) => f.clone(),
-            None => {
-                let f = Arc::new(std::fs::File::open(seg.file.path()).ok()?);
-                let _ = seg.read_fd.set(f.clone());
-                f
-            }
-        };
-        Some(FileRange {
-            file,
-            position: start,
-            len: (end - start) as usize,
-        })
+        Some((seg.file.clone(), start, (end - start) as usize))
     }
 
     fn read_cache(&self, offset: Offset, max_bytes: usize) -> Option<Bytes> {
@@ -255,7 +250,7 @@ impl Partition {
         this: &PartitionHandle,
         timestamp_ms: i64,
     ) -> Result<Option<(Offset, i64)>, Error> {
-        let spans: Vec<(Rc<LogFile>, u64, u64)> = {
+        let spans: Vec<(Rc<dyn File>, u64, u64)> = {
             let p = this.borrow();
             p.segments
                 .values()
@@ -272,7 +267,7 @@ impl Partition {
         for (file, mut pos, limit) in spans {
             while pos + BATCH_HEADER_BYTES as u64 <= limit {
                 let want = DISK_READ_MIN_BYTES.min((limit - pos) as usize);
-                let data = file.read(pos, want).await?;
+                let data = file.read_at(pos, want).await?;
                 let mut at = 0usize;
                 while at + BATCH_HEADER_BYTES <= data.len() {
                     let total = record_batch::peek_total_bytes(&data[at..]).unwrap_or(0);
@@ -282,7 +277,7 @@ impl Partition {
                     let batch = if at + total <= data.len() {
                         data.slice(at..at + total)
                     } else {
-                        file.read(pos + at as u64, total).await?
+                        file.read_at(pos + at as u64, total).await?
                     };
                     let header = record_batch::parse_header(&batch, usize::MAX, false)
                         .map_err(Error::InvalidBatch)?;
@@ -319,7 +314,7 @@ async fn read_span(span: &DiskSpan, offset: Offset, max_bytes: usize) -> Result<
         let want = max_bytes
             .max(DISK_READ_MIN_BYTES)
             .min((span.limit - pos) as usize);
-        let data = span.file.read(pos, want).await?;
+        let data = span.file.read_at(pos, want).await?;
         let mut at = 0usize;
         let mut start: Option<usize> = None;
         let mut end = 0usize;
@@ -330,7 +325,7 @@ async fn read_span(span: &DiskSpan, offset: Offset, max_bytes: usize) -> Result<
                     let total = record_batch::peek_total_bytes(&data[at..]).unwrap_or(0);
                     if start.is_none() && total > 0 {
                         // The first batch is larger than what was read: read exactly it.
-                        let whole = span.file.read(pos + at as u64, total).await?;
+                        let whole = span.file.read_at(pos + at as u64, total).await?;
                         let h = record_batch::parse_header(&whole, usize::MAX, false)
                             .map_err(Error::InvalidBatch)?;
                         if h.last_offset() >= offset {

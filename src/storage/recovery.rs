@@ -1,12 +1,12 @@
 //! Recovery scan of a segment: walks its batches from the start, checks each one's length,
 //! magic, CRC-32C, base offset (must continue the previous batch) and leader epoch (must not go
-//! backwards), and stops at the first byte that fails. Runs on: the owning shard, at start only
-//! (blocking reads are acceptable there; nothing is served before recovery ends). Invariant: the
-//! valid prefix it returns is the longest prefix of whole valid batches; everything after it is
-//! cut by the caller, and the rebuilt index equals the index a fresh append of that prefix builds.
+//! backwards), and stops at the first byte that fails. Runs on: the owning shard, at start (and
+//! when a log is truncated), reading through the IO seam. Invariant: the valid prefix it returns
+//! is the longest prefix of whole valid batches, and the rebuilt index equals the index a fresh
+//! append of that prefix builds; what follows is cut by the caller only in the active segment
+//! (a torn tail), never in a closed one.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
+use crate::runtime::fs::{File, IoError};
 
 use super::index::SegmentIndex;
 use crate::protocol::record_batch::{parse_header, BatchHeader, BATCH_HEADER_BYTES};
@@ -33,28 +33,31 @@ pub struct ScanResult {
     pub stop: ScanStop,
     /// Headers of the valid batches that carry a producer id (to rebuild idempotence state).
     pub producer_batches: Vec<BatchHeader>,
+    /// Each leader epoch that starts in the segment and its first offset.
+    pub epoch_starts: Vec<(LeaderEpoch, Offset)>,
 }
 
 const SCAN_CHUNK_BYTES: usize = 1024 * 1024;
 
 /// Scans `file` (a segment whose first batch has offset `base_offset`).
-pub fn scan_segment(
-    file: &File,
+pub async fn scan_segment(
+    file: &dyn File,
     file_bytes: u64,
     base_offset: Offset,
     batch_bytes_max: usize,
     interval_bytes: u64,
     mut last_epoch: LeaderEpoch,
-) -> std::io::Result<ScanResult> {
+) -> Result<ScanResult, IoError> {
     let mut index = SegmentIndex::new();
     let mut producer_batches = Vec::new();
+    let mut epoch_starts = Vec::new();
     let mut next_offset = base_offset;
     let mut pos: u64 = 0;
     let mut buf: Vec<u8> = Vec::new();
     let mut buf_pos: u64 = 0; // file position of buf[0]
     let stop = loop {
         if pos + BATCH_HEADER_BYTES as u64 > file_bytes {
-            break if file_is_zero(file, pos, file_bytes)? {
+            break if file_is_zero(file, pos, file_bytes).await? {
                 ScanStop::CleanEnd
             } else {
                 ScanStop::Invalid
@@ -68,11 +71,12 @@ pub fn scan_segment(
             pos,
             BATCH_HEADER_BYTES,
             file_bytes,
-        )?;
+        )
+        .await?;
         let at = (pos - buf_pos) as usize;
         let length_field = i32::from_be_bytes(buf[at + 8..at + 12].try_into().expect("4 bytes"));
         if length_field == 0 && buf[at..at + 12].iter().all(|b| *b == 0) {
-            break if file_is_zero(file, pos, file_bytes.min(pos + SCAN_CHUNK_BYTES as u64))? {
+            break if file_is_zero(file, pos, file_bytes.min(pos + SCAN_CHUNK_BYTES as u64)).await? {
                 ScanStop::CleanEnd
             } else {
                 ScanStop::Invalid
@@ -89,7 +93,8 @@ pub fn scan_segment(
             pos,
             total as usize,
             file_bytes,
-        )?;
+        )
+        .await?;
         let at = (pos - buf_pos) as usize;
         let header = match parse_header(&buf[at..at + total as usize], batch_bytes_max, true) {
             Ok(h) => h,
@@ -109,6 +114,12 @@ pub fn scan_segment(
         if header.is_idempotent() {
             producer_batches.push(header);
         }
+        if epoch_starts
+            .last()
+            .is_none_or(|(e, _)| *e < header.leader_epoch)
+        {
+            epoch_starts.push((header.leader_epoch, header.base_offset));
+        }
         last_epoch = header.leader_epoch;
         next_offset = header.last_offset().next();
         pos += total;
@@ -120,58 +131,61 @@ pub fn scan_segment(
         index,
         stop,
         producer_batches,
+        epoch_starts,
     })
 }
 
 /// Ensures `buf` holds file bytes [pos, pos + len).
-fn ensure(
-    file: &File,
+async fn ensure(
+    file: &dyn File,
     buf: &mut Vec<u8>,
     buf_pos: &mut u64,
     pos: u64,
     len: usize,
     file_bytes: u64,
-) -> std::io::Result<()> {
+) -> Result<(), IoError> {
     let have = pos >= *buf_pos && pos + len as u64 <= *buf_pos + buf.len() as u64;
     if have {
         return Ok(());
     }
     let want = len.max(SCAN_CHUNK_BYTES).min((file_bytes - pos) as usize);
     buf.clear();
-    buf.resize(want, 0);
-    let mut filled = 0;
-    while filled < want {
-        let n = file.read_at(&mut buf[filled..], pos + filled as u64)?;
-        if n == 0 {
+    while buf.len() < want {
+        let chunk = file
+            .read_at(pos + buf.len() as u64, want - buf.len())
+            .await?;
+        if chunk.is_empty() {
             break;
         }
-        filled += n;
+        buf.extend_from_slice(&chunk);
     }
-    buf.truncate(filled);
     *buf_pos = pos;
-    if filled < len {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "segment shorter than its size",
+    if buf.len() < len {
+        return Err(IoError::new(
+            "scan",
+            file.path(),
+            std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "segment shorter than its size",
+            ),
         ));
     }
     Ok(())
 }
 
 /// True if the file holds only zeros in [from, to).
-fn file_is_zero(file: &File, from: u64, to: u64) -> std::io::Result<bool> {
-    let mut chunk = vec![0u8; 64 * 1024];
+async fn file_is_zero(file: &dyn File, from: u64, to: u64) -> Result<bool, IoError> {
     let mut pos = from;
     while pos < to {
-        let want = chunk.len().min((to - pos) as usize);
-        let n = file.read_at(&mut chunk[..want], pos)?;
-        if n == 0 {
+        let want = (64 * 1024).min((to - pos) as usize);
+        let chunk = file.read_at(pos, want).await?;
+        if chunk.is_empty() {
             return Ok(true);
         }
-        if chunk[..n].iter().any(|b| *b != 0) {
+        if chunk.iter().any(|b| *b != 0) {
             return Ok(false);
         }
-        pos += n as u64;
+        pos += chunk.len() as u64;
     }
     Ok(true)
 }
@@ -180,7 +194,8 @@ fn file_is_zero(file: &File, from: u64, to: u64) -> std::io::Result<bool> {
 mod tests {
     use super::*;
     use crate::protocol::record_batch::{assign_offset, tests::make_batch};
-    use std::io::Write;
+    use crate::runtime::fs::{Fs, OpenOptions};
+    use crate::testing::FaultFs;
 
     /// A segment of `count` batches (3 records each) followed by `zeros` bytes of zeros.
     fn segment(count: usize, zeros: usize) -> (Vec<u8>, Vec<u64>) {
@@ -196,18 +211,27 @@ mod tests {
         (bytes, ends)
     }
 
+    fn scan_from(bytes: &[u8], last_epoch: LeaderEpoch) -> ScanResult {
+        let fs = FaultFs::new();
+        let path = std::path::Path::new("/seg.log");
+        fs.put(path, bytes);
+        futures_lite::future::block_on(async {
+            let f = fs.open(path, OpenOptions::read_only()).await.unwrap();
+            scan_segment(
+                f.as_ref(),
+                bytes.len() as u64,
+                Offset(100),
+                1 << 20,
+                512,
+                last_epoch,
+            )
+            .await
+            .unwrap()
+        })
+    }
+
     fn scan(bytes: &[u8]) -> ScanResult {
-        let mut f = tempfile::tempfile().unwrap();
-        f.write_all(bytes).unwrap();
-        scan_segment(
-            &f,
-            bytes.len() as u64,
-            Offset(100),
-            1 << 20,
-            512,
-            LeaderEpoch(0),
-        )
-        .unwrap()
+        scan_from(bytes, LeaderEpoch(0))
     }
 
     #[test]
@@ -279,20 +303,7 @@ mod tests {
         let (mut bytes, ends) = segment(3, 0);
         let at = ends[1] as usize;
         bytes[at + 12..at + 16].copy_from_slice(&0i32.to_be_bytes());
-        let f = {
-            let mut f = tempfile::tempfile().unwrap();
-            f.write_all(&bytes).unwrap();
-            f
-        };
-        let r = scan_segment(
-            &f,
-            bytes.len() as u64,
-            Offset(100),
-            1 << 20,
-            512,
-            LeaderEpoch(1),
-        )
-        .unwrap();
+        let r = scan_from(&bytes, LeaderEpoch(1));
         assert_eq!(r.valid_bytes, ends[1]);
     }
 }

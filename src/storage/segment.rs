@@ -3,9 +3,6 @@
 //! shard. Invariants: `durable_bytes <= size_bytes <= file length`; a closed segment never
 //! changes; only the last segment of a partition is active.
 
-use std::fs::{self, File};
-use std::io::Write;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -16,11 +13,12 @@ use crate::constants::{
     DIRECT_IO_ALIGNMENT_BYTES, PREALLOCATE_FIRST_BYTES, PREALLOCATE_STEP_BYTES,
 };
 use crate::protocol::types::{LeaderEpoch, Offset};
-use crate::runtime::io::LogFile;
+use crate::runtime::env::Env;
+use crate::runtime::fs::{read_whole, File, OpenOptions};
 
 pub struct Segment {
     pub base_offset: Offset,
-    pub file: Rc<LogFile>,
+    pub file: Rc<dyn File>,
     /// Bytes of whole batches placed in the segment (some may still be in flight).
     pub size_bytes: u64,
     /// Bytes written (and synced, per the flush policy): what reads may see.
@@ -32,9 +30,6 @@ pub struct Segment {
     pub index: SegmentIndex,
     pub created_ms: u64,
     pub closed: bool,
-    /// An ordinary (page-cache) read-only descriptor of the file, opened on the first
-    /// zero-copy fetch; in-flight splices hold their own reference.
-    pub read_fd: std::cell::OnceCell<std::sync::Arc<std::fs::File>>,
 }
 
 pub fn log_path(dir: &Path, base: Offset) -> PathBuf {
@@ -50,46 +45,18 @@ pub fn snapshot_path(dir: &Path, base: Offset) -> PathBuf {
     dir.join(format!("{:020}.snapshot", base.0))
 }
 
-/// Writes and fsyncs a file (index, snapshot) beside the segments.
-pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let write = || -> std::io::Result<()> {
-        let mut f = File::create(path)?;
-        f.write_all(bytes)?;
-        f.sync_all()
-    };
-    write().map_err(|e| Error::Fs {
-        op: "write",
-        path: path.to_owned(),
-        source: e,
-    })
-}
-
 /// Base offsets of the segments in `dir`, sorted.
-pub fn list_segments(dir: &Path) -> Result<Vec<Offset>, Error> {
-    let fs_err = |op, source| Error::Fs {
-        op,
-        path: dir.to_owned(),
-        source,
-    };
-    let mut bases = Vec::new();
-    for entry in fs::read_dir(dir).map_err(|e| fs_err("read_dir", e))? {
-        let name = entry.map_err(|e| fs_err("read_dir", e))?.file_name();
-        let name = name.to_string_lossy();
-        if let Some(stem) = name.strip_suffix(".log") {
-            if let Ok(base) = stem.parse::<i64>() {
-                bases.push(Offset(base));
-            }
-        }
-    }
+pub async fn list_segments(env: &Env, dir: &Path) -> Result<Vec<Offset>, Error> {
+    let mut bases: Vec<Offset> = env
+        .fs
+        .list_dir(dir)
+        .await?
+        .iter()
+        .filter_map(|name| name.strip_suffix(".log")?.parse::<i64>().ok())
+        .map(Offset)
+        .collect();
     bases.sort();
     Ok(bases)
-}
-
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// What recovering one segment yielded.
@@ -99,8 +66,12 @@ pub struct Recovered {
 }
 
 /// Opens an existing segment. A closed segment with a valid index is trusted up to its file
-/// length; any other segment is scanned and cut at its first invalid byte.
+/// length; any other segment is scanned. The active (last) segment is cut at its first
+/// invalid byte: a torn tail of writes that were never acknowledged. A closed segment was
+/// synced whole when it closed, so an invalid byte there is damage, not a tear: it is never
+/// cut (TigerBeetle's lesson), and the partition stays offline with the position named.
 pub async fn open_segment(
+    env: &Env,
     dir: &Path,
     base: Offset,
     is_last: bool,
@@ -108,26 +79,17 @@ pub async fn open_segment(
     last_epoch: LeaderEpoch,
 ) -> Result<Recovered, Error> {
     let path = log_path(dir, base);
-    let fs_err = |op, source| Error::Fs {
-        op,
-        path: path.clone(),
-        source,
+    let file = env.fs.open(&path, OpenOptions::direct(false)).await?;
+    let file_bytes = file.size().await?;
+    let created_ms = match file.modified_ms().await? {
+        0 => env.wall_ms() as u64,
+        ms => ms as u64,
     };
-    let std_file = File::open(&path).map_err(|e| fs_err("open", e))?;
-    let meta = std_file.metadata().map_err(|e| fs_err("stat", e))?;
-    let file_bytes = meta.len();
-    let created_ms = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_else(now_ms);
     if !is_last {
-        if let Some(index) = fs::read(index_path(dir, base))
-            .ok()
-            .and_then(|b| SegmentIndex::decode(&b))
-        {
-            let file = Rc::new(LogFile::open(&path, false).await?);
+        let index = read_whole(env.fs.as_ref(), &index_path(dir, base))
+            .await?
+            .and_then(|b| SegmentIndex::decode(&b));
+        if let Some(index) = index {
             return Ok(Recovered {
                 segment: Segment {
                     base_offset: base,
@@ -140,14 +102,13 @@ pub async fn open_segment(
                     index,
                     created_ms,
                     closed: true,
-                    read_fd: Default::default(),
                 },
                 scan: None,
             });
         }
     }
     let scan = scan_segment(
-        &std_file,
+        file.as_ref(),
         file_bytes,
         base,
         // A fixed bound, never the tunable limit: lowering `message_max_bytes` must not make
@@ -156,18 +117,26 @@ pub async fn open_segment(
         config.index_interval_bytes,
         last_epoch,
     )
-    .map_err(|e| fs_err("scan", e))?;
+    .await?;
     if scan.stop == ScanStop::Invalid {
+        if !is_last {
+            return Err(Error::Corrupt {
+                path,
+                position: scan.valid_bytes,
+                reason: "a closed segment holds an invalid batch; it is not cut",
+            });
+        }
         tracing::warn!(
             segment = %path.display(),
             valid_bytes = scan.valid_bytes,
             file_bytes,
             "torn or corrupt tail: cutting the segment after its last valid batch"
         );
-        zero_after(&path, scan.valid_bytes, file_bytes)?;
+        // Zeroed, so stale bytes after the cut are never read again.
+        file.zero_range(scan.valid_bytes, file_bytes - scan.valid_bytes)
+            .await?;
+        file.fdatasync().await?;
     }
-    drop(std_file);
-    let file = Rc::new(LogFile::open(&path, false).await?);
     Ok(Recovered {
         segment: Segment {
             base_offset: base,
@@ -179,63 +148,23 @@ pub async fn open_segment(
             index: scan.index.clone(),
             created_ms,
             closed: !is_last,
-            read_fd: Default::default(),
         },
         scan: Some(scan),
     })
 }
 
-/// Zeroes the file from `from` to its end so stale bytes after a cut are never read again.
-fn zero_after(path: &Path, from: u64, file_bytes: u64) -> Result<(), Error> {
-    let f = fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map_err(|e| Error::Fs {
-            op: "open",
-            path: path.to_owned(),
-            source: e,
-        })?;
-    // FALLOC_FL_ZERO_RANGE turns the range into unwritten extents (a metadata change, fast on
-    // any disk); filesystems without it get written zeros.
-    // SAFETY: fallocate on a descriptor we own, with a range inside the file.
-    let zeroed = from >= file_bytes
-        || unsafe {
-            libc::fallocate(
-                std::os::unix::io::AsRawFd::as_raw_fd(&f),
-                libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
-                from as libc::off_t,
-                (file_bytes - from) as libc::off_t,
-            )
-        } == 0;
-    let mut pos = if zeroed { file_bytes } else { from };
-    let zeros = vec![0u8; 1024 * 1024];
-    while pos < file_bytes {
-        let n = zeros.len().min((file_bytes - pos) as usize);
-        f.write_all_at(&zeros[..n], pos).map_err(|e| Error::Fs {
-            op: "zero tail",
-            path: path.to_owned(),
-            source: e,
-        })?;
-        pos += n as u64;
-    }
-    f.sync_data().map_err(|e| Error::Fs {
-        op: "fdatasync",
-        path: path.to_owned(),
-        source: e,
-    })
-}
-
 /// Creates a new, preallocated active segment.
 pub async fn create_segment(
+    env: &Env,
     dir: &Path,
     base: Offset,
     config: &LogConfig,
 ) -> Result<Segment, Error> {
     let path = log_path(dir, base);
-    let file = Rc::new(LogFile::open(&path, true).await?);
+    let file = env.fs.open(&path, OpenOptions::direct(true)).await?;
     let allocated_bytes = PREALLOCATE_FIRST_BYTES.min(config.segment_bytes);
-    file.preallocate(allocated_bytes).await?;
-    sync_dir(dir)?;
+    file.allocate(allocated_bytes).await?;
+    env.fs.sync_dir(dir).await?;
     Ok(Segment {
         base_offset: base,
         file,
@@ -244,9 +173,8 @@ pub async fn create_segment(
         allocated_bytes,
         next_offset: base,
         index: SegmentIndex::new(),
-        created_ms: now_ms(),
+        created_ms: env.wall_ms() as u64,
         closed: false,
-        read_fd: Default::default(),
     })
 }
 
@@ -264,20 +192,10 @@ pub fn preallocation_target(allocated_bytes: u64, written_end: u64, segment_byte
 /// Closes a segment's file: cut the preallocated space and sync. The caller then persists its
 /// index (`index_path`). Takes what it needs by value so the caller holds no borrow of the
 /// partition across the awaits.
-pub async fn close_segment(file: Rc<LogFile>, size_bytes: u64) -> Result<(), Error> {
+pub async fn close_segment(file: Rc<dyn File>, size_bytes: u64) -> Result<(), Error> {
     file.truncate(size_bytes).await?;
-    file.sync().await?;
+    file.fdatasync().await?;
     Ok(())
-}
-
-pub fn sync_dir(dir: &Path) -> Result<(), Error> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::Fs {
-            op: "fsync dir",
-            path: dir.to_owned(),
-            source: e,
-        })
 }
 
 #[cfg(test)]

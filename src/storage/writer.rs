@@ -1,42 +1,42 @@
-//! The group-commit writer of one partition, plus the interval flusher and retention. Runs on:
-//! the owning shard, as one task per partition while appends are pending. Invariants: per
-//! partition at most one write and one fdatasync in flight (a job's sync overlaps the next
-//! job's write), and jobs complete in order; a write covers whole aligned blocks from the
-//! aligned start of the unflushed tail, so the last partial block is rewritten with identical
-//! leading bytes (a torn rewrite leaves each sector either old or new, both holding the same
-//! acknowledged bytes); the high watermark moves only after the write (and fdatasync under
-//! `flush = always`) succeeded; a failed write or sync fails the partition and is never
-//! retried.
+//! The group-commit writer of one partition, plus the interval flusher. Runs on: the owning
+//! shard, as one task per partition while appends are pending. Invariants: per partition at
+//! most one write and one fdatasync in flight (a job's sync overlaps the next job's write), and
+//! jobs complete in order; a write covers whole aligned blocks from the aligned start of the
+//! unflushed tail, so the last partial block is rewritten with identical leading bytes (a torn
+//! rewrite leaves each sector either old or new, both holding the same acknowledged bytes);
+//! `flushed` (and with it the high watermark) moves only after the write, and the fdatasync
+//! under `flush = always`, succeeded; a failed write or sync fails the partition and is never
+//! retried; a write that fails for lack of space rewinds the log to `written` instead.
 
 use std::rc::Rc;
+use std::time::Duration;
 
-use super::partition::{Partition, PartitionHandle};
-use super::segment::{self, now_ms};
-use super::FlushPolicy;
+use super::epochs::EPOCH_CHECKPOINT;
+use super::partition::{Done, Partition, PartitionHandle, WrittenMark};
+use super::segment;
+use super::{Error, FlushPolicy};
 use crate::constants::DIRECT_IO_ALIGNMENT_BYTES;
 use crate::metrics::ProduceStage;
 use crate::protocol::types::Offset;
-use crate::runtime::io::LogFile;
+use crate::runtime::fs::{write_atomic, write_synced, AlignedBuf, File, IoError};
 
 /// A produce waiting for a write, and when it was appended (for the ack-stage metric).
-type Done = (
-    futures_channel::oneshot::Sender<Result<(), String>>,
-    std::time::Instant,
-);
+type Waiting = (Done, Duration);
 
 struct WriteJob {
-    file: Rc<LogFile>,
+    file: Rc<dyn File>,
     pos: u64,
     /// Taken by the write.
-    data: Option<crate::runtime::io::AlignedWrite>,
+    data: Option<AlignedBuf>,
     new_size_bytes: u64,
-    new_high_watermark: Offset,
-    dones: Vec<Done>,
+    /// Offset after the job's last batch.
+    end: Offset,
+    dones: Vec<Waiting>,
     sync: bool,
     /// Allocate the file up to this size before writing.
     extend_to: Option<u64>,
     /// The `written` stage once this write succeeds.
-    mark_after: Option<super::partition::WrittenMark>,
+    mark_after: Option<WrittenMark>,
 }
 
 enum Step {
@@ -47,16 +47,14 @@ enum Step {
     Write(Box<WriteJob>),
 }
 
-/// Milliseconds since the epoch as i64.
-pub fn now_ms_i64() -> i64 {
-    now_ms() as i64
-}
+/// A job whose data is written, and its running fdatasync.
+type Syncing = (crate::runtime::io::Task<Result<(), Error>>, WriteJob);
 
 /// Drains the partition's pending appends until none are left. A job's fdatasync runs while
 /// the next job's write goes out (the two overlap on the device); jobs still complete strictly
-/// in order, each only after its own sync, so the high watermark never passes an unsynced byte.
-/// The next write may rewrite the last partial block under the running sync: its leading bytes
-/// are identical, so either version the sync persists holds the acknowledged bytes.
+/// in order, each only after its own sync, so `flushed` never passes an unsynced byte. The
+/// next write may rewrite the last partial block under the running sync: its leading bytes are
+/// identical, so either version the sync persists holds the acknowledged bytes.
 pub(super) async fn run(part: PartitionHandle) {
     let mut syncing: Option<Syncing> = None;
     loop {
@@ -73,89 +71,145 @@ pub(super) async fn run(part: PartitionHandle) {
                     // A failed sync fails the partition; next_step then ends the writer.
                     continue;
                 }
-                if let Err(e) = roll(&part).await {
-                    if part.borrow().failed.is_some() {
-                        // Closed (its topic deleted) while rolling: stop; nothing to fail.
-                        part.borrow_mut().writer_active = false;
-                        return;
-                    }
-                    if e.is_exhaustion() {
-                        // No space or descriptors for the new segment: the appends waiting for
-                        // it are taken back; the next produce tries the roll again.
-                        part.borrow_mut().rewind_to_written(e.to_string());
-                        continue;
-                    }
-                    part.borrow_mut().fail(e.to_string());
-                    part.borrow_mut().writer_active = false;
+                if !roll_or_stop(&part).await {
                     return;
                 }
             }
             Step::Write(job) => {
-                let mut job = *job;
-                let result = write_job(&mut job).await;
-                if result.is_ok() {
-                    let mark = job.mark_after.take().expect("a write job carries its mark");
-                    part.borrow_mut().on_written(mark);
-                }
-                if let Some((task, previous)) = syncing.take() {
-                    finish_sync(&part, task, previous).await;
-                }
-                let failed = part.borrow().failed.clone();
-                match (result, failed) {
-                    (_, Some(why)) => part.borrow_mut().complete(job, Err(why)),
-                    // A full disk (or no descriptors) is transient: nothing of this write or
-                    // after it is acknowledged, the log returns to what was written, and the
-                    // partition keeps serving. Only an IO error fails it.
-                    (Err(e), None) if e.is_exhaustion() => {
-                        for (done, _) in job.dones {
-                            let _ = done.send(Err(e.to_string()));
-                        }
-                        part.borrow_mut().rewind_to_written(e.to_string());
-                    }
-                    (Err(e), None) => part.borrow_mut().complete(job, Err(e.to_string())),
-                    (Ok(()), None) if job.sync => {
-                        let file = job.file.clone();
-                        let task = crate::runtime::io::spawn_joinable(async move {
-                            let started = std::time::Instant::now();
-                            let result = file.sync().await;
-                            let took = started.elapsed();
-                            crate::metrics::with(|m| {
-                                m.produce_stage(ProduceStage::Fdatasync, took)
-                            });
-                            result.map_err(|e| e.to_string())
-                        });
-                        syncing = Some((task, job));
-                    }
-                    (Ok(()), None) => part.borrow_mut().complete(job, Ok(())),
-                }
+                let job = *job;
+                syncing = write_step(&part, job, syncing).await;
             }
         }
     }
 }
 
-/// A job whose data is written, and its running fdatasync.
-type Syncing = (crate::runtime::io::Task<Result<(), String>>, WriteJob);
+/// Rolls the active segment; `false` if the writer must stop (the partition failed or was
+/// closed meanwhile).
+async fn roll_or_stop(part: &PartitionHandle) -> bool {
+    let Err(e) = roll(part).await else {
+        return true;
+    };
+    if part.borrow().failed.is_some() {
+        // Closed (its topic deleted) while rolling: stop; nothing to fail.
+        part.borrow_mut().writer_active = false;
+        return false;
+    }
+    if e.is_exhaustion() {
+        // No space or descriptors for the new segment: the appends waiting for it are taken
+        // back; the next produce tries the roll again.
+        part.borrow_mut().rewind_to_written(e);
+        return true;
+    }
+    let mut p = part.borrow_mut();
+    p.fail(e.to_string());
+    p.writer_active = false;
+    false
+}
+
+/// Writes one job, completes the previous job once its sync is done, and starts this job's
+/// sync; returns the sync now running.
+async fn write_step(
+    part: &PartitionHandle,
+    mut job: WriteJob,
+    syncing: Option<Syncing>,
+) -> Option<Syncing> {
+    let result = write_job(&mut job).await;
+    if result.is_ok() {
+        let mark = job.mark_after.take().expect("a write job carries its mark");
+        part.borrow_mut().on_written(mark);
+    }
+    if let Some((task, previous)) = syncing {
+        finish_sync(part, task, previous).await;
+    }
+    let failed = part.borrow().failed.clone();
+    match (result, failed) {
+        (_, Some(why)) => part.borrow_mut().complete(job, Err(Error::Failed(why))),
+        // A full disk (or no descriptors) is transient: nothing of this write or after it is
+        // acknowledged, the log returns to what was written, and the partition keeps serving.
+        // Only an IO error fails it.
+        (Err(e), None) if e.is_exhaustion() => {
+            for (done, _) in job.dones {
+                let _ = done.send(Err(e.clone()));
+            }
+            part.borrow_mut().rewind_to_written(e);
+        }
+        (Err(e), None) => part.borrow_mut().complete(job, Err(e)),
+        (Ok(()), None) if job.sync => {
+            let task = spawn_sync(part, job.file.clone());
+            return Some((task, job));
+        }
+        (Ok(()), None) => part.borrow_mut().complete(job, Ok(())),
+    }
+    None
+}
+
+/// The job's fdatasync as a task of its own (it overlaps the next write). A changed epoch
+/// cache is persisted after it; if that fails, it is retried with the next job or roll (the
+/// batches themselves carry their epochs, so nothing acknowledged depends on it).
+fn spawn_sync(
+    part: &PartitionHandle,
+    file: Rc<dyn File>,
+) -> crate::runtime::io::Task<Result<(), Error>> {
+    let part = part.clone();
+    crate::runtime::io::spawn_joinable(async move {
+        let env = part.borrow().env.clone();
+        let started = env.monotonic();
+        let result = file.fdatasync().await;
+        let took = env.monotonic().saturating_sub(started);
+        crate::metrics::with(|m| m.produce_stage(ProduceStage::Fdatasync, took));
+        result?;
+        if let Err(e) = persist_epochs(&part).await {
+            tracing::warn!(error = %e, "writing the leader-epoch checkpoint failed; retried later");
+        }
+        Ok(())
+    })
+}
+
+/// Writes the epoch checkpoint if it changed; on failure it stays marked for the next try.
+async fn persist_epochs(part: &PartitionHandle) -> Result<(), IoError> {
+    let (env, path, bytes) = {
+        let mut p = part.borrow_mut();
+        if !p.epochs_dirty {
+            return Ok(());
+        }
+        p.epochs_dirty = false;
+        (
+            p.env.clone(),
+            p.dir.join(EPOCH_CHECKPOINT),
+            p.epochs.encode(),
+        )
+    };
+    let result = write_atomic(env.fs.as_ref(), &path, bytes).await;
+    if result.is_err() {
+        part.borrow_mut().epochs_dirty = true;
+    }
+    result
+}
 
 /// Preallocates if the job asks, then writes its data.
-async fn write_job(job: &mut WriteJob) -> Result<(), super::Error> {
+async fn write_job(job: &mut WriteJob) -> Result<(), Error> {
     if let Some(len) = job.extend_to {
-        job.file.preallocate(len).await?;
+        job.file.allocate(len).await?;
     }
     let data = job.data.take().expect("a write job carries its data once");
-    let started = std::time::Instant::now();
-    job.file.write_prepared(job.pos, data).await?;
-    let took = started.elapsed();
-    crate::metrics::with(|m| m.produce_stage(ProduceStage::DiskWrite, took));
+    job.file.write_aligned(job.pos, data).await?;
     Ok(())
 }
 
 async fn finish_sync(
     part: &PartitionHandle,
-    task: crate::runtime::io::Task<Result<(), String>>,
+    task: crate::runtime::io::Task<Result<(), Error>>,
     job: WriteJob,
 ) {
     let result = task.join().await;
     part.borrow_mut().complete(job, result);
+}
+
+/// Batches taken from the queue for one write.
+struct Placed {
+    bytes: Vec<bytes::Bytes>,
+    dones: Vec<Waiting>,
+    end: Offset,
 }
 
 impl Partition {
@@ -168,38 +222,50 @@ impl Partition {
             self.writer_active = false;
             return Step::Idle;
         }
+        if self.roll_needed() {
+            return Step::Roll;
+        }
+        let placed = self.place_pending();
+        Step::Write(Box::new(self.build_job(placed)))
+    }
+
+    /// True if the first pending batch cannot go into the active segment: it is full, too
+    /// old, or the batch's offsets would not fit its u32 relative index entries. An empty
+    /// segment always takes its first batch.
+    fn roll_needed(&self) -> bool {
+        let active = self.segments.values().next_back().expect("active segment");
+        let first = self.pending.front().expect("pending");
+        let age_ms = (self.env.wall_ms() as u64).saturating_sub(active.created_ms);
+        active.size_bytes > 0
+            && (active.size_bytes + first.bytes.len() as u64 > self.config.segment_bytes
+                || age_ms > self.config.segment_ms
+                || !fits_relative(first.header.last_offset(), active.base_offset))
+    }
+
+    /// Moves pending batches into the active segment (index entries, sizes), as many as fit
+    /// (one, without group commit).
+    fn place_pending(&mut self) -> Placed {
         let segment_bytes = self.config.segment_bytes;
-        let segment_ms = self.config.segment_ms;
         let interval = self.config.index_interval_bytes;
+        let placed_at = self.env.monotonic();
         let active = self
             .segments
             .values_mut()
             .next_back()
             .expect("active segment");
-        let first = self.pending.front().expect("pending");
-        let first_len = first.bytes.len() as u64;
-        let first_offset = first.header.base_offset;
-        let too_old = now_ms().saturating_sub(active.created_ms) > segment_ms;
-        if active.size_bytes > 0
-            && (active.size_bytes + first_len > segment_bytes
-                || too_old
-                || !fits_relative(first.header.last_offset(), active.base_offset))
-        {
-            return Step::Roll;
-        }
-        let mut dones = Vec::new();
-        let mut placed_bytes: Vec<bytes::Bytes> = Vec::new();
-        let placed_at = std::time::Instant::now();
-        let mut last = active.next_offset;
-        let mut placed = 0usize;
+        let first_len = self.pending.front().expect("pending").bytes.len();
+        let mut placed = Placed {
+            bytes: Vec::new(),
+            dones: Vec::new(),
+            end: active.next_offset,
+        };
         while let Some(next) = self.pending.front() {
-            if placed > 0 && !self.config.group_commit {
+            if !placed.bytes.is_empty() && !self.config.group_commit {
                 break;
             }
             let len = next.bytes.len() as u64;
-            // An empty segment always takes its first batch: `segment.bytes` may have been
-            // lowered below a batch that was already pending (that once stopped the broker
-            // on the assertion below).
+            // `segment.bytes` may have been lowered below a batch that was already pending:
+            // an empty segment still takes it (that once stopped the broker).
             let full = active.size_bytes > 0 && active.size_bytes + len > segment_bytes;
             if full || !fits_relative(next.header.last_offset(), active.base_offset) {
                 break;
@@ -213,48 +279,62 @@ impl Partition {
                 p.header.max_timestamp_ms,
                 interval,
             );
-            placed_bytes.push(p.bytes);
             active.size_bytes += len;
-            last = p.header.last_offset().next();
-            active.next_offset = last;
-            crate::metrics::with(|m| {
-                m.produce_stage(ProduceStage::QueueWait, placed_at - p.appended_at)
-            });
+            placed.end = p.header.last_offset().next();
+            active.next_offset = placed.end;
+            let waited = placed_at.saturating_sub(p.appended_at);
+            crate::metrics::with(|m| m.produce_stage(ProduceStage::QueueWait, waited));
             if let Some(done) = p.done {
-                dones.push((done, p.appended_at));
+                placed.dones.push((done, p.appended_at));
             }
-            placed += 1;
+            placed.bytes.push(p.bytes);
         }
-        assert!(
-            placed > 0,
-            "the writer places at least one batch: segment {} at {} bytes, segment_bytes {}, \
-             first pending batch {} bytes at offset {}",
-            active.base_offset.0,
-            active.size_bytes,
-            segment_bytes,
-            first_len,
-            first_offset.0
-        );
-        let placed_len: u64 = placed_bytes.iter().map(|b| b.len() as u64).sum();
+        if placed.bytes.is_empty() {
+            let (base, size) = (active.base_offset.0, active.size_bytes);
+            panic!(
+                "the writer places at least one batch: segment {base} at {size} bytes, \
+                 segment_bytes {segment_bytes}, first pending batch {first_len} bytes; {}",
+                self.state()
+            );
+        }
+        placed
+    }
+
+    /// The write of the placed batches: the unflushed tail block and the batches, copied once
+    /// into an aligned buffer; the last partial block stays in `tail` for the next write.
+    fn build_job(&mut self, placed: Placed) -> WriteJob {
+        let segment_bytes = self.config.segment_bytes;
+        let active = self
+            .segments
+            .values_mut()
+            .next_back()
+            .expect("active segment");
+        let placed_len: u64 = placed.bytes.iter().map(|b| b.len() as u64).sum();
         assert_eq!(
             self.tail_file_pos + self.tail.len() as u64 + placed_len,
             active.size_bytes,
-            "tail buffer and placed batches must end at the segment's placed size"
+            "tail buffer and placed batches must end at the segment's placed size ({})",
+            self.tp
         );
-        // The tail and the new batches are copied once, straight into the DMA buffer; the
-        // last partial block stays in `tail`, for the next write to start with.
-        let mut parts: Vec<&[u8]> = Vec::with_capacity(placed_bytes.len() + 1);
-        parts.push(&self.tail);
-        parts.extend(placed_bytes.iter().map(|b| &b[..]));
-        let data = active.file.prepare_write(&parts);
+        let total = self.tail.len() + placed_len as usize;
+        let padded = (total as u64).div_ceil(DIRECT_IO_ALIGNMENT_BYTES) * DIRECT_IO_ALIGNMENT_BYTES;
+        let mut data = active.file.alloc_aligned(padded as usize);
+        {
+            let out = data.as_bytes_mut();
+            let mut at = 0;
+            for part in std::iter::once(&self.tail[..]).chain(placed.bytes.iter().map(|b| &b[..])) {
+                out[at..at + part.len()].copy_from_slice(part);
+                at += part.len();
+            }
+            out[total..].fill(0);
+        }
         let job_pos = self.tail_file_pos;
         let new_tail_pos =
             active.size_bytes / DIRECT_IO_ALIGNMENT_BYTES * DIRECT_IO_ALIGNMENT_BYTES;
         let carry = (new_tail_pos - job_pos) as usize..(active.size_bytes - job_pos) as usize;
         self.tail = data.as_bytes()[carry].to_vec();
         self.tail_file_pos = new_tail_pos;
-        let written_end =
-            active.size_bytes.div_ceil(DIRECT_IO_ALIGNMENT_BYTES) * DIRECT_IO_ALIGNMENT_BYTES;
+        let written_end = job_pos + padded;
         let extend_to = if written_end > active.allocated_bytes {
             let target =
                 segment::preallocation_target(active.allocated_bytes, written_end, segment_bytes);
@@ -263,33 +343,35 @@ impl Partition {
         } else {
             None
         };
-        let mark_after = super::partition::WrittenMark {
-            offset: last,
+        let mark_after = WrittenMark {
+            offset: placed.end,
             size_bytes: active.size_bytes,
             allocated_bytes: active.allocated_bytes,
             index: active.index.mark(),
             tail_file_pos: self.tail_file_pos,
             tail: self.tail.clone(),
         };
-        Step::Write(Box::new(WriteJob {
+        WriteJob {
             mark_after: Some(mark_after),
             extend_to,
             file: active.file.clone(),
             pos: job_pos,
             data: Some(data),
             new_size_bytes: active.size_bytes,
-            new_high_watermark: last,
-            dones,
+            end: placed.end,
+            dones: placed.dones,
             sync: self.config.flush == FlushPolicy::Always,
-        }))
+        }
     }
 
-    fn complete(&mut self, job: WriteJob, result: Result<(), String>) {
-        if let Err(why) = result {
+    /// A job's write (and sync) finished: move `flushed` (and on one node the high
+    /// watermark), answer its produces; or fail the partition.
+    fn complete(&mut self, job: WriteJob, result: Result<(), Error>) {
+        if let Err(e) = result {
             for (done, _) in job.dones {
-                let _ = done.send(Err(why.clone()));
+                let _ = done.send(Err(e.clone()));
             }
-            self.fail(why);
+            self.fail(e.to_string());
             return;
         }
         let active = self
@@ -299,23 +381,30 @@ impl Partition {
             .expect("active segment");
         assert!(
             job.new_size_bytes >= active.durable_bytes,
-            "durable bytes never go backwards"
+            "durable bytes never go backwards ({})",
+            self.tp
         );
         active.durable_bytes = job.new_size_bytes;
         assert!(
-            job.new_high_watermark >= self.high_watermark,
-            "high watermark never goes backwards"
+            job.end >= self.flushed && job.end <= self.written.offset,
+            "flushed moves forward, within written: to {}, {}",
+            job.end.0,
+            self.state()
         );
-        self.high_watermark = job.new_high_watermark;
+        self.flushed = job.end;
         if !job.sync && self.config.flush != FlushPolicy::Never {
             self.unsynced = true;
         }
-        let now = std::time::Instant::now();
+        if self.hwm_follows_flushed {
+            self.advance_high_watermark(self.flushed);
+        }
+        self.assert_stages("a completed write");
+        let now = self.env.monotonic();
         for (done, appended_at) in job.dones {
-            crate::metrics::with(|m| m.produce_stage(ProduceStage::Ack, now - appended_at));
+            let took = now.saturating_sub(appended_at);
+            crate::metrics::with(|m| m.produce_stage(ProduceStage::Ack, took));
             let _ = done.send(Ok(()));
         }
-        self.notify_waiters();
     }
 }
 
@@ -326,11 +415,12 @@ fn fits_relative(offset: Offset, base: Offset) -> bool {
 }
 
 /// Closes the active segment and opens a new one at the next offset.
-async fn roll(part: &PartitionHandle) -> Result<(), super::Error> {
-    let (dir, base, file, size, index_bytes, next, config, snapshot) = {
+async fn roll(part: &PartitionHandle) -> Result<(), Error> {
+    let (env, dir, base, file, size, index_bytes, next, config, snapshot) = {
         let p = part.borrow();
         let active = p.segments.values().next_back().expect("active segment");
         (
+            p.env.clone(),
             p.dir.clone(),
             active.base_offset,
             active.file.clone(),
@@ -343,25 +433,40 @@ async fn roll(part: &PartitionHandle) -> Result<(), super::Error> {
     };
     // The partition may be closed (its topic deleted) during any await: stop before creating
     // a file by path, which could land in a re-created topic's directory.
-    let closed = || -> Result<(), super::Error> {
+    let closed = || -> Result<(), Error> {
         match &part.borrow().failed {
-            Some(why) => Err(super::Error::Failed(why.clone())),
+            Some(why) => Err(Error::Failed(why.clone())),
             None => Ok(()),
         }
     };
     segment::close_segment(file, size).await?;
     closed()?;
-    segment::write_synced(&segment::index_path(&dir, base), &index_bytes)?;
+    write_synced(
+        env.fs.as_ref(),
+        &segment::index_path(&dir, base),
+        index_bytes,
+    )
+    .await?;
+    closed()?;
     // Written before the new segment exists: recovery trusts a snapshot only for the segment
     // named like it, so a crash in between just means scanning, never a wrong state.
-    segment::write_synced(&segment::snapshot_path(&dir, next), &snapshot)?;
-    let new_segment = segment::create_segment(&dir, next, &config).await?;
+    write_synced(
+        env.fs.as_ref(),
+        &segment::snapshot_path(&dir, next),
+        snapshot,
+    )
+    .await?;
+    closed()?;
+    // The epochs of the closing segment must be in the checkpoint: a closed segment is not
+    // scanned at recovery.
+    persist_epochs(part).await?;
+    let new_segment = segment::create_segment(&env, &dir, next, &config).await?;
     closed()?;
     let mut p = part.borrow_mut();
     if let Some(old) = p.segments.get_mut(&base) {
         old.closed = true;
     }
-    p.written = super::partition::WrittenMark {
+    p.written = WrittenMark {
         offset: next,
         size_bytes: 0,
         allocated_bytes: new_segment.allocated_bytes,
@@ -373,6 +478,7 @@ async fn roll(part: &PartitionHandle) -> Result<(), super::Error> {
     p.tail.clear();
     p.tail_file_pos = 0;
     p.unsynced = false;
+    p.assert_stages("a segment roll");
     tracing::debug!(partition = %p.tp, base = next.0, "rolled segment");
     Ok(())
 }
@@ -392,70 +498,13 @@ pub async fn flush_unsynced(part: &PartitionHandle) {
             .file
             .clone()
     };
-    if let Err(e) = file.sync().await {
+    if let Err(e) = file.fdatasync().await {
         part.borrow_mut().fail(e.to_string());
+        return;
+    }
+    if let Err(e) = persist_epochs(part).await {
+        tracing::warn!(error = %e, "writing the leader-epoch checkpoint failed; retried later");
     }
 }
 
-/// Deletes closed segments past the retention time or beyond the retention size.
-pub fn apply_retention(part: &PartitionHandle) {
-    let now = now_ms() as i64;
-    let (retention_ms, retention_bytes) = {
-        let p = part.borrow();
-        (p.config.retention_ms, p.config.retention_bytes)
-    };
-    let mut total: i64 = part.borrow().size_bytes() as i64;
-    remove_leading_segments(part, "retention", |segment| {
-        let newest_ms = if segment.index.max_timestamp_ms >= 0 {
-            segment.index.max_timestamp_ms
-        } else {
-            segment.created_ms as i64
-        };
-        let expired = retention_ms >= 0 && newest_ms < now - retention_ms;
-        let oversize = retention_bytes >= 0 && total - segment.size_bytes as i64 >= retention_bytes;
-        if expired || oversize {
-            total -= segment.size_bytes as i64;
-        }
-        expired || oversize
-    });
-}
-
-/// Deletes the closed segments that hold only offsets below `offset` (a compacting snapshot
-/// covers them). Returns how many went.
-pub fn delete_segments_before(part: &PartitionHandle, offset: Offset) -> usize {
-    remove_leading_segments(part, "snapshot", |segment| segment.next_offset <= offset)
-}
-
-/// Removes closed segments from the start of the log while `remove` says so; the active
-/// segment always stays. Moves the log start and deletes the files.
-fn remove_leading_segments(
-    part: &PartitionHandle,
-    why: &str,
-    mut remove: impl FnMut(&segment::Segment) -> bool,
-) -> usize {
-    let mut p = part.borrow_mut();
-    let mut removed = Vec::new();
-    while p.segments.len() > 1 {
-        let first = p.segments.values().next().expect("segment");
-        if !first.closed || !remove(first) {
-            break;
-        }
-        let base = first.base_offset;
-        p.segments.remove(&base);
-        removed.push(base);
-    }
-    if removed.is_empty() {
-        return 0;
-    }
-    let new_start = *p.segments.keys().next().expect("segment");
-    p.log_start = new_start;
-    p.cache.retain(|c| c.base >= new_start);
-    p.cache_bytes = p.cache.iter().map(|c| c.bytes.len() as u64).sum();
-    for base in &removed {
-        let _ = std::fs::remove_file(segment::log_path(&p.dir, *base));
-        let _ = std::fs::remove_file(segment::index_path(&p.dir, *base));
-        let _ = std::fs::remove_file(segment::snapshot_path(&p.dir, *base));
-        tracing::info!(partition = %p.tp, base = base.0, why, "deleted segment");
-    }
-    removed.len()
-}
+pub use super::retention::{apply_retention, delete_segments_before};

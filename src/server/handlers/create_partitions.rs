@@ -1,17 +1,14 @@
 //! CreatePartitions: grow a topic. Runs on: the connection's shard; the work happens on the
 //! controller shard.
 
-use futures_channel::oneshot;
 use kafka_protocol::messages::create_partitions_response::{
     CreatePartitionsResponse, CreatePartitionsTopicResult,
 };
 use kafka_protocol::messages::{CreatePartitionsRequest, ResponseKind};
 
 use super::str_bytes;
-use crate::cluster::controller;
-use crate::protocol::ErrorCode;
-use crate::runtime::mesh::ControllerRequest;
-use crate::runtime::shard::ShardRef;
+use crate::shard::messages::ControllerRequest;
+use crate::shard::ShardRef;
 
 pub async fn handle(shard: &ShardRef, request: CreatePartitionsRequest) -> ResponseKind {
     let topics: Vec<(String, u32)> = request
@@ -20,16 +17,14 @@ pub async fn handle(shard: &ShardRef, request: CreatePartitionsRequest) -> Respo
         .map(|t| (t.name.to_string(), t.count.max(0) as u32))
         .collect();
     let count = topics.len();
-    let (tx, rx) = oneshot::channel();
-    let call = ControllerRequest::CreatePartitions {
-        topics,
-        validate_only: request.validate_only,
-        reply: tx,
-    };
-    controller::call(shard, call).await;
-    let answers = rx
-        .await
-        .unwrap_or_else(|_| vec![(ErrorCode::UnknownServerError, None); count]);
+    let validate_only = request.validate_only;
+    let answers =
+        super::ask_controller(shard, count, |reply| ControllerRequest::CreatePartitions {
+            topics,
+            validate_only,
+            reply,
+        })
+        .await;
     let results = request
         .topics
         .into_iter()

@@ -1,7 +1,6 @@
 //! CreateTopics, and the auto-creation that Metadata and Produce trigger. Runs on: the
 //! connection's shard; the work happens on the controller shard.
 
-use futures_channel::oneshot;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicResult, CreateTopicsResponse,
 };
@@ -10,8 +9,8 @@ use kafka_protocol::messages::{CreateTopicsRequest, ResponseKind};
 use super::{str_bytes, uuid};
 use crate::cluster::controller::{self, NewTopic};
 use crate::protocol::ErrorCode;
-use crate::runtime::mesh::ControllerRequest;
-use crate::runtime::shard::ShardRef;
+use crate::shard::messages::ControllerRequest;
+use crate::shard::ShardRef;
 
 /// Asks the controller to create `topics`; one answer per topic.
 pub async fn create(
@@ -20,25 +19,12 @@ pub async fn create(
     validate_only: bool,
 ) -> Vec<(ErrorCode, Option<String>)> {
     let count = topics.len();
-    let (tx, rx) = oneshot::channel();
-    controller::call(
-        shard,
-        ControllerRequest::CreateTopics {
-            topics,
-            validate_only,
-            reply: tx,
-        },
-    )
-    .await;
-    rx.await.unwrap_or_else(|_| {
-        vec![
-            (
-                ErrorCode::UnknownServerError,
-                Some("controller unavailable".into())
-            );
-            count
-        ]
+    super::ask_controller(shard, count, |reply| ControllerRequest::CreateTopics {
+        topics,
+        validate_only,
+        reply,
     })
+    .await
 }
 
 /// Creates unknown topics with the broker defaults if auto-creation is on. Returns nothing: the

@@ -8,7 +8,7 @@ use kafka_protocol::messages::{DeleteGroupsRequest, ResponseKind};
 
 use crate::group::coordinator::{GroupCall, GroupReply};
 use crate::protocol::ErrorCode;
-use crate::runtime::shard::ShardRef;
+use crate::shard::ShardRef;
 
 pub async fn handle(shard: &ShardRef, request: DeleteGroupsRequest) -> ResponseKind {
     let mut results = Vec::new();

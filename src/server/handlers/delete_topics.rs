@@ -1,17 +1,15 @@
 //! DeleteTopics (by name, or by id from v6). Runs on: the connection's shard; the work happens on
 //! the controller shard.
 
-use futures_channel::oneshot;
 use kafka_protocol::messages::delete_topics_response::{
     DeletableTopicResult, DeleteTopicsResponse,
 };
 use kafka_protocol::messages::{DeleteTopicsRequest, ResponseKind, TopicName};
 
 use super::{str_bytes, uuid};
-use crate::cluster::controller;
 use crate::protocol::ErrorCode;
-use crate::runtime::mesh::ControllerRequest;
-use crate::runtime::shard::ShardRef;
+use crate::shard::messages::ControllerRequest;
+use crate::shard::ShardRef;
 
 pub async fn handle(shard: &ShardRef, request: DeleteTopicsRequest) -> ResponseKind {
     let image = shard.image();
@@ -32,18 +30,17 @@ pub async fn handle(shard: &ShardRef, request: DeleteTopicsRequest) -> ResponseK
         .iter()
         .map(|n| image.topics.get(n).map(|m| m.topic_id))
         .collect();
-    let (tx, rx) = oneshot::channel();
-    controller::call(
-        shard,
+    let asked = names.clone();
+    let codes: Vec<ErrorCode> = super::ask_controller(shard, names.len(), |reply| {
         ControllerRequest::DeleteTopics {
-            names: names.clone(),
-            reply: tx,
-        },
-    )
-    .await;
-    let codes = rx
-        .await
-        .unwrap_or_else(|_| vec![ErrorCode::UnknownServerError; names.len()]);
+            names: asked,
+            reply,
+        }
+    })
+    .await
+    .into_iter()
+    .map(|(code, _)| code)
+    .collect();
     let responses = names
         .into_iter()
         .zip(ids)

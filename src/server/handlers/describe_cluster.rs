@@ -6,7 +6,7 @@ use kafka_protocol::messages::describe_cluster_response::{
 use kafka_protocol::messages::{BrokerId, ResponseKind};
 
 use super::str_bytes;
-use crate::runtime::shard::ShardRef;
+use crate::shard::ShardRef;
 
 pub fn handle(shard: &ShardRef) -> ResponseKind {
     let c = &shard.config;

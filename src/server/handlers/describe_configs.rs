@@ -8,7 +8,7 @@ use kafka_protocol::messages::{DescribeConfigsRequest, ResponseKind};
 
 use super::str_bytes;
 use crate::protocol::ErrorCode;
-use crate::runtime::shard::ShardRef;
+use crate::shard::ShardRef;
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;

@@ -8,7 +8,7 @@ use kafka_protocol::messages::{DescribeGroupsRequest, ResponseKind};
 
 use super::str_bytes;
 use crate::group::coordinator::{GroupCall, GroupReply};
-use crate::runtime::shard::ShardRef;
+use crate::shard::ShardRef;
 
 pub async fn handle(shard: &ShardRef, request: DescribeGroupsRequest) -> ResponseKind {
     let mut groups = Vec::new();

@@ -14,8 +14,8 @@ use crate::constants::FETCH_WAIT_MAX_MS;
 use crate::protocol::fetch_response::{self, PartitionOut, TopicOut};
 use crate::protocol::types::{Offset, TopicPartition};
 use crate::protocol::ErrorCode;
-use crate::runtime::mesh::{PartitionRequest, PartitionResponse};
-use crate::runtime::shard::ShardRef;
+use crate::shard::messages::{PartitionRequest, PartitionResponse};
+use crate::shard::ShardRef;
 use crate::storage::FetchRecords;
 
 pub async fn handle(
@@ -106,7 +106,7 @@ pub async fn handle(
             } = a
             {
                 bytes += records.len();
-                errors |= *error != ErrorCode::None;
+                errors |= error.is_some();
                 waits.push((tp.clone(), (*offset).max(*high_watermark)));
             }
         }
@@ -135,7 +135,7 @@ pub async fn handle(
             }
             total += records.len();
             let d = &mut topics[ti].partitions[pi];
-            d.error_code = error.code();
+            d.error_code = crate::server::errors::partition_code(&error).code();
             d.high_watermark = high_watermark.0;
             d.last_stable_offset = high_watermark.0;
             d.log_start_offset = log_start.0;

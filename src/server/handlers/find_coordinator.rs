@@ -6,7 +6,7 @@ use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, ResponseKind};
 
 use super::str_bytes;
 use crate::protocol::ErrorCode;
-use crate::runtime::shard::ShardRef;
+use crate::shard::ShardRef;
 
 const KEY_TYPE_GROUP: i8 = 0;
 

@@ -6,7 +6,7 @@ use kafka_protocol::messages::{HeartbeatRequest, ResponseKind};
 
 use crate::group::coordinator::{GroupCall, GroupReply};
 use crate::protocol::ErrorCode;
-use crate::runtime::shard::ShardRef;
+use crate::shard::ShardRef;
 
 pub async fn handle(shard: &ShardRef, request: HeartbeatRequest) -> ResponseKind {
     let group_id = request.group_id.to_string();

@@ -3,24 +3,22 @@
 //! every shard applies it to its partitions of the topic. Broker resources are refused: broker
 //! settings come from flags and the config file, read at start.
 
-use futures_channel::oneshot;
 use kafka_protocol::messages::incremental_alter_configs_response::{
     AlterConfigsResourceResponse, IncrementalAlterConfigsResponse,
 };
 use kafka_protocol::messages::{IncrementalAlterConfigsRequest, ResponseKind};
 
 use super::str_bytes;
-use crate::cluster::controller;
 use crate::protocol::ErrorCode;
-use crate::runtime::mesh::ControllerRequest;
-use crate::runtime::shard::ShardRef;
+use crate::shard::messages::ControllerRequest;
+use crate::shard::ShardRef;
 
 /// Kafka's ConfigResource.Type for topics.
 const RESOURCE_TOPIC: i8 = 2;
 const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
 
-use crate::runtime::mesh::ConfigChanges as Changes;
+use crate::cluster::controller::ConfigChanges as Changes;
 
 pub async fn handle(shard: &ShardRef, request: IncrementalAlterConfigsRequest) -> ResponseKind {
     // Per resource: the changes to send to the controller, or the answer already known.
@@ -35,16 +33,14 @@ pub async fn handle(shard: &ShardRef, request: IncrementalAlterConfigsRequest) -
     let mut answers = Vec::new().into_iter();
     if !topics.is_empty() {
         let count = topics.len();
-        let (tx, rx) = oneshot::channel();
-        let call = ControllerRequest::AlterTopicConfigs {
-            topics,
-            validate_only: request.validate_only,
-            reply: tx,
-        };
-        controller::call(shard, call).await;
-        answers = rx
+        let validate_only = request.validate_only;
+        answers =
+            super::ask_controller(shard, count, |reply| ControllerRequest::AlterTopicConfigs {
+                topics,
+                validate_only,
+                reply,
+            })
             .await
-            .unwrap_or_else(|_| vec![(ErrorCode::UnknownServerError, None); count])
             .into_iter();
     }
     let responses = request

@@ -6,7 +6,7 @@ use kafka_protocol::messages::init_producer_id_response::InitProducerIdResponse;
 use kafka_protocol::messages::{InitProducerIdRequest, ProducerId, ResponseKind};
 
 use crate::protocol::ErrorCode;
-use crate::runtime::shard::ShardRef;
+use crate::shard::ShardRef;
 
 pub fn handle(shard: &ShardRef, request: InitProducerIdRequest) -> ResponseKind {
     let mut r = InitProducerIdResponse::default();

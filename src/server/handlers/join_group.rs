@@ -8,7 +8,7 @@ use super::str_bytes;
 use crate::group::coordinator::{GroupCall, GroupReply};
 use crate::group::JoinRequest;
 use crate::protocol::ErrorCode;
-use crate::runtime::shard::ShardRef;
+use crate::shard::ShardRef;
 
 pub async fn handle(
     shard: &ShardRef,

@@ -7,7 +7,7 @@ use kafka_protocol::messages::{GroupId, ListGroupsRequest, ResponseKind};
 use super::str_bytes;
 use crate::group::coordinator::{GroupCall, GroupReply};
 use crate::protocol::types::ShardId;
-use crate::runtime::shard::ShardRef;
+use crate::shard::ShardRef;
 
 pub async fn handle(shard: &ShardRef, request: ListGroupsRequest) -> ResponseKind {
     let mut groups = Vec::new();

@@ -8,8 +8,8 @@ use kafka_protocol::messages::{ListOffsetsRequest, ResponseKind};
 
 use crate::protocol::types::TopicPartition;
 use crate::protocol::ErrorCode;
-use crate::runtime::mesh::{PartitionRequest, PartitionResponse};
-use crate::runtime::shard::ShardRef;
+use crate::shard::messages::{PartitionRequest, PartitionResponse};
+use crate::shard::ShardRef;
 
 pub async fn handle(shard: &ShardRef, request: ListOffsetsRequest) -> ResponseKind {
     let image = shard.image();
@@ -59,7 +59,7 @@ pub async fn handle(shard: &ShardRef, request: ListOffsetsRequest) -> ResponseKi
         } = answer
         {
             let r: &mut ListOffsetsPartitionResponse = &mut topics[ti].partitions[pi];
-            r.error_code = error.code();
+            r.error_code = crate::server::errors::partition_code(&error).code();
             r.offset = offset.0;
             r.timestamp = timestamp_ms;
         }

@@ -9,7 +9,7 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, ResponseKind, TopicNam
 use super::{str_bytes, uuid};
 use crate::cluster::controller::validate_topic_name;
 use crate::protocol::ErrorCode;
-use crate::runtime::shard::ShardRef;
+use crate::shard::ShardRef;
 
 pub async fn handle(shard: &ShardRef, request: MetadataRequest, version: i16) -> ResponseKind {
     let image = shard.image();

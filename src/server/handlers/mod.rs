@@ -36,7 +36,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use crate::constants::RESPONSE_BYTES_MAX;
 use crate::protocol::fetch_response::Piece;
 use crate::protocol::versions;
-use crate::runtime::shard::ShardRef;
+use crate::shard::ShardRef;
 use crate::storage::FetchRecords;
 
 /// What the connection does with a handled request.
@@ -116,7 +116,7 @@ pub async fn handle(
     shard: &ShardRef,
     frame: Bytes,
     peer_host: &str,
-    turn: Option<crate::runtime::shard::Turn>,
+    turn: Option<crate::shard::Turn>,
 ) -> Reply {
     let (correlation_id, api_key, version, client_id, request) = match decode(frame) {
         Decoded::Request {
@@ -140,7 +140,7 @@ pub async fn handle(
         RequestKind::ApiVersions(_) => api_versions::handle(),
         RequestKind::Metadata(r) => metadata::handle(shard, r, version).await,
         RequestKind::Produce(r) => {
-            let turn = turn.unwrap_or_else(|| crate::runtime::shard::Sequencer::new().turn());
+            let turn = turn.unwrap_or_else(|| crate::shard::Sequencer::new().turn());
             if r.acks == 0 {
                 produce::handle(shard, r, turn).await;
                 return Reply::Nothing;
@@ -250,6 +250,32 @@ pub fn first_of_each<T, K: std::hash::Hash + Eq>(items: Vec<T>, key: impl Fn(&T)
 /// copied per partition, so a 30 KB name listed with 20,000 partitions costs nothing.
 pub fn topic_name_fits(name: &str) -> bool {
     !name.is_empty() && name.len() <= crate::constants::TOPIC_NAME_BYTES_MAX
+}
+
+/// Sends a request to the controller and maps its answers to Kafka codes and messages; every
+/// item gets UNKNOWN_SERVER_ERROR if the controller is unreachable.
+pub async fn ask_controller(
+    shard: &ShardRef,
+    count: usize,
+    request: impl FnOnce(
+        crate::shard::messages::ControllerReply,
+    ) -> crate::shard::messages::ControllerRequest,
+) -> Vec<(crate::protocol::ErrorCode, Option<String>)> {
+    let (tx, rx) = futures_channel::oneshot::channel();
+    crate::shard::metadata::call(shard, request(tx)).await;
+    match rx.await {
+        Ok(answers) => answers
+            .iter()
+            .map(crate::server::errors::controller_answer)
+            .collect(),
+        Err(_) => vec![
+            (
+                crate::protocol::ErrorCode::UnknownServerError,
+                Some("controller unavailable".into())
+            );
+            count
+        ],
+    }
 }
 
 /// A `StrBytes` from a `&str`.

@@ -10,7 +10,7 @@ use kafka_protocol::messages::{OffsetCommitRequest, ResponseKind};
 use crate::group::coordinator::{GroupCall, GroupReply};
 use crate::protocol::types::TopicPartition;
 use crate::protocol::ErrorCode;
-use crate::runtime::shard::ShardRef;
+use crate::shard::ShardRef;
 
 pub async fn handle(shard: &ShardRef, mut request: OffsetCommitRequest) -> ResponseKind {
     let image = shard.image();

@@ -9,7 +9,7 @@ use kafka_protocol::messages::{OffsetDeleteRequest, ResponseKind};
 use crate::group::coordinator::{GroupCall, GroupReply};
 use crate::protocol::types::TopicPartition;
 use crate::protocol::ErrorCode;
-use crate::runtime::shard::ShardRef;
+use crate::shard::ShardRef;
 
 pub async fn handle(shard: &ShardRef, request: OffsetDeleteRequest) -> ResponseKind {
     let group_id = request.group_id.to_string();

@@ -13,7 +13,7 @@ use super::str_bytes;
 use crate::group::coordinator::{GroupCall, GroupReply};
 use crate::protocol::types::TopicPartition;
 use crate::protocol::ErrorCode;
-use crate::runtime::shard::ShardRef;
+use crate::shard::ShardRef;
 
 pub async fn handle(shard: &ShardRef, request: OffsetFetchRequest) -> ResponseKind {
     let group_id = request.group_id.to_string();

@@ -8,8 +8,9 @@ use kafka_protocol::messages::{ProduceRequest, ResponseKind};
 
 use crate::protocol::types::TopicPartition;
 use crate::protocol::ErrorCode;
-use crate::runtime::mesh::{PartitionRequest, PartitionResponse};
-use crate::runtime::shard::{ShardRef, Turn};
+use crate::replication::Acks;
+use crate::shard::messages::{PartitionRequest, PartitionResponse};
+use crate::shard::{ShardRef, Turn};
 
 fn error_partition(index: i32, code: ErrorCode) -> PartitionProduceResponse {
     PartitionProduceResponse::default()
@@ -24,8 +25,8 @@ fn error_partition(index: i32, code: ErrorCode) -> PartitionProduceResponse {
 /// and until every partition's batches are handed to their owners.
 pub async fn handle(shard: &ShardRef, request: ProduceRequest, mut turn: Turn) -> ResponseKind {
     turn.wait().await;
-    let acks = request.acks;
-    let acks_valid = matches!(acks, -1..=1);
+    let acks = Acks::from_wire(request.acks);
+    let acks_valid = acks.is_some();
     let mut image = shard.image();
     let missing: Vec<String> = request
         .topic_data
@@ -61,7 +62,10 @@ pub async fn handle(shard: &ShardRef, request: ProduceRequest, mut turn: Turn) -
                 let payload = data.records.expect("checked above");
                 items.push((
                     TopicPartition::new(name.as_str(), data.index),
-                    PartitionRequest::Produce { payload, acks },
+                    PartitionRequest::Produce {
+                        payload,
+                        acks: acks.expect("checked above"),
+                    },
                 ));
                 places.push((ti, pi));
             }
@@ -81,7 +85,7 @@ pub async fn handle(shard: &ShardRef, request: ProduceRequest, mut turn: Turn) -
         } = answer
         {
             let r = &mut responses[ti].partition_responses[pi];
-            r.error_code = error.code();
+            r.error_code = crate::server::errors::partition_code(&error).code();
             r.base_offset = base_offset.0;
             r.log_start_offset = log_start.0;
         }

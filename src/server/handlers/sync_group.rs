@@ -7,7 +7,7 @@ use kafka_protocol::messages::{ResponseKind, SyncGroupRequest};
 use super::str_bytes;
 use crate::group::coordinator::{GroupCall, GroupReply};
 use crate::protocol::ErrorCode;
-use crate::runtime::shard::ShardRef;
+use crate::shard::ShardRef;
 
 pub async fn handle(shard: &ShardRef, request: SyncGroupRequest) -> ResponseKind {
     let group_id = request.group_id.to_string();

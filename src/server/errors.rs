@@ -1,0 +1,60 @@
+//! Kafka error codes, chosen here from the typed errors of the layers below (storage, the
+//! shard layer, the controller): the only place that maps them. Runs on: the connection's
+//! shard.
+
+use crate::cluster::controller::ControllerError;
+use crate::protocol::record_batch::BatchError;
+use crate::protocol::ErrorCode;
+use crate::shard::messages::PartitionError;
+use crate::storage::Error as StorageError;
+
+/// The code a client gets for a storage error.
+pub fn storage_code(e: &StorageError) -> ErrorCode {
+    match e {
+        StorageError::Io(_) | StorageError::Failed(_) | StorageError::Corrupt { .. } => {
+            ErrorCode::KafkaStorageError
+        }
+        StorageError::InvalidBatch(BatchError::TooLarge) => ErrorCode::MessageTooLarge,
+        StorageError::InvalidBatch(BatchError::UnsupportedMagic(_)) => {
+            ErrorCode::UnsupportedForMessageFormat
+        }
+        StorageError::InvalidBatch(BatchError::Invalid) => ErrorCode::InvalidRecord,
+        StorageError::InvalidBatch(_) => ErrorCode::CorruptMessage,
+        StorageError::OutOfOrderSequence => ErrorCode::OutOfOrderSequenceNumber,
+        StorageError::InvalidProducerEpoch => ErrorCode::InvalidProducerEpoch,
+        StorageError::OffsetOutOfRange => ErrorCode::OffsetOutOfRange,
+        StorageError::NotContiguous { .. } => ErrorCode::OffsetOutOfRange,
+    }
+}
+
+/// The code for one partition's answer (`None`: success).
+pub fn partition_code(e: &Option<PartitionError>) -> ErrorCode {
+    match e {
+        None => ErrorCode::None,
+        Some(PartitionError::Unknown) => ErrorCode::UnknownTopicOrPartition,
+        // Its open failed (a full disk, a damaged directory): the partition is offline here.
+        Some(PartitionError::Offline) => ErrorCode::KafkaStorageError,
+        // Clients refresh metadata and retry on this one.
+        Some(PartitionError::OwnerGone) => ErrorCode::NotLeaderOrFollower,
+        Some(PartitionError::InvalidTimestamp) => ErrorCode::InvalidRequest,
+        Some(PartitionError::Storage(e)) => storage_code(e),
+    }
+}
+
+/// The code and message for a controller's answer.
+pub fn controller_answer(r: &Result<(), ControllerError>) -> (ErrorCode, Option<String>) {
+    let Err(e) = r else {
+        return (ErrorCode::None, None);
+    };
+    let code = match e {
+        ControllerError::InvalidTopic(_) => ErrorCode::InvalidTopicException,
+        ControllerError::TopicExists(_) => ErrorCode::TopicAlreadyExists,
+        ControllerError::UnknownTopic(_) => ErrorCode::UnknownTopicOrPartition,
+        ControllerError::InvalidPartitions(_) => ErrorCode::InvalidPartitions,
+        ControllerError::InvalidReplicationFactor(_) => ErrorCode::InvalidReplicationFactor,
+        ControllerError::InvalidConfig(_) => ErrorCode::InvalidConfig,
+        ControllerError::PolicyViolation(_) => ErrorCode::PolicyViolation,
+        ControllerError::Log(_) | ControllerError::Apply(_) => ErrorCode::KafkaStorageError,
+    };
+    (code, Some(e.message().to_string()))
+}

@@ -1,0 +1,162 @@
+//! The messages shards send each other over the mesh (`runtime::mesh`). Runs on: every shard.
+//! Invariants: messages own their data (`Bytes`, `Arc` of immutable snapshots): nothing mutable
+//! is shared between shards; every request carries its reply channel, and a dropped reply (the
+//! owner went away) is answered to the client as an error, never a hang.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_channel::oneshot;
+
+use crate::cluster::controller::{ConfigChanges, ControllerError, NewTopic};
+use crate::cluster::MetadataImage;
+use crate::protocol::types::{Offset, TopicPartition};
+use crate::storage::{FetchRecords, LogConfig};
+
+/// Work for one partition, sent to its owner.
+#[derive(Debug)]
+pub enum PartitionRequest {
+    Produce {
+        payload: Bytes,
+        acks: crate::replication::Acks,
+    },
+    /// `max_bytes` bounds this partition; `request_bytes_max` is the request-wide limit, which
+    /// the owner applies across the fetch items of one message while it reads.
+    Fetch {
+        offset: Offset,
+        max_bytes: usize,
+        request_bytes_max: usize,
+    },
+    ListOffsets {
+        timestamp_ms: i64,
+    },
+}
+
+/// Why a partition's work failed; the server layer picks the Kafka error code.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PartitionError {
+    /// No such topic or partition.
+    Unknown,
+    /// The image names it, but it is not open here (its open failed).
+    Offline,
+    /// Its owner shard is gone (or refused the message).
+    OwnerGone,
+    /// A ListOffsets timestamp that means nothing.
+    InvalidTimestamp,
+    Storage(crate::storage::Error),
+}
+
+/// The owner's answer for one partition (`error` is `None` on success).
+#[derive(Debug, Clone)]
+pub enum PartitionResponse {
+    Produce {
+        error: Option<PartitionError>,
+        base_offset: Offset,
+        log_start: Offset,
+    },
+    Fetch {
+        error: Option<PartitionError>,
+        high_watermark: Offset,
+        log_start: Offset,
+        records: FetchRecords,
+    },
+    ListOffsets {
+        error: Option<PartitionError>,
+        offset: Offset,
+        timestamp_ms: i64,
+    },
+}
+
+impl PartitionResponse {
+    /// The answer for a partition whose work failed before it started.
+    pub fn error_for(request: &PartitionRequest, error: PartitionError) -> PartitionResponse {
+        let error = Some(error);
+        match request {
+            PartitionRequest::Produce { .. } => PartitionResponse::Produce {
+                error,
+                base_offset: Offset(-1),
+                log_start: Offset(-1),
+            },
+            PartitionRequest::Fetch { .. } => PartitionResponse::Fetch {
+                error,
+                high_watermark: Offset(-1),
+                log_start: Offset(-1),
+                records: FetchRecords::Memory(Bytes::new()),
+            },
+            PartitionRequest::ListOffsets { .. } => PartitionResponse::ListOffsets {
+                error,
+                offset: Offset(-1),
+                timestamp_ms: -1,
+            },
+        }
+    }
+}
+
+/// A partition for its owner to open: its log settings and the id of the topic it belongs to
+/// (a directory left by an older topic of the same name is moved aside).
+#[derive(Debug, Clone)]
+pub struct OpenPartition {
+    pub tp: TopicPartition,
+    pub log: LogConfig,
+    pub topic_id: [u8; 16],
+}
+
+/// One answer per item of a controller request.
+pub type ControllerReply = oneshot::Sender<Vec<Result<(), ControllerError>>>;
+
+/// Metadata changes asked of the controller shard.
+#[derive(Debug)]
+pub enum ControllerRequest {
+    CreateTopics {
+        topics: Vec<NewTopic>,
+        validate_only: bool,
+        reply: ControllerReply,
+    },
+    DeleteTopics {
+        names: Vec<String>,
+        reply: ControllerReply,
+    },
+    CreatePartitions {
+        topics: Vec<(String, u32)>,
+        validate_only: bool,
+        reply: ControllerReply,
+    },
+    /// Per topic: configs to set (`Some`) or remove (`None`).
+    AlterTopicConfigs {
+        topics: Vec<(String, ConfigChanges)>,
+        validate_only: bool,
+        reply: ControllerReply,
+    },
+}
+
+/// A message between shards.
+#[derive(Debug)]
+pub enum ShardMessage {
+    Partitions {
+        items: Vec<(TopicPartition, PartitionRequest)>,
+        reply: oneshot::Sender<Vec<PartitionResponse>>,
+    },
+    /// Resolve `reply` as soon as any of the partitions has data past the given offset.
+    WaitForData {
+        items: Vec<(TopicPartition, Offset)>,
+        reply: oneshot::Sender<()>,
+    },
+    OpenPartitions {
+        partitions: Vec<OpenPartition>,
+        reply: oneshot::Sender<Vec<Result<(), String>>>,
+    },
+    DeletePartitions {
+        partitions: Vec<TopicPartition>,
+        reply: oneshot::Sender<()>,
+    },
+    MetadataUpdate {
+        image: Arc<MetadataImage>,
+        reply: oneshot::Sender<()>,
+    },
+    Controller(ControllerRequest),
+    /// Work for the coordinator of a group this shard owns.
+    Group {
+        call: crate::group::coordinator::GroupCall,
+        reply: oneshot::Sender<crate::group::coordinator::GroupReply>,
+    },
+}

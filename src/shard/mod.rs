@@ -1,0 +1,417 @@
+//! The per-core broker: a shard's state (its partitions, its copy of the metadata image, its
+//! end of the mesh, its group coordinator) and the routing of partition work to the owning
+//! shard. Runs on: every shard; a `Shard` never leaves its thread (it is held in an `Rc`).
+//! Invariants: a partition is opened, read and written only by `partition_owner(topic,
+//! partition)`; answers to a request that was split across shards are merged back in request
+//! order; no borrow is held across an `.await`.
+
+pub mod local;
+pub mod messages;
+pub mod metadata;
+pub mod order;
+pub mod start;
+pub mod waiters;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_channel::oneshot;
+
+use crate::cluster::MetadataImage;
+use crate::config::Config;
+use crate::group::coordinator::{Coordinator, GroupCall, GroupReply};
+use crate::group::offsets::group_owner;
+use crate::placement::partition_owner;
+use crate::protocol::types::{ShardId, TopicPartition};
+use crate::replication::Replica;
+use crate::runtime::env::Env;
+use crate::runtime::mesh::Mesh;
+use crate::storage::{Partition, PartitionHandle};
+use messages::{OpenPartition, PartitionError, PartitionRequest, PartitionResponse, ShardMessage};
+pub use order::{Sequencer, Turn};
+
+pub struct Shard {
+    pub id: ShardId,
+    pub shard_count: usize,
+    pub config: Arc<Config>,
+    /// This shard's IO, clock and randomness.
+    pub env: Env,
+    mesh: Mesh<ShardMessage>,
+    /// The partitions this shard owns and has open, each with its replication.
+    partitions: RefCell<HashMap<TopicPartition, Rc<Replica>>>,
+    image: RefCell<Arc<MetadataImage>>,
+    /// Present on the controller shard only.
+    pub controller: Option<metadata::ControllerService>,
+    next_producer_id: Cell<i64>,
+    /// Partitions being opened now (an open awaits; a second one must not start meanwhile).
+    opening: RefCell<std::collections::HashSet<TopicPartition>>,
+    /// When an offline partition was last tried again (see `reopen_missing`), monotonic.
+    reopen_tried: RefCell<HashMap<TopicPartition, Duration>>,
+    /// The group coordinator, set once the offsets partitions are recovered.
+    pub coordinator: std::cell::OnceCell<Rc<Coordinator>>,
+}
+
+pub type ShardRef = Rc<Shard>;
+
+/// The coordinator's answer when a group's coordinator cannot be reached.
+const UNAVAILABLE: crate::protocol::ErrorCode = crate::protocol::ErrorCode::CoordinatorNotAvailable;
+
+impl Shard {
+    pub fn new(
+        id: ShardId,
+        config: Arc<Config>,
+        env: Env,
+        mesh: Mesh<ShardMessage>,
+        image: Arc<MetadataImage>,
+        controller: Option<metadata::ControllerService>,
+    ) -> Shard {
+        // Producer ids are `counter * shards + shard`, so shards never collide; the counter
+        // starts at the clock in ms times 1024, so ids stay unique across restarts unless a
+        // shard hands out more than 1024 per ms or the clock goes backwards.
+        let counter_start = env.wall_ms() * 1024;
+        Shard {
+            id,
+            shard_count: config.shards,
+            config,
+            env,
+            mesh,
+            partitions: RefCell::new(HashMap::new()),
+            image: RefCell::new(image),
+            controller,
+            next_producer_id: Cell::new(counter_start),
+            opening: RefCell::new(Default::default()),
+            reopen_tried: RefCell::new(HashMap::new()),
+            coordinator: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// Partitions this shard owns and has open.
+    pub fn local_partition_count(&self) -> usize {
+        self.partitions.borrow().len()
+    }
+
+    /// Refreshes the gauges only a walk over the shard's state can give.
+    pub fn update_metrics(&self) {
+        let partitions = self.partitions.borrow();
+        let log_bytes: u64 = partitions
+            .values()
+            .map(|r| r.log().borrow().size_bytes())
+            .sum();
+        let groups = self.coordinator.get().map_or(0, |c| c.group_count());
+        crate::metrics::with(|m| {
+            use std::sync::atomic::Ordering::Relaxed;
+            m.partitions.store(partitions.len() as u64, Relaxed);
+            m.log_bytes.store(log_bytes, Relaxed);
+            m.groups.store(groups as u64, Relaxed);
+        });
+    }
+
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.image.borrow().clone()
+    }
+
+    /// Installs a new metadata image; partitions of topics whose configs changed take their
+    /// new settings (retention, segment size) at once.
+    pub fn set_image(&self, image: Arc<MetadataImage>) {
+        let old = self.image.replace(image.clone());
+        for (tp, replica) in self.partitions.borrow().iter() {
+            let part = replica.log();
+            let (Some(new), Some(prev)) = (image.topics.get(&tp.topic), old.topics.get(&tp.topic))
+            else {
+                continue;
+            };
+            if new.configs != prev.configs {
+                part.borrow_mut()
+                    .set_config(self.config.topic_log_config(&new.configs));
+            }
+        }
+    }
+
+    pub fn owner(&self, tp: &TopicPartition) -> ShardId {
+        partition_owner(&tp.topic, tp.partition, self.shard_count)
+    }
+
+    pub fn partition(&self, tp: &TopicPartition) -> Option<PartitionHandle> {
+        self.partitions.borrow().get(tp).map(|r| r.log().clone())
+    }
+
+    /// The replica of a partition this shard owns and has open.
+    pub fn replica(&self, tp: &TopicPartition) -> Option<Rc<Replica>> {
+        self.partitions.borrow().get(tp).cloned()
+    }
+
+    pub fn local_partitions(&self) -> Vec<PartitionHandle> {
+        self.partitions
+            .borrow()
+            .values()
+            .map(|r| r.log().clone())
+            .collect()
+    }
+
+    /// Every log this shard writes: its partitions and its offsets partitions.
+    pub fn local_logs(&self) -> Vec<PartitionHandle> {
+        let mut logs = self.local_partitions();
+        if let Some(c) = self.coordinator.get() {
+            logs.extend(c.offsets.partitions());
+        }
+        logs
+    }
+
+    /// A new producer id (InitProducerId).
+    pub fn allocate_producer_id(&self) -> i64 {
+        let counter = self.next_producer_id.get();
+        self.next_producer_id.set(counter + 1);
+        counter * self.shard_count as i64 + self.id.0 as i64
+    }
+
+    pub async fn send(&self, to: ShardId, message: ShardMessage) -> bool {
+        crate::metrics::with(|m| {
+            m.mesh_messages
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        });
+        self.mesh.send(to.0, message).await
+    }
+
+    /// Runs partition work wherever each partition lives and returns the answers in order.
+    pub async fn execute(
+        self: &Rc<Self>,
+        items: Vec<(TopicPartition, PartitionRequest)>,
+    ) -> Vec<PartitionResponse> {
+        self.submit(items).await.answers().await
+    }
+
+    /// Like `execute`, in the request's `turn` of its connection: the work is handed to every
+    /// owner (sent over the mesh, or queued here) before the connection's next request may hand
+    /// over its own, so two produces of one connection reach each partition in request order.
+    pub async fn execute_in_turn(
+        self: &Rc<Self>,
+        items: Vec<(TopicPartition, PartitionRequest)>,
+        mut turn: Turn,
+    ) -> Vec<PartitionResponse> {
+        turn.wait().await;
+        let submitted = self.submit(items).await;
+        drop(turn);
+        submitted.answers().await
+    }
+
+    /// Hands each owner its part of `items`: a mesh message per other shard (waiting for room
+    /// in a full channel), and a task here for the local part. Owners run the messages of one
+    /// channel, and tasks of one shard, in the order they were handed over.
+    async fn submit(self: &Rc<Self>, items: Vec<(TopicPartition, PartitionRequest)>) -> Submitted {
+        let count = items.len();
+        let mut groups: Vec<Vec<(usize, TopicPartition, PartitionRequest)>> =
+            (0..self.shard_count).map(|_| Vec::new()).collect();
+        for (i, (tp, req)) in items.into_iter().enumerate() {
+            groups[self.owner(&tp).0].push((i, tp, req));
+        }
+        let mut parts = Vec::new();
+        for (shard, group) in groups.into_iter().enumerate() {
+            if group.is_empty() {
+                continue;
+            }
+            let fallbacks: Vec<(usize, PartitionResponse)> = group
+                .iter()
+                .map(|(i, _, r)| {
+                    (
+                        *i,
+                        PartitionResponse::error_for(r, PartitionError::OwnerGone),
+                    )
+                })
+                .collect();
+            let items = group.into_iter().map(|(_, tp, r)| (tp, r)).collect();
+            let (tx, rx) = oneshot::channel();
+            let handed = if shard == self.id.0 {
+                let me = self.clone();
+                crate::runtime::io::spawn(async move {
+                    let _ = tx.send(me.execute_local(items).await);
+                });
+                true
+            } else {
+                self.send(
+                    ShardId(shard),
+                    ShardMessage::Partitions { items, reply: tx },
+                )
+                .await
+            };
+            parts.push((fallbacks, handed.then_some(rx)));
+        }
+        Submitted { count, parts }
+    }
+
+    /// Opens (recovering) partitions this shard owns.
+    pub async fn open_partitions(&self, list: Vec<OpenPartition>) -> Vec<Result<(), String>> {
+        let mut results = Vec::new();
+        for OpenPartition { tp, log, topic_id } in list {
+            assert_eq!(
+                self.owner(&tp),
+                self.id,
+                "a shard opens only partitions it owns"
+            );
+            if self.partition(&tp).is_some() {
+                results.push(Ok(()));
+                continue;
+            }
+            // Another task is opening it (a reopen racing the controller's open).
+            if !self.opening.borrow_mut().insert(tp.clone()) {
+                results.push(Err(format!("{tp}: already being opened")));
+                continue;
+            }
+            let result = self.open_one(tp.clone(), log, topic_id).await;
+            self.opening.borrow_mut().remove(&tp);
+            results.push(result);
+        }
+        results
+    }
+
+    async fn open_one(
+        &self,
+        tp: TopicPartition,
+        log: crate::storage::LogConfig,
+        topic_id: [u8; 16],
+    ) -> Result<(), String> {
+        let dir = self.config.data_dir.join(tp.to_string());
+        crate::storage::dir::claim_partition_dir(&self.env, &dir, topic_id).await?;
+        let handle = Partition::open(&self.env, &dir, tp.clone(), log, Default::default())
+            .await
+            .map_err(|e| format!("{tp}: {e}"))?;
+        self.partitions
+            .borrow_mut()
+            .insert(tp, Rc::new(Replica::single_node(handle)));
+        Ok(())
+    }
+
+    /// Forgets partitions and removes their directories.
+    /// The directory goes only once the partition's writer has stopped: a segment roll in
+    /// flight creates files by path, and must not create them in the directory of a topic
+    /// re-created under the same name.
+    pub async fn delete_partitions(&self, list: &[TopicPartition]) {
+        let mut closed = Vec::new();
+        for tp in list {
+            let removed = self.partitions.borrow_mut().remove(tp);
+            if let Some(replica) = removed {
+                let part = replica.log().clone();
+                part.borrow_mut().close("topic deleted");
+                closed.push(part);
+            }
+        }
+        for part in closed {
+            while part.borrow().is_writing() {
+                self.env.sleep(Duration::from_millis(1)).await;
+            }
+            let dir = part.borrow().dir().to_owned();
+            if let Err(e) = self.env.fs.remove_dir_all(&dir).await {
+                tracing::warn!(dir = %dir.display(), error = %e, "removing a deleted partition");
+            }
+        }
+    }
+
+    /// Runs a group request on the shard that coordinates `group_id` (here or over the mesh).
+    pub async fn group_call(self: &Rc<Self>, group_id: &str, call: GroupCall) -> GroupReply {
+        let owner = group_owner(group_id, self.shard_count);
+        self.group_call_on(owner, call).await
+    }
+
+    /// Runs a group request on shard `owner`.
+    pub async fn group_call_on(self: &Rc<Self>, owner: ShardId, call: GroupCall) -> GroupReply {
+        if owner == self.id {
+            let Some(coordinator) = self.coordinator.get().cloned() else {
+                return GroupReply::Code(crate::protocol::ErrorCode::CoordinatorNotAvailable);
+            };
+            // Its own task, as for calls from other shards: a connection that goes away must
+            // not cancel a commit between its durable write and its apply.
+            let (tx, rx) = oneshot::channel();
+            crate::runtime::io::spawn(async move {
+                let _ = tx.send(coordinator.handle(call).await);
+            });
+            return rx.await.unwrap_or(GroupReply::Code(UNAVAILABLE));
+        }
+        let (tx, rx) = oneshot::channel();
+        if !self
+            .send(owner, ShardMessage::Group { call, reply: tx })
+            .await
+        {
+            return GroupReply::Code(UNAVAILABLE);
+        }
+        rx.await.unwrap_or(GroupReply::Code(UNAVAILABLE))
+    }
+
+    /// Handles one message from another shard.
+    pub async fn handle_message(self: Rc<Self>, message: ShardMessage) {
+        match message {
+            ShardMessage::Partitions { items, reply } => {
+                let answers = self.execute_local(items).await;
+                let _ = reply.send(answers);
+            }
+            ShardMessage::WaitForData { items, reply } => self.register_waiter(&items, reply),
+            ShardMessage::OpenPartitions { partitions, reply } => {
+                let _ = reply.send(self.open_partitions(partitions).await);
+            }
+            ShardMessage::DeletePartitions { partitions, reply } => {
+                self.delete_partitions(&partitions).await;
+                let _ = reply.send(());
+            }
+            ShardMessage::MetadataUpdate { image, reply } => {
+                self.set_image(image);
+                let _ = reply.send(());
+            }
+            ShardMessage::Group { call, reply } => {
+                let answer = match self.coordinator.get() {
+                    Some(c) => c.clone().handle(call).await,
+                    None => GroupReply::Code(UNAVAILABLE),
+                };
+                let _ = reply.send(answer);
+            }
+            ShardMessage::Controller(request) => match &self.controller {
+                Some(controller) => controller.handle(&self, request).await,
+                None => {
+                    tracing::error!("controller request reached a shard without the controller")
+                }
+            },
+        }
+    }
+}
+
+/// Partition work handed to its owners, waiting for their answers.
+struct Submitted {
+    count: usize,
+    parts: Vec<OwnerPart>,
+}
+
+/// One owner's share: (item index, answer if the owner goes away) per item, and the owner's
+/// reply (`None` if the work could not be handed over).
+type OwnerPart = (
+    Vec<(usize, PartitionResponse)>,
+    Option<oneshot::Receiver<Vec<PartitionResponse>>>,
+);
+
+impl Submitted {
+    /// The answers, in the order of the items.
+    async fn answers(self) -> Vec<PartitionResponse> {
+        let mut results: Vec<Option<PartitionResponse>> = vec![None; self.count];
+        for (fallbacks, rx) in self.parts {
+            let answers = match rx {
+                Some(rx) => rx.await.ok(),
+                None => None,
+            };
+            match answers {
+                Some(answers) => {
+                    for ((i, _), a) in fallbacks.into_iter().zip(answers) {
+                        results[i] = Some(a);
+                    }
+                }
+                None => {
+                    for (i, a) in fallbacks {
+                        results[i] = Some(a);
+                    }
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every partition request gets an answer"))
+            .collect()
+    }
+}

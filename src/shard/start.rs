@@ -1,0 +1,534 @@
+//! Starting and stopping the broker: one pinned executor per shard, the shard mesh, the
+//! metadata log replayed on the controller shard and its image handed to every shard, each
+//! shard's partitions recovered, connections accepted on every shard, and a clean stop on
+//! SIGTERM/SIGINT. Runs on: the main thread (start, signals, join) and every shard.
+//! Invariants: nothing is served before every shard has recovered its partitions; a stop lets
+//! in-flight writes finish and syncs before the process exits.
+
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use super::messages::ShardMessage;
+use super::metadata::ControllerService;
+use super::Shard;
+use crate::cluster::controller::Controller;
+use crate::cluster::{LocalMetadataLog, MetadataImage, MetadataLog};
+use crate::config::Config;
+use crate::placement::CONTROLLER_SHARD;
+use crate::protocol::types::{ShardId, TopicPartition};
+use crate::runtime::env::Env;
+use crate::runtime::io;
+use crate::runtime::mesh::{self, Mesh, MeshEnds, Receiver};
+
+/// Why the broker could not start (or stopped abnormally).
+#[derive(Debug)]
+pub enum StartError {
+    DataDir {
+        path: PathBuf,
+        reason: String,
+    },
+    Metadata(crate::cluster::MetadataError),
+    Shard {
+        shard: usize,
+        reason: String,
+    },
+    Listen {
+        addr: std::net::SocketAddr,
+        reason: String,
+    },
+    /// The metrics address cannot be bound.
+    MetricsListen {
+        addr: std::net::SocketAddr,
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::DataDir { path, reason } => {
+                write!(f, "data_dir {}: {reason}", path.display())
+            }
+            StartError::Metadata(e) => write!(f, "{e}"),
+            StartError::Shard { shard, reason } => write!(f, "shard {shard}: {reason}"),
+            StartError::Listen { addr, reason } => write!(f, "listen {addr}: {reason}"),
+            StartError::MetricsListen { addr, reason } => {
+                write!(f, "metrics_listen {addr}: {reason} (or set it to off)")
+            }
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// Every connection holds a descriptor: lift the soft open-files limit to the hard one, as
+/// brokers do (systemd units set the hard limit; see tuning/).
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit fill and read a plain struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let soft = limit.rlim_cur;
+        limit.rlim_cur = limit.rlim_max;
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } == 0 {
+            tracing::info!(
+                from = soft,
+                to = limit.rlim_max,
+                "raised the open-files limit"
+            );
+        }
+    }
+    if limit.rlim_cur < 65_536 {
+        tracing::warn!(
+            open_files_max = limit.rlim_cur,
+            "the open-files limit caps connections; raise LimitNOFILE (tuning/tusk.service)"
+        );
+    }
+}
+
+/// Runs the broker until SIGTERM or SIGINT.
+pub fn run(config: Config) -> Result<(), StartError> {
+    let _lock = prepare_data_dir(&config.data_dir)?;
+    refuse_live_listener(config.listen)?;
+    raise_open_files_limit();
+    let config = Arc::new(config);
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        crate::runtime::install_panic_hook(move || {
+            tracing::error!("a shard panicked; stopping the broker");
+            stop.store(true, Ordering::SeqCst);
+        });
+    }
+    watch_signals(stop.clone())?;
+    let registry = crate::metrics::Registry::new(config.shards);
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => {
+            Some(
+                std::net::TcpListener::bind(addr).map_err(|e| StartError::MetricsListen {
+                    addr,
+                    reason: e.to_string(),
+                })?,
+            )
+        }
+        None => None,
+    };
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<Started, String>>();
+    let mut handles = Vec::new();
+    let ends = mesh::build::<ShardMessage>(config.shards, config.mesh_channel_depth);
+    for (i, ends) in ends.into_iter().enumerate() {
+        let (config, stop, ready) = (config.clone(), stop.clone(), ready_tx.clone());
+        let metrics = registry.shards[i].clone();
+        let handle = crate::runtime::executor::spawn_shard(
+            i,
+            config.spin_before_park_us,
+            move || async move {
+                crate::metrics::install(metrics);
+                let shard = ShardId(i);
+                if let Err(e) = shard_main(shard, ends, config, stop.clone(), ready.clone()).await {
+                    let _ = ready.send(Err(format!("shard {i}: {e}")));
+                    stop.store(true, Ordering::SeqCst);
+                }
+            },
+        )
+        .map_err(|reason| StartError::Shard { shard: i, reason })?;
+        handles.push(handle);
+    }
+    drop(ready_tx);
+    let mut started = 0;
+    let mut failure = None;
+    let mut topics = 0;
+    while started < config.shards {
+        match ready_rx.recv() {
+            Ok(Ok(s)) => {
+                started += 1;
+                topics = topics.max(s.topics);
+            }
+            Ok(Err(e)) => {
+                failure = Some(e);
+                stop.store(true, Ordering::SeqCst);
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    if failure.is_none() && started == config.shards {
+        if let Some(listener) = metrics_listener {
+            let (registry, stop) = (registry.clone(), stop.clone());
+            tracing::info!(metrics_listen = ?config.metrics_listen, "metrics at /metrics");
+            std::thread::Builder::new()
+                .name("tusk-metrics".into())
+                .spawn(move || crate::metrics::serve(listener, registry, stop))
+                .map_err(|e| StartError::Shard {
+                    shard: 0,
+                    reason: format!("metrics thread: {e}"),
+                })?;
+        }
+        tracing::info!(
+            listen = %config.listen,
+            shards = config.shards,
+            data_dir = %config.data_dir.display(),
+            topics,
+            "tusk is serving"
+        );
+    }
+    for (i, h) in handles.into_iter().enumerate() {
+        if h.join().is_err() {
+            stop.store(true, Ordering::SeqCst);
+            failure.get_or_insert(format!("shard {i} panicked"));
+        }
+    }
+    match failure {
+        Some(reason) => Err(StartError::Shard { shard: 0, reason }),
+        None => Ok(()),
+    }
+}
+
+/// What a shard reports once it serves.
+struct Started {
+    topics: usize,
+}
+
+/// SIGTERM and SIGINT set `stop`.
+fn watch_signals(stop: Arc<AtomicBool>) -> Result<(), StartError> {
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .map_err(|e| StartError::Shard {
+        shard: 0,
+        reason: format!("signal handler: {e}"),
+    })?;
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            tracing::info!(signal = sig, "stopping");
+            stop.store(true, Ordering::SeqCst);
+        }
+    });
+    Ok(())
+}
+
+/// The metadata image every shard starts from. The controller shard replays the metadata log
+/// and sends the image to every other shard as the first message on the mesh; the others wait
+/// for it.
+async fn starting_image(
+    id: ShardId,
+    env: &Env,
+    config: &Arc<Config>,
+    mesh: &Mesh<ShardMessage>,
+    receivers: &[Receiver<ShardMessage>],
+) -> Result<(Arc<MetadataImage>, Option<ControllerService>), String> {
+    if id == CONTROLLER_SHARD {
+        let log = LocalMetadataLog::open(env, &config.data_dir)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut image = MetadataImage::default();
+        for (_, record) in log.committed_from(0) {
+            image.apply(&record);
+        }
+        let image = Arc::new(image);
+        for other in 0..config.shards {
+            if other != id.0 {
+                let (reply, _) = futures_channel::oneshot::channel();
+                let message = ShardMessage::MetadataUpdate {
+                    image: image.clone(),
+                    reply,
+                };
+                mesh.send(other, message).await;
+            }
+        }
+        let log: Rc<dyn MetadataLog> = log;
+        let controller = Controller::new(log, (*image).clone(), config.clone(), env.clone());
+        return Ok((image, Some(ControllerService::new(controller))));
+    }
+    // The controller shard's channel is the first of this shard's receivers.
+    match receivers[CONTROLLER_SHARD.0].recv().await {
+        Some(ShardMessage::MetadataUpdate { image, reply }) => {
+            let _ = reply.send(());
+            Ok((image, None))
+        }
+        Some(other) => Err(format!("expected the metadata image first, got {other:?}")),
+        None => Err("the controller shard did not start".into()),
+    }
+}
+
+async fn shard_main(
+    id: ShardId,
+    ends: MeshEnds<ShardMessage>,
+    config: Arc<Config>,
+    stop: Arc<AtomicBool>,
+    ready: mpsc::Sender<Result<Started, String>>,
+) -> Result<(), String> {
+    let env = Env::real();
+    io::prime_device_probe(&config.data_dir, id.0)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mesh, receivers) = Mesh::connect(ends).await;
+    let (image, controller) = starting_image(id, &env, &config, &mesh, &receivers).await?;
+    let shard = Rc::new(Shard::new(
+        id,
+        config.clone(),
+        env.clone(),
+        mesh,
+        image.clone(),
+        controller,
+    ));
+    recover_partitions(&shard, &image).await;
+    start_coordinator(&shard).await;
+    for receiver in receivers {
+        let shard = shard.clone();
+        io::spawn(async move {
+            while let Some(message) = receiver.recv().await {
+                io::spawn(shard.clone().handle_message(message));
+            }
+        });
+    }
+    if shard.controller.is_some() {
+        io::spawn(ControllerService::apply_committed(shard.clone()));
+    }
+    let listener = io::TcpListener::bind(config.listen)
+        .map_err(|e| format!("listen {}: {e}", config.listen))?;
+    shard.update_metrics();
+    tracing::info!(
+        shard = id.0,
+        partitions = shard.local_partition_count(),
+        placement = "partition_owner(topic, p) = (fnv1a_32(topic) + p) mod shards",
+        "shard ready"
+    );
+    spawn_background(&shard);
+    let _ = ready.send(Ok(Started {
+        topics: image.topics.len(),
+    }));
+    spawn_acceptor(&shard, listener);
+    while !stop.load(Ordering::SeqCst) {
+        env.sleep(Duration::from_millis(20)).await;
+    }
+    drain(&shard).await;
+    Ok(())
+}
+
+/// Recovers the partitions this shard owns. One that cannot be opened is logged and left
+/// offline (clients get KAFKA_STORAGE_ERROR for it); the rest of the broker serves.
+async fn recover_partitions(shard: &Rc<Shard>, image: &MetadataImage) {
+    let mut owned = Vec::new();
+    for topic in image.topics.values() {
+        let log = shard.config.topic_log_config(&topic.configs);
+        for p in 0..topic.partitions {
+            let tp = TopicPartition::new(topic.name.as_str(), p as i32);
+            if shard.owner(&tp) == shard.id {
+                owned.push(super::messages::OpenPartition {
+                    tp,
+                    log: log.clone(),
+                    topic_id: topic.topic_id,
+                });
+            }
+        }
+    }
+    for result in shard.open_partitions(owned).await {
+        if let Err(e) = result {
+            tracing::error!(error = %e, "a partition could not be opened; it stays offline");
+        }
+    }
+}
+
+/// Committed offsets of the groups this shard coordinates: replayed before serving, so a
+/// client never sees COORDINATOR_NOT_AVAILABLE for "still loading".
+async fn start_coordinator(shard: &Rc<Shard>) {
+    let config = &shard.config;
+    let offsets_log = crate::storage::LogConfig {
+        segment_bytes: config
+            .log
+            .segment_bytes
+            .min(crate::constants::OFFSETS_SEGMENT_BYTES),
+        retention_ms: -1,
+        retention_bytes: -1,
+        message_max_bytes: config
+            .log
+            .message_max_bytes
+            .min(crate::constants::OFFSETS_SEGMENT_BYTES as u32),
+        ..config.log.clone()
+    };
+    let offsets = crate::group::offsets::OffsetStore::open(
+        &shard.env,
+        &config.data_dir,
+        shard.id,
+        config.shards,
+        &offsets_log,
+    )
+    .await;
+    let coordinator = Rc::new(crate::group::coordinator::Coordinator::new(
+        shard.env.clone(),
+        offsets,
+        config.group.clone(),
+    ));
+    if shard.coordinator.set(coordinator.clone()).is_err() {
+        unreachable!("the coordinator is set once, at start");
+    }
+    let env = shard.env.clone();
+    io::spawn(async move {
+        loop {
+            env.sleep(Duration::from_millis(crate::constants::GROUP_TICK_MS))
+                .await;
+            coordinator.tick();
+        }
+    });
+}
+
+/// Accepts connections on this shard's listener (SO_REUSEPORT spreads them over shards).
+fn spawn_acceptor(shard: &Rc<Shard>, listener: io::TcpListener) {
+    let shard = shard.clone();
+    io::spawn(async move {
+        // Out of descriptors (EMFILE) every accept fails until connections close: log the
+        // first failure and then at most one summary a minute, and retry.
+        let mut failures = 0u64;
+        let mut logged_at: Option<Duration> = None;
+        loop {
+            match listener.accept().await {
+                Ok(stream) => io::spawn(crate::server::connection::serve(shard.clone(), stream)),
+                Err(e) => {
+                    failures += 1;
+                    let now = shard.env.monotonic();
+                    if logged_at.is_none_or(|t| now.saturating_sub(t) >= Duration::from_secs(60)) {
+                        tracing::warn!(error = %e, failures, "accept failed; retrying");
+                        logged_at = Some(now);
+                    }
+                    shard.env.sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    });
+}
+
+/// Retention, metrics gauges and, under `flush = interval:<ms>`, the periodic fdatasync.
+fn spawn_background(shard: &Rc<Shard>) {
+    let retention_every = Duration::from_millis(shard.config.retention_check_interval_ms);
+    let s = shard.clone();
+    io::spawn(async move {
+        loop {
+            s.env.sleep(retention_every).await;
+            for p in s.local_partitions() {
+                crate::storage::apply_retention(&p).await;
+            }
+        }
+    });
+    let s = shard.clone();
+    io::spawn(async move {
+        loop {
+            s.env.sleep(Duration::from_secs(1)).await;
+            s.update_metrics();
+        }
+    });
+    if let crate::storage::FlushPolicy::IntervalMs(ms) = shard.config.log.flush {
+        let s = shard.clone();
+        io::spawn(async move {
+            loop {
+                s.env.sleep(Duration::from_millis(ms)).await;
+                for p in s.local_logs() {
+                    crate::storage::flush_unsynced(&p).await;
+                }
+            }
+        });
+    }
+}
+
+/// Lets pending writes finish (bounded) and syncs what was written without a sync.
+async fn drain(shard: &Rc<Shard>) {
+    for _ in 0..500 {
+        if shard.local_logs().iter().all(|p| !p.borrow().is_writing()) {
+            break;
+        }
+        shard.env.sleep(Duration::from_millis(10)).await;
+    }
+    for p in shard.local_logs() {
+        crate::storage::flush_unsynced(&p).await;
+    }
+}
+
+/// Shards bind with SO_REUSEPORT, which would let a second broker silently share the port with
+/// a live one. A plain bind cannot tell: right after a kill -9 the dead broker's accepted
+/// sockets linger (FIN_WAIT) and refuse a plain bind, though a restart must succeed. So ask
+/// what matters: does anything keep accepting connections there? A killed broker's listening
+/// socket can still accept for a moment (io_uring tears a dead process's rings down after it
+/// exits, and a pending accept holds the socket), so only a listener that is still there after
+/// `LIVE_LISTENER_WAIT_MS` refuses the start.
+fn refuse_live_listener(addr: std::net::SocketAddr) -> Result<(), StartError> {
+    const LIVE_LISTENER_WAIT_MS: u64 = 3000;
+    let mut probe = addr;
+    if probe.ip().is_unspecified() {
+        probe.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let deadline = std::time::Instant::now() + Duration::from_millis(LIVE_LISTENER_WAIT_MS);
+    loop {
+        if std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(500)).is_err() {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(StartError::Listen {
+                addr,
+                reason: "another process is accepting connections on this address".into(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Creates the data dir, takes its lock and checks that it accepts O_DIRECT writes.
+fn prepare_data_dir(dir: &Path) -> Result<std::fs::File, StartError> {
+    let fail = |reason: String| StartError::DataDir {
+        path: dir.to_owned(),
+        reason,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create: {e}")))?;
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(".lock"))
+        .map_err(|e| fail(format!("cannot write: {e}")))?;
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(fail("another broker is using this data directory".into()));
+    }
+    probe_direct_io(dir).map_err(fail)?;
+    Ok(lock)
+}
+
+/// Writes one aligned block with O_DIRECT: a filesystem that refuses it cannot hold the log.
+fn probe_direct_io(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::FileExt;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(".direct-io-probe");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&path)
+        .map_err(|e| format!("the filesystem refuses O_DIRECT ({e}); tusk needs it for its log"))?;
+    let layout = std::alloc::Layout::from_size_align(4096, 4096).expect("valid layout");
+    // SAFETY: the layout is non-zero; the buffer is freed below with the same layout.
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+    assert!(!ptr.is_null(), "allocating the O_DIRECT probe buffer");
+    // SAFETY: ptr points to 4096 initialized (zeroed) bytes we own.
+    let buf = unsafe { std::slice::from_raw_parts(ptr, 4096) };
+    let result = file.write_at(buf, 0);
+    // SAFETY: allocated above with this layout.
+    unsafe { std::alloc::dealloc(ptr, layout) };
+    let _ = std::fs::remove_file(&path);
+    match result {
+        Ok(4096) => Ok(()),
+        Ok(n) => Err(format!("O_DIRECT probe wrote {n} of 4096 bytes")),
+        Err(e) => Err(format!(
+            "the filesystem refuses O_DIRECT writes ({e}); tusk needs them for its log"
+        )),
+    }
+}

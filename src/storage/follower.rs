@@ -1,0 +1,214 @@
+//! What replication needs from a partition's log, in place before replication itself: a
+//! follower append that keeps the leader's offsets and epochs, and `truncate_to`, which cuts
+//! the log back to where a new leader's history agrees (KIP-101), reaching into closed segments
+//! and rolling back the indexes, the idempotent-producer state and the epoch cache. Runs on:
+//! the partition's owner shard.
+
+use bytes::Bytes;
+
+use super::epochs::EPOCH_CHECKPOINT;
+use super::partition::{Completion, Partition, PartitionHandle, WrittenMark};
+use super::producer::ProducerStates;
+use super::recovery::scan_segment;
+use super::segment;
+use super::Error;
+use crate::constants::{DIRECT_IO_ALIGNMENT_BYTES, MESSAGE_MAX_BYTES_MAX};
+use crate::protocol::record_batch::{parse_header, BatchError, BatchHeader, BATCH_HEADER_BYTES};
+use crate::protocol::types::Offset;
+use crate::runtime::fs::{read_whole, write_atomic};
+
+impl Partition {
+    /// Appends batches fetched from the leader as they are: their offsets and leader epochs
+    /// are the leader's (no assignment), and producer sequences are recorded, not checked (the
+    /// leader checked them). The first batch must start at `log_end`, the rest continue it, and
+    /// epochs never go back. Returns the completion of the last batch (durable under the flush
+    /// policy: what a follower may report as its position).
+    pub fn append_follower(this: &PartitionHandle, payload: Bytes) -> Result<Completion, Error> {
+        let mut p = this.borrow_mut();
+        if let Some(why) = &p.failed {
+            return Err(Error::Failed(why.clone()));
+        }
+        let mut batches: Vec<(BatchHeader, Bytes)> = Vec::new();
+        let mut expected = p.log_end;
+        let mut epoch = p.epochs.latest().map(|(e, _)| e);
+        let mut at = 0usize;
+        while at < payload.len() {
+            let header = parse_header(&payload[at..], MESSAGE_MAX_BYTES_MAX as usize + 64, true)
+                .map_err(Error::InvalidBatch)?;
+            if header.base_offset != expected {
+                return Err(Error::NotContiguous {
+                    expected,
+                    got: header.base_offset,
+                });
+            }
+            if epoch.is_some_and(|e| header.leader_epoch < e) {
+                return Err(Error::InvalidBatch(BatchError::Invalid));
+            }
+            epoch = Some(header.leader_epoch);
+            expected = header.last_offset().next();
+            batches.push((header, payload.slice(at..at + header.total_bytes)));
+            at += header.total_bytes;
+        }
+        if batches.is_empty() {
+            return Err(Error::InvalidBatch(BatchError::Truncated));
+        }
+        p.log_end = expected;
+        let durable = p.place(batches);
+        drop(p);
+        Partition::wake_writer(this);
+        Ok(durable)
+    }
+
+    /// Cuts the log so that it ends before `offset`: every batch whose last offset is at or
+    /// past it goes, in the active segment and in closed ones. The segment holding the cut
+    /// becomes the active segment (its index rebuilt by a scan), later segments are removed,
+    /// and the idempotence state is rebuilt from that segment's snapshot and its remaining
+    /// batches. Waits for writes in flight to finish first. Returns the new log end (at most
+    /// `offset`: a cut inside a batch keeps none of it).
+    pub async fn truncate_to(this: &PartitionHandle, offset: Offset) -> Result<Offset, Error> {
+        let env = this.borrow().env.clone();
+        while this.borrow().is_writing() {
+            env.sleep(std::time::Duration::from_millis(1)).await;
+        }
+        let (dir, log_start, log_end) = {
+            let p = this.borrow();
+            (p.dir.clone(), p.log_start, p.log_end)
+        };
+        if offset >= log_end {
+            return Ok(log_end);
+        }
+        if offset < log_start {
+            return Err(Error::OffsetOutOfRange);
+        }
+        let (base, file) = {
+            let p = this.borrow();
+            let (base, seg) = p
+                .segments
+                .range(..=offset)
+                .next_back()
+                .expect("a segment holds it");
+            (*base, seg.file.clone())
+        };
+        let cut = find_cut(this, base, offset).await?;
+        file.truncate(cut).await?;
+        file.fdatasync().await?;
+        let later: Vec<Offset> = this
+            .borrow()
+            .segments
+            .range(Offset(base.0 + 1)..)
+            .map(|(b, _)| *b)
+            .collect();
+        for b in &later {
+            for path in [
+                segment::log_path(&dir, *b),
+                segment::index_path(&dir, *b),
+                segment::snapshot_path(&dir, *b),
+            ] {
+                if let Err(e) = env.fs.remove_file(&path).await {
+                    if !e.is_not_found() {
+                        return Err(e.into());
+                    }
+                }
+            }
+        }
+        // Removed before the segment's index, so a crash in between leaves the segment
+        // scanned (no index), never trusted past its new end.
+        if let Err(e) = env.fs.remove_file(&segment::index_path(&dir, base)).await {
+            if !e.is_not_found() {
+                return Err(e.into());
+            }
+        }
+        env.fs.sync_dir(&dir).await?;
+        let config = this.borrow().config.clone();
+        let scan = scan_segment(
+            file.as_ref(),
+            cut,
+            base,
+            MESSAGE_MAX_BYTES_MAX as usize + 64,
+            config.index_interval_bytes,
+            crate::protocol::types::LeaderEpoch(0),
+        )
+        .await?;
+        let mut producers = read_whole(env.fs.as_ref(), &segment::snapshot_path(&dir, base))
+            .await?
+            .and_then(|b| ProducerStates::from_snapshot(&b))
+            .unwrap_or_default();
+        for h in &scan.producer_batches {
+            let _ = producers.record(
+                h.producer_id,
+                h.producer_epoch,
+                h.base_sequence,
+                h.last_sequence(),
+                h.base_offset,
+            );
+        }
+        let tail_file_pos = cut / DIRECT_IO_ALIGNMENT_BYTES * DIRECT_IO_ALIGNMENT_BYTES;
+        let tail = file
+            .read_at(tail_file_pos, (cut - tail_file_pos) as usize)
+            .await?
+            .to_vec();
+        let new_end = scan.next_offset;
+        let epochs_bytes = {
+            let mut p = this.borrow_mut();
+            for b in &later {
+                p.segments.remove(b);
+            }
+            let seg = p.segments.get_mut(&base).expect("the cut segment");
+            seg.size_bytes = cut;
+            seg.durable_bytes = cut;
+            seg.allocated_bytes = cut;
+            seg.next_offset = new_end;
+            seg.index = scan.index.clone();
+            seg.closed = false;
+            p.written = WrittenMark {
+                offset: new_end,
+                size_bytes: cut,
+                allocated_bytes: cut,
+                index: scan.index.mark(),
+                tail_file_pos,
+                tail: tail.clone(),
+            };
+            p.tail = tail;
+            p.tail_file_pos = tail_file_pos;
+            p.log_end = new_end;
+            p.flushed = p.flushed.min(new_end);
+            p.high_watermark = p.high_watermark.min(new_end);
+            p.cache.retain(|c| c.last < new_end);
+            p.cache_bytes = p.cache.iter().map(|c| c.bytes.len() as u64).sum();
+            p.producers = producers;
+            p.producer_undo.clear();
+            p.epochs.truncate_from(new_end);
+            p.epochs_dirty = false;
+            p.unsynced = false;
+            p.assert_stages("a truncation");
+            tracing::info!(partition = %p.tp, to = new_end.0, "truncated the log");
+            p.epochs.encode()
+        };
+        write_atomic(env.fs.as_ref(), &dir.join(EPOCH_CHECKPOINT), epochs_bytes).await?;
+        Ok(new_end)
+    }
+}
+
+/// The byte position in segment `base` where the batches that end before `offset` stop.
+async fn find_cut(this: &PartitionHandle, base: Offset, offset: Offset) -> Result<u64, Error> {
+    let (file, mut pos, size) = {
+        let p = this.borrow();
+        let seg = &p.segments[&base];
+        let relative = u32::try_from(offset.0 - base.0).unwrap_or(u32::MAX);
+        (
+            seg.file.clone(),
+            seg.index.lookup_offset(relative) as u64,
+            seg.size_bytes,
+        )
+    };
+    while pos + BATCH_HEADER_BYTES as u64 <= size {
+        let head = file.read_at(pos, BATCH_HEADER_BYTES).await?;
+        let header =
+            crate::protocol::record_batch::parse_header_only(&head).map_err(Error::InvalidBatch)?;
+        if header.last_offset() >= offset {
+            return Ok(pos);
+        }
+        pos += header.total_bytes as u64;
+    }
+    Ok(pos.min(size))
+}

@@ -85,7 +85,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::resolve(settings, config.as_deref())?;
             init_logging(&config.log_level, config.log_format);
             tracing::info!(config = ?config, "effective configuration");
-            crate::shard::start::run(config)?;
+            crate::broker::run(config)?;
             Ok(())
         }
         Command::Bench(command) => {

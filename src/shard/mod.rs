@@ -9,7 +9,6 @@ pub mod local;
 pub mod messages;
 pub mod metadata;
 pub mod order;
-pub mod start;
 pub mod waiters;
 
 use std::cell::{Cell, RefCell};

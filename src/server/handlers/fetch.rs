@@ -5,7 +5,7 @@
 //! tells clients to send full fetch requests. The response is encoded here as pieces
 //! (`protocol::fetch_response`), so record sets read as file ranges go out by splice.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kafka_protocol::messages::FetchRequest;
 
@@ -24,11 +24,11 @@ pub async fn handle(
     correlation_id: i32,
     version: i16,
 ) -> Reply {
-    let started = Instant::now();
+    let started = shard.env.monotonic();
     let image = shard.image();
     let request_max = (request.max_bytes.max(1) as u32).min(shard.config.fetch_max_bytes) as usize;
     let wait = Duration::from_millis((request.max_wait_ms.max(0) as u64).min(FETCH_WAIT_MAX_MS));
-    let deadline = Instant::now() + wait;
+    let deadline = started + wait;
     let min_bytes = request.min_bytes.max(0) as usize;
     // (topic index, partition index) of each partition read, and its request.
     let mut places = Vec::new();
@@ -110,7 +110,7 @@ pub async fn handle(
                 waits.push((tp.clone(), (*offset).max(*high_watermark)));
             }
         }
-        let now = Instant::now();
+        let now = shard.env.monotonic();
         if bytes >= min_bytes || errors || now >= deadline || reads.is_empty() {
             break answers;
         }
@@ -142,7 +142,7 @@ pub async fn handle(
             d.records = Some((records.len(), records));
         }
     }
-    let took = started.elapsed();
+    let took = shard.env.monotonic().saturating_sub(started);
     crate::metrics::with(|m| m.fetch_latency.observe(took));
     Reply::Parts(fetch_response::encode(correlation_id, version, topics))
 }

@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use super::messages::ShardMessage;
-use super::metadata::ControllerService;
-use super::Shard;
+use crate::shard::messages::ShardMessage;
+use crate::shard::metadata::ControllerService;
+use crate::shard::Shard;
 use crate::cluster::controller::Controller;
 use crate::cluster::{LocalMetadataLog, MetadataImage, MetadataLog};
 use crate::config::Config;
@@ -325,7 +325,7 @@ async fn recover_partitions(shard: &Rc<Shard>, image: &MetadataImage) {
         for p in 0..topic.partitions {
             let tp = TopicPartition::new(topic.name.as_str(), p as i32);
             if shard.owner(&tp) == shard.id {
-                owned.push(super::messages::OpenPartition {
+                owned.push(crate::shard::messages::OpenPartition {
                     tp,
                     log: log.clone(),
                     topic_id: topic.topic_id,

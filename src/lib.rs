@@ -8,10 +8,10 @@
 
 /// The global allocator that keeps forged wire counts from committing memory.
 pub mod alloc;
-/// Starting and stopping the broker: executors, the mesh, recovery, listeners, signals.
-pub mod broker;
 /// `tusk bench`: a Kafka-protocol load generator with latency histograms and plots.
 pub mod bench;
+/// Starting and stopping the broker: executors, the mesh, recovery, listeners, signals.
+pub mod broker;
 /// The command line (`tusk serve`, `tusk bench`).
 pub mod cli;
 /// A small blocking Kafka client (bench and operator tools).

@@ -9,7 +9,14 @@ use std::path::{Path, PathBuf};
 
 /// Each module and the modules it may import. Edges (cli, bench, tune) may import anything.
 fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
-    const BASE: &[&str] = &["constants", "protocol", "config", "metrics", "placement", "runtime"];
+    const BASE: &[&str] = &[
+        "constants",
+        "protocol",
+        "config",
+        "metrics",
+        "placement",
+        "runtime",
+    ];
     let mut m: BTreeMap<&str, &[&str]> = BTreeMap::new();
     m.insert("runtime", &[]);
     m.insert("constants", &[]);
@@ -22,7 +29,13 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
     m.insert("testing", &["runtime", "constants"]);
     m.insert("storage", BASE);
     const MIDDLE: &[&str] = &[
-        "constants", "protocol", "config", "metrics", "placement", "runtime", "storage",
+        "constants",
+        "protocol",
+        "config",
+        "metrics",
+        "placement",
+        "runtime",
+        "storage",
     ];
     m.insert("replication", MIDDLE);
     m.insert("group", MIDDLE);
@@ -30,22 +43,49 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
     m.insert(
         "shard",
         &[
-            "constants", "protocol", "config", "metrics", "placement", "runtime", "storage",
-            "replication", "group", "cluster",
+            "constants",
+            "protocol",
+            "config",
+            "metrics",
+            "placement",
+            "runtime",
+            "storage",
+            "replication",
+            "group",
+            "cluster",
         ],
     );
     m.insert(
         "server",
         &[
-            "constants", "protocol", "config", "metrics", "placement", "runtime", "storage",
-            "replication", "group", "cluster", "shard",
+            "constants",
+            "protocol",
+            "config",
+            "metrics",
+            "placement",
+            "runtime",
+            "storage",
+            "replication",
+            "group",
+            "cluster",
+            "shard",
         ],
     );
     m.insert(
         "broker",
         &[
-            "constants", "protocol", "config", "metrics", "placement", "runtime", "storage",
-            "replication", "group", "cluster", "shard", "server",
+            "constants",
+            "protocol",
+            "config",
+            "metrics",
+            "placement",
+            "runtime",
+            "storage",
+            "replication",
+            "group",
+            "cluster",
+            "shard",
+            "server",
         ],
     );
     m
@@ -150,7 +190,11 @@ fn no_module_imports_one_above_it() {
             }
         }
     }
-    assert!(violations.is_empty(), "arrows running up or sideways:\n{}", violations.join("\n"));
+    assert!(
+        violations.is_empty(),
+        "arrows running up or sideways:\n{}",
+        violations.join("\n")
+    );
 }
 
 #[test]

@@ -12,9 +12,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use crate::shard::messages::ShardMessage;
-use crate::shard::metadata::ControllerService;
-use crate::shard::Shard;
 use crate::cluster::controller::Controller;
 use crate::cluster::{LocalMetadataLog, MetadataImage, MetadataLog};
 use crate::config::Config;
@@ -23,6 +20,9 @@ use crate::protocol::types::{ShardId, TopicPartition};
 use crate::runtime::env::Env;
 use crate::runtime::io;
 use crate::runtime::mesh::{self, Mesh, MeshEnds, Receiver};
+use crate::shard::messages::ShardMessage;
+use crate::shard::metadata::ControllerService;
+use crate::shard::Shard;
 
 /// Why the broker could not start (or stopped abnormally).
 #[derive(Debug)]

@@ -327,6 +327,22 @@ impl Partition {
             .unwrap_or(-1)
     }
 
+    /// The active segment's index, encoded (for tests that compare a rebuilt index with a
+    /// fresh build).
+    pub fn active_index(&self) -> Vec<u8> {
+        self.segments
+            .values()
+            .next_back()
+            .expect("active segment")
+            .index
+            .encode()
+    }
+
+    /// Number of segments, closed and active.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
     /// Number of closed (immutable) segments.
     pub fn closed_segments(&self) -> usize {
         self.segments.values().filter(|s| s.closed).count()

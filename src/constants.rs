@@ -52,10 +52,11 @@ pub const DIRECT_IO_ALIGNMENT_BYTES: u64 = 4096;
 pub const INDEX_INTERVAL_BYTES: u64 = 4096;
 /// The active segment's disk space is allocated ahead of the writes, so an fdatasync commits a
 /// size change only once per allocation. A new segment starts with this much; each extension
-/// doubles what the segment has, up to steps of `PREALLOCATE_STEP_BYTES` (and at most
+/// quadruples what the segment has, up to steps of `PREALLOCATE_STEP_BYTES` (and at most
 /// `segment_bytes`), so space follows the data written: an empty broker with its 16 offsets
-/// partitions holds a few MiB, not 16 × 64 MiB.
-pub const PREALLOCATE_FIRST_BYTES: u64 = 256 * 1024;
+/// partitions holds 16 MiB, not 16 × 64 MiB, and a busy segment reaches full steps after three
+/// extensions (each costs a journal commit on the next fdatasync: an IO on a spinning disk).
+pub const PREALLOCATE_FIRST_BYTES: u64 = 1024 * 1024;
 /// Largest single extension of a segment's allocation.
 pub const PREALLOCATE_STEP_BYTES: u64 = 64 * 1024 * 1024;
 /// Bytes of request frames one connection may hold in progress (frames read but not yet

@@ -256,12 +256,13 @@ fn enospc_on_write_and_allocation_rewinds_and_resumes() {
         run(async move {
             let part = open(&env, 64 << 20).await.unwrap();
             let mut id = 0;
-            // Fill past the first allocation (256 KiB), so that writes need allocations.
-            while part.borrow().size_bytes() < 200 << 10 {
+            // Fill close to the first allocation (1 MiB), so that the next writes need one.
+            while part.borrow().size_bytes() < 980 << 10 {
                 append_acked(&part, &batch(id, 4, 1000)).await.unwrap();
                 id += 1;
             }
             let end = part.borrow().log_end();
+            // The next batch (120 KB) must extend the file past its first allocation.
             probe.inject(Fault {
                 op,
                 path: ".log".into(),

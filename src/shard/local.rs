@@ -29,6 +29,41 @@ impl Shard {
             self.reopen_missing(&items).await;
             self.run_items(&items, &mut answers, &mut run, true).await;
         }
+        self.finish_local(&items, answers, run).await
+    }
+
+    /// Appends the items at once, without awaiting anything, if they are all produces to
+    /// partitions open here (the common case of a local produce): the caller then waits with
+    /// `finish_local`. `None` if anything needs an await first (a fetch, an offline partition).
+    pub fn start_appends(
+        &self,
+        items: &[(TopicPartition, PartitionRequest)],
+    ) -> Option<(Vec<Option<PartitionResponse>>, LocalRun)> {
+        let all_produce = items.iter().all(|(tp, req)| {
+            matches!(req, PartitionRequest::Produce { .. }) && self.partition(tp).is_some()
+        });
+        if !all_produce {
+            return None;
+        }
+        let mut run = LocalRun::default();
+        let answers = items
+            .iter()
+            .enumerate()
+            .map(|(i, (tp, req))| {
+                let part = self.partition(tp).expect("checked above");
+                Some(self.produce_one(i, &part, tp, req, &mut run))
+            })
+            .collect();
+        Some((answers, run))
+    }
+
+    /// Waits for what the appends of a run left to wait for; the answers in item order.
+    pub async fn finish_local(
+        &self,
+        items: &[(TopicPartition, PartitionRequest)],
+        answers: Vec<Option<PartitionResponse>>,
+        run: LocalRun,
+    ) -> Vec<PartitionResponse> {
         let mut answers: Vec<PartitionResponse> = answers
             .into_iter()
             .map(|a| a.expect("every local item is answered"))
@@ -84,28 +119,7 @@ impl Shard {
         run: &mut LocalRun,
     ) -> PartitionResponse {
         match req {
-            PartitionRequest::Produce { payload, acks } => {
-                let log_start = part.borrow().log_start();
-                let replica = self.replica(tp).expect("an open partition has its replica");
-                match replica.produce(payload, *acks) {
-                    Ok(Produced::Appended { base_offset, done }) => {
-                        if let Some(done) = done {
-                            run.durable.push((i, done));
-                        }
-                        produce_ok(base_offset, log_start)
-                    }
-                    Ok(Produced::Duplicate { base_offset }) => {
-                        if *acks != Acks::None {
-                            run.duplicates.push((i, replica, base_offset));
-                        }
-                        produce_ok(base_offset, log_start)
-                    }
-                    Err(e) => {
-                        tracing::debug!(partition = %tp, error = %e, "produce refused");
-                        PartitionResponse::error_for(req, PartitionError::Storage(e))
-                    }
-                }
-            }
+            PartitionRequest::Produce { .. } => self.produce_one(i, part, tp, req, run),
             PartitionRequest::Fetch {
                 offset,
                 max_bytes,
@@ -134,6 +148,40 @@ impl Shard {
             }
             PartitionRequest::ListOffsets { timestamp_ms } => {
                 list_offset(part, *timestamp_ms).await
+            }
+        }
+    }
+
+    /// One produce item on its open partition: appended at once (never awaits).
+    fn produce_one(
+        &self,
+        i: usize,
+        part: &PartitionHandle,
+        tp: &TopicPartition,
+        req: &PartitionRequest,
+        run: &mut LocalRun,
+    ) -> PartitionResponse {
+        let PartitionRequest::Produce { payload, acks } = req else {
+            unreachable!("produce_one takes produce items");
+        };
+        let log_start = part.borrow().log_start();
+        let replica = self.replica(tp).expect("an open partition has its replica");
+        match replica.produce(payload, *acks) {
+            Ok(Produced::Appended { base_offset, done }) => {
+                if let Some(done) = done {
+                    run.durable.push((i, done));
+                }
+                produce_ok(base_offset, log_start)
+            }
+            Ok(Produced::Duplicate { base_offset }) => {
+                if *acks != Acks::None {
+                    run.duplicates.push((i, replica, base_offset));
+                }
+                produce_ok(base_offset, log_start)
+            }
+            Err(e) => {
+                tracing::debug!(partition = %tp, error = %e, "produce refused");
+                PartitionResponse::error_for(req, PartitionError::Storage(e))
             }
         }
     }
@@ -236,7 +284,7 @@ impl Shard {
 
 /// What the items of one local run leave to wait for once every append is placed.
 #[derive(Default)]
-struct LocalRun {
+pub struct LocalRun {
     /// (item, its append's completion).
     durable: Vec<(usize, crate::storage::Completion)>,
     /// (item, replica, original offset) of retried batches already in the log.

@@ -220,13 +220,21 @@ impl Shard {
                     )
                 })
                 .collect();
-            let items = group.into_iter().map(|(_, tp, r)| (tp, r)).collect();
+            let items: Vec<(TopicPartition, PartitionRequest)> =
+                group.into_iter().map(|(_, tp, r)| (tp, r)).collect();
             let (tx, rx) = oneshot::channel();
             let handed = if shard == self.id.0 {
+                // Local produces append here and now (as the connection's turn requires);
+                // anything else runs as a task of its own, queued in submission order.
                 let me = self.clone();
-                crate::runtime::io::spawn(async move {
-                    let _ = tx.send(me.execute_local(items).await);
-                });
+                match self.start_appends(&items) {
+                    Some((answers, run)) => crate::runtime::io::spawn(async move {
+                        let _ = tx.send(me.finish_local(&items, answers, run).await);
+                    }),
+                    None => crate::runtime::io::spawn(async move {
+                        let _ = tx.send(me.execute_local(items).await);
+                    }),
+                }
                 true
             } else {
                 self.send(

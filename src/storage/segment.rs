@@ -179,12 +179,12 @@ pub async fn create_segment(
 }
 
 /// How far to allocate a segment that holds `allocated_bytes` when a write must reach
-/// `written_end`: double what it has (at least `PREALLOCATE_FIRST_BYTES`, at most one
-/// `PREALLOCATE_STEP_BYTES` more), never past `segment_bytes` unless the write itself does (a
-/// batch larger than a lowered `segment.bytes` still fits the empty segment it starts).
+/// `written_end`: four times what it has (growing by at least `PREALLOCATE_FIRST_BYTES`, at
+/// most one `PREALLOCATE_STEP_BYTES`), never past `segment_bytes` unless the write itself does
+/// (a batch larger than a lowered `segment.bytes` still fits the empty segment it starts).
 pub fn preallocation_target(allocated_bytes: u64, written_end: u64, segment_bytes: u64) -> u64 {
     let base = allocated_bytes.max(written_end);
-    let growth = base.clamp(PREALLOCATE_FIRST_BYTES, PREALLOCATE_STEP_BYTES);
+    let growth = (3 * base).clamp(PREALLOCATE_FIRST_BYTES, PREALLOCATE_STEP_BYTES);
     let target = (base + growth).min(segment_bytes).max(written_end);
     target.div_ceil(DIRECT_IO_ALIGNMENT_BYTES) * DIRECT_IO_ALIGNMENT_BYTES
 }
@@ -203,14 +203,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn preallocation_doubles_up_to_the_step_and_stops_at_the_segment_size() {
+    fn preallocation_quadruples_up_to_the_step_and_stops_at_the_segment_size() {
         let mib = 1024 * 1024;
         let seg = 1024 * mib;
+        assert_eq!(preallocation_target(mib, mib, seg), 4 * mib);
         assert_eq!(
-            preallocation_target(PREALLOCATE_FIRST_BYTES, PREALLOCATE_FIRST_BYTES + 1, seg),
-            2 * PREALLOCATE_FIRST_BYTES + 4096
+            preallocation_target(4 * mib, 4 * mib + 4096, seg),
+            16 * mib + 16384
         );
-        assert_eq!(preallocation_target(mib, mib + 4096, seg), 2 * mib + 8192);
+        assert_eq!(preallocation_target(16 * mib, 16 * mib, seg), 64 * mib);
         assert_eq!(
             preallocation_target(64 * mib, 64 * mib + 1, seg),
             128 * mib + 4096

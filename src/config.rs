@@ -216,7 +216,7 @@ pub struct Config {
     /// Depth of each shard-to-shard channel.
     pub mesh_channel_depth: usize,
     pub retention_check_interval_ms: u64,
-    pub node_id: i32,
+    pub node_id: crate::protocol::types::NodeId,
     pub group: GroupConfig,
 }
 
@@ -463,7 +463,7 @@ impl Config {
             spin_before_park_us: s.spin_before_park_us.unwrap_or(0),
             mesh_channel_depth,
             retention_check_interval_ms: s.retention_check_interval_ms.unwrap_or(30_000).max(100),
-            node_id: NODE_ID_DEFAULT,
+            node_id: crate::protocol::types::NodeId(NODE_ID_DEFAULT),
             group: GroupConfig {
                 session_timeout_ms_min: session_min,
                 session_timeout_ms_max: session_max,

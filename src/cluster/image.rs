@@ -5,12 +5,13 @@
 use std::collections::BTreeMap;
 
 use super::records::MetadataRecord;
+use crate::protocol::types::TopicId;
 
 /// A topic as the cluster knows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TopicMeta {
     pub name: String,
-    pub topic_id: [u8; 16],
+    pub topic_id: TopicId,
     pub partitions: u32,
     pub configs: BTreeMap<String, String>,
 }
@@ -39,7 +40,7 @@ impl MetadataImage {
                     name.clone(),
                     TopicMeta {
                         name: name.clone(),
-                        topic_id: *topic_id,
+                        topic_id: TopicId(*topic_id),
                         partitions: *partitions,
                         configs: configs.iter().cloned().collect(),
                     },
@@ -61,7 +62,7 @@ impl MetadataImage {
         }
     }
 
-    pub fn topic_by_id(&self, id: &[u8; 16]) -> Option<&TopicMeta> {
+    pub fn topic_by_id(&self, id: &TopicId) -> Option<&TopicMeta> {
         self.topics.values().find(|t| &t.topic_id == id)
     }
 }

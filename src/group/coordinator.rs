@@ -14,11 +14,19 @@ use futures_channel::oneshot;
 use super::offsets::{Committed, OffsetStore};
 use super::state::{Event, Group, GroupConfig, JoinOutcome, JoinRequest, JoinResult, SyncOutcome};
 use crate::constants::GROUP_EMPTY_FORGET_MS;
-use crate::protocol::types::TopicPartition;
+use crate::protocol::types::{GenerationId, TopicPartition};
 use crate::protocol::ErrorCode;
 
-/// One offset to commit: partition, offset, leader epoch, metadata, the topic's id.
-pub type OffsetToCommit = (TopicPartition, i64, i32, Option<String>, [u8; 16]);
+/// One offset to commit.
+#[derive(Debug, Clone)]
+pub struct OffsetToCommit {
+    pub partition: TopicPartition,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+    /// The topic's id when committed (offsets of a re-created topic are not served).
+    pub topic_id: crate::protocol::types::TopicId,
+}
 
 /// A request for the coordinator of one group (or, for `List`, of every group on a shard).
 #[derive(Debug)]
@@ -30,13 +38,13 @@ pub enum GroupCall {
     Sync {
         group_id: String,
         member_id: String,
-        generation_id: i32,
+        generation_id: GenerationId,
         assignments: Vec<(String, Bytes)>,
     },
     Heartbeat {
         group_id: String,
         member_id: String,
-        generation_id: i32,
+        generation_id: GenerationId,
     },
     /// (member id, instance id) of each member leaving.
     Leave {
@@ -46,7 +54,7 @@ pub enum GroupCall {
     Commit {
         group_id: String,
         member_id: String,
-        generation_id: i32,
+        generation_id: GenerationId,
         offsets: Vec<OffsetToCommit>,
     },
     Fetch {
@@ -461,7 +469,7 @@ impl Coordinator {
             // (Not when a member id was just handed out: the member rejoins with it next.)
             let idle = groups.get(group_id).is_some_and(|e| {
                 e.group.is_empty()
-                    && e.group.generation_id == 0
+                    && e.group.generation_id == GenerationId(0)
                     && e.join_waiters.is_empty()
                     && !e.group.has_pending_members()
             });
@@ -481,7 +489,7 @@ impl Coordinator {
         &self,
         group_id: &str,
         member_id: String,
-        generation_id: i32,
+        generation_id: GenerationId,
         assignments: Vec<(String, Bytes)>,
     ) -> GroupReply {
         if !self.groups.borrow().contains_key(group_id) {
@@ -518,34 +526,35 @@ impl Coordinator {
         &self,
         group_id: &str,
         member_id: &str,
-        generation_id: i32,
+        generation_id: GenerationId,
         offsets: Vec<OffsetToCommit>,
     ) -> GroupReply {
         let count = offsets.len();
         let check = match self.groups.borrow().get(group_id) {
             Some(e) => e.group.check_commit(member_id, generation_id),
-            None if generation_id < 0 => ErrorCode::None,
+            None if generation_id.0 < 0 => ErrorCode::None,
             None => ErrorCode::IllegalGeneration,
         };
         if check != ErrorCode::None {
             return GroupReply::Codes(vec![check; count]);
         }
         if offsets.iter().any(|o| {
-            o.3.as_ref()
+            o.metadata
+                .as_ref()
                 .is_some_and(|m| m.len() > crate::constants::OFFSET_METADATA_BYTES_MAX)
         }) {
             return GroupReply::Codes(vec![ErrorCode::OffsetMetadataTooLarge; count]);
         }
         let entries = offsets
             .into_iter()
-            .map(|(tp, offset, leader_epoch, metadata, topic_id)| {
+            .map(|o| {
                 (
-                    tp,
+                    o.partition,
                     Some(Committed {
-                        offset,
-                        leader_epoch,
-                        metadata,
-                        topic_id,
+                        offset: o.offset,
+                        leader_epoch: o.leader_epoch,
+                        metadata: o.metadata,
+                        topic_id: o.topic_id,
                         record_offset: 0,
                     }),
                 )

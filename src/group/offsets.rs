@@ -12,7 +12,7 @@ use std::path::Path;
 
 use crate::placement::{fnv1a_32, partition_owner};
 use crate::protocol::record_batch::{self, BATCH_HEADER_BYTES};
-use crate::protocol::types::{LeaderEpoch, PartitionId, ShardId, TopicPartition};
+use crate::protocol::types::{LeaderEpoch, PartitionId, ShardId, TopicId, TopicPartition};
 use crate::runtime::env::Env;
 use crate::runtime::fs::{read_whole, write_atomic};
 use crate::storage::{AppendOutcome, LogConfig, Partition, PartitionHandle};
@@ -42,7 +42,7 @@ pub struct Committed {
     pub leader_epoch: i32,
     pub metadata: Option<String>,
     /// The topic's id when committed: offsets of a deleted (or re-created) topic are not served.
-    pub topic_id: [u8; 16],
+    pub topic_id: TopicId,
     /// Position of the record in the offsets log (newer wins).
     pub record_offset: i64,
 }
@@ -91,7 +91,7 @@ pub fn encode_value(c: &Committed) -> Vec<u8> {
     let mut v = vec![1u8];
     v.extend(c.offset.to_be_bytes());
     v.extend(c.leader_epoch.to_be_bytes());
-    v.extend(c.topic_id);
+    v.extend(c.topic_id.0);
     match &c.metadata {
         // Metadata may be up to GROUP_METADATA_BYTES_MAX: a u32 length, not a u16.
         Some(m) => {
@@ -110,7 +110,7 @@ pub fn decode_value(bytes: &[u8], record_offset: i64) -> Option<Committed> {
     }
     let offset = i64::from_be_bytes(bytes[1..9].try_into().ok()?);
     let leader_epoch = i32::from_be_bytes(bytes[9..13].try_into().ok()?);
-    let topic_id: [u8; 16] = bytes[13..29].try_into().ok()?;
+    let topic_id = TopicId(bytes[13..29].try_into().ok()?);
     let metadata = match bytes[29] {
         0 => None,
         _ => {
@@ -239,7 +239,7 @@ impl OffsetStore {
     ) -> Result<PartitionHandle, String> {
         let dir = data_dir.join(tp.to_string());
         let env = &self.env;
-        crate::storage::dir::claim_partition_dir(env, &dir, OFFSETS_TOPIC_ID).await?;
+        crate::storage::dir::claim_partition_dir(env, &dir, TopicId(OFFSETS_TOPIC_ID)).await?;
         let part = Partition::open(env, &dir, tp.clone(), log.clone(), LeaderEpoch(0))
             .await
             .map_err(|e| e.to_string())?;
@@ -307,7 +307,7 @@ impl OffsetStore {
                     offset: e.offset,
                     leader_epoch: e.leader_epoch,
                     metadata: e.metadata,
-                    topic_id: e.topic_id,
+                    topic_id: TopicId(e.topic_id),
                     record_offset: e.record_offset,
                 },
             );
@@ -370,7 +370,7 @@ impl OffsetStore {
                     offset: c.offset,
                     leader_epoch: c.leader_epoch,
                     metadata: c.metadata.clone(),
-                    topic_id: c.topic_id,
+                    topic_id: c.topic_id.0,
                     record_offset: c.record_offset,
                 })
             })
@@ -504,7 +504,7 @@ mod tests {
             offset: 42,
             leader_epoch: 7,
             metadata: Some("m".into()),
-            topic_id: [9; 16],
+            topic_id: TopicId([9; 16]),
             record_offset: 5,
         };
         assert_eq!(decode_value(&encode_value(&c), 5), Some(c.clone()));

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
+use crate::protocol::types::GenerationId;
 use crate::protocol::ErrorCode;
 
 pub use crate::config::GroupConfig;
@@ -58,7 +59,7 @@ pub struct JoinRequest {
 #[derive(Debug, Clone, PartialEq)]
 pub struct JoinResult {
     pub member_id: String,
-    pub generation_id: i32,
+    pub generation_id: GenerationId,
     pub protocol_name: String,
     pub leader: String,
     /// (member id, metadata for the chosen protocol): sent to the leader only.
@@ -122,7 +123,7 @@ struct Member {
 pub struct Group {
     pub id: String,
     pub state: GroupState,
-    pub generation_id: i32,
+    pub generation_id: GenerationId,
     pub protocol_type: Option<String>,
     pub protocol_name: Option<String>,
     pub leader: Option<String>,
@@ -154,7 +155,7 @@ impl Group {
         Group {
             id: id.into(),
             state: GroupState::Empty,
-            generation_id: 0,
+            generation_id: GenerationId(0),
             protocol_type: None,
             protocol_name: None,
             leader: None,
@@ -422,8 +423,8 @@ impl Group {
 
     /// Checks a member and generation for OffsetCommit: commits are refused while the group
     /// waits for its leader's assignment (CompletingRebalance), as in Kafka.
-    pub fn check_commit(&self, member_id: &str, generation_id: i32) -> ErrorCode {
-        if generation_id < 0 && member_id.is_empty() {
+    pub fn check_commit(&self, member_id: &str, generation_id: GenerationId) -> ErrorCode {
+        if generation_id.0 < 0 && member_id.is_empty() {
             // A commit from outside the group protocol (manual assignment).
             return if self.members.is_empty() {
                 ErrorCode::None
@@ -509,7 +510,7 @@ impl Group {
             self.members.remove(&id);
         }
         self.join_deadline_ms = None;
-        self.generation_id += 1;
+        self.generation_id.0 += 1;
         if self.members.is_empty() {
             self.state = GroupState::Empty;
             self.leader = None;
@@ -618,7 +619,7 @@ impl Group {
             .expect("a protocol with the most votes")
     }
 
-    fn check_member(&self, member_id: &str, generation_id: i32) -> Result<(), ErrorCode> {
+    fn check_member(&self, member_id: &str, generation_id: GenerationId) -> Result<(), ErrorCode> {
         if !self.members.contains_key(member_id) {
             return Err(ErrorCode::UnknownMemberId);
         }
@@ -632,7 +633,7 @@ impl Group {
     pub fn sync(
         &mut self,
         member_id: &str,
-        generation_id: i32,
+        generation_id: GenerationId,
         assignments: Vec<(String, Bytes)>,
         now_ms: u64,
     ) -> (SyncOutcome, Vec<Event>) {
@@ -690,7 +691,12 @@ impl Group {
     }
 
     /// Handles a Heartbeat.
-    pub fn heartbeat(&mut self, member_id: &str, generation_id: i32, now_ms: u64) -> ErrorCode {
+    pub fn heartbeat(
+        &mut self,
+        member_id: &str,
+        generation_id: GenerationId,
+        now_ms: u64,
+    ) -> ErrorCode {
         if let Err(e) = self.check_member(member_id, generation_id) {
             return e;
         }

@@ -1,5 +1,6 @@
 //! Tests of the rebalance state machine, driven by a virtual clock.
 use super::*;
+use crate::protocol::types::GenerationId;
 
 fn config() -> GroupConfig {
     GroupConfig {
@@ -57,14 +58,19 @@ fn stable_one() -> (Group, String) {
     assert_eq!(done.len(), 1);
     assert_eq!(
         (done[0].generation_id, done[0].leader.as_str()),
-        (1, a.as_str())
+        (GenerationId(1), a.as_str())
     );
     assert_eq!(
         done[0].members.len(),
         1,
         "the leader receives the members' metadata"
     );
-    let (out, _) = g.sync(&a, 1, vec![(a.clone(), Bytes::from_static(b"p0-3"))], 0);
+    let (out, _) = g.sync(
+        &a,
+        GenerationId(1),
+        vec![(a.clone(), Bytes::from_static(b"p0-3"))],
+        0,
+    );
     assert_eq!(out, SyncOutcome::Assignment(Bytes::from_static(b"p0-3")));
     assert_eq!(g.state, GroupState::Stable);
     (g, a)
@@ -73,9 +79,15 @@ fn stable_one() -> (Group, String) {
 #[test]
 fn single_member_joins_syncs_and_settles() {
     let (mut g, a) = stable_one();
-    assert_eq!(g.heartbeat(&a, 1, 5_000), ErrorCode::None);
-    assert_eq!(g.heartbeat(&a, 0, 5_000), ErrorCode::IllegalGeneration);
-    assert_eq!(g.heartbeat("nobody", 1, 5_000), ErrorCode::UnknownMemberId);
+    assert_eq!(g.heartbeat(&a, GenerationId(1), 5_000), ErrorCode::None);
+    assert_eq!(
+        g.heartbeat(&a, GenerationId(0), 5_000),
+        ErrorCode::IllegalGeneration
+    );
+    assert_eq!(
+        g.heartbeat("nobody", GenerationId(1), 5_000),
+        ErrorCode::UnknownMemberId
+    );
     assert!(g.tick(9_000).is_empty(), "a member that heartbeats stays");
 }
 
@@ -85,11 +97,14 @@ fn second_member_triggers_a_rebalance_and_gets_its_assignment() {
     let (b, events) = join_new(&mut g, &["range"], 1_000);
     assert!(completed(&events).is_empty(), "b waits for a to rejoin");
     assert_eq!(g.state, GroupState::PreparingRebalance);
-    assert_eq!(g.heartbeat(&a, 1, 1_100), ErrorCode::RebalanceInProgress);
+    assert_eq!(
+        g.heartbeat(&a, GenerationId(1), 1_100),
+        ErrorCode::RebalanceInProgress
+    );
     let (_, events) = g.join(request(&a, &["range"]), 1_200);
     let done = completed(&events);
     assert_eq!(done.len(), 2, "both members complete the join");
-    assert!(done.iter().all(|r| r.generation_id == 2 && r.leader == a));
+    assert!(done.iter().all(|r| r.generation_id.0 == 2 && r.leader == a));
     let leader_view = done.iter().find(|r| r.member_id == a).unwrap();
     assert_eq!(leader_view.members.len(), 2);
     assert!(done
@@ -98,13 +113,13 @@ fn second_member_triggers_a_rebalance_and_gets_its_assignment() {
         .unwrap()
         .members
         .is_empty());
-    let (out, _) = g.sync(&b, 2, Vec::new(), 1_300);
+    let (out, _) = g.sync(&b, GenerationId(2), Vec::new(), 1_300);
     assert_eq!(out, SyncOutcome::Waiting);
     let assignments = vec![
         (a.clone(), Bytes::from_static(b"p0,p1")),
         (b.clone(), Bytes::from_static(b"p2,p3")),
     ];
-    let (out, events) = g.sync(&a, 2, assignments, 1_400);
+    let (out, events) = g.sync(&a, GenerationId(2), assignments, 1_400);
     assert_eq!(out, SyncOutcome::Assignment(Bytes::from_static(b"p0,p1")));
     assert_eq!(
         events,
@@ -125,28 +140,31 @@ fn silent_member_expires_after_its_session_timeout() {
     g.join(request(&a, &["range"]), 0);
     g.sync(
         &a,
-        2,
+        GenerationId(2),
         vec![(a.clone(), Bytes::new()), (b.clone(), Bytes::new())],
         0,
     );
     for now in (1_000..=10_000).step_by(1_000) {
-        assert_eq!(g.heartbeat(&a, 2, now), ErrorCode::None);
+        assert_eq!(g.heartbeat(&a, GenerationId(2), now), ErrorCode::None);
         assert!(
             g.tick(now).is_empty(),
             "b's session (10 s) has not run out at {now}"
         );
     }
-    g.heartbeat(&a, 2, 10_001);
+    g.heartbeat(&a, GenerationId(2), 10_001);
     g.tick(10_001);
     assert_eq!(
         g.member_ids(),
         vec![a.clone()],
         "b expired after 10 s of silence"
     );
-    assert_eq!(g.heartbeat(&a, 2, 10_002), ErrorCode::RebalanceInProgress);
+    assert_eq!(
+        g.heartbeat(&a, GenerationId(2), 10_002),
+        ErrorCode::RebalanceInProgress
+    );
     let (_, events) = g.join(request(&a, &["range"]), 10_003);
     let done = completed(&events);
-    assert_eq!((done.len(), done[0].generation_id), (1, 3));
+    assert_eq!((done.len(), done[0].generation_id.0), (1, 3));
 }
 
 #[test]
@@ -154,13 +172,16 @@ fn members_that_miss_the_rebalance_deadline_are_removed() {
     let (mut g, a) = stable_one();
     let (b, _) = join_new(&mut g, &["range"], 0);
     g.join(request(&a, &["range"]), 0);
-    g.sync(&a, 2, Vec::new(), 0);
+    g.sync(&a, GenerationId(2), Vec::new(), 0);
     // c joins; a rejoins; b never does.
     let (c, _) = join_new(&mut g, &["range"], 1_000);
     g.join(request(&a, &["range"]), 1_100);
     // b keeps its session alive (and is told a rebalance is on) but never rejoins.
     for now in (2_000..21_000).step_by(1_000) {
-        assert_eq!(g.heartbeat(&b, 2, now), ErrorCode::RebalanceInProgress);
+        assert_eq!(
+            g.heartbeat(&b, GenerationId(2), now),
+            ErrorCode::RebalanceInProgress
+        );
         assert!(
             completed(&g.tick(now)).is_empty(),
             "deadline is 1000 + 20000, now {now}"
@@ -173,7 +194,7 @@ fn members_that_miss_the_rebalance_deadline_are_removed() {
     let mut want = vec![a.clone(), c.clone()];
     want.sort();
     assert_eq!(ids, want, "b missed the deadline");
-    assert!(done.iter().all(|r| r.generation_id == 3));
+    assert!(done.iter().all(|r| r.generation_id.0 == 3));
     // The survivors joined 20 s ago with a 10 s session: completing the join restarted their
     // sessions, so the next tick keeps them.
     assert!(g.tick(21_100).is_empty());
@@ -190,7 +211,7 @@ fn protocol_choice_and_inconsistent_members() {
     let (a, _) = join_new(&mut g, &["cooperative-sticky", "range"], 0);
     let (_, events) = g.join(request(&a, &["cooperative-sticky", "range"]), 0);
     assert_eq!(completed(&events)[0].protocol_name, "cooperative-sticky");
-    g.sync(&a, 1, Vec::new(), 0);
+    g.sync(&a, GenerationId(1), Vec::new(), 0);
     let (b, _) = join_new(&mut g, &["range", "roundrobin"], 100);
     let (_, events) = g.join(request(&a, &["cooperative-sticky", "range"]), 200);
     let done = completed(&events);
@@ -254,13 +275,13 @@ fn leave_rebalances_and_the_last_leave_empties_the_group() {
     let (mut g, a) = stable_one();
     let (b, _) = join_new(&mut g, &["range"], 0);
     g.join(request(&a, &["range"]), 0);
-    g.sync(&a, 2, Vec::new(), 0);
+    g.sync(&a, GenerationId(2), Vec::new(), 0);
     let (code, events) = g.leave(&b, 100);
     assert_eq!(code, ErrorCode::None);
     assert!(events.is_empty());
     assert_eq!(g.state, GroupState::PreparingRebalance);
     let (_, events) = g.join(request(&a, &["range"]), 200);
-    assert_eq!(completed(&events)[0].generation_id, 3);
+    assert_eq!(completed(&events)[0].generation_id.0, 3);
     let (code, _) = g.leave(&a, 300);
     assert_eq!(code, ErrorCode::None);
     g.tick(300);
@@ -273,12 +294,12 @@ fn settled_follower_rejoin_gets_the_current_generation() {
     let (mut g, a) = stable_one();
     let (b, _) = join_new(&mut g, &["range"], 0);
     g.join(request(&a, &["range"]), 0);
-    g.sync(&a, 2, Vec::new(), 0);
+    g.sync(&a, GenerationId(2), Vec::new(), 0);
     let (out, events) = g.join(request(&b, &["range"]), 500);
     assert_eq!(out, JoinOutcome::Waiting(b.clone()));
     let done = completed(&events);
     assert_eq!(
-        (done.len(), done[0].generation_id),
+        (done.len(), done[0].generation_id.0),
         (1, 2),
         "no new generation"
     );
@@ -300,8 +321,13 @@ fn static_member_restart_keeps_its_assignment_without_a_rebalance() {
     let JoinOutcome::Waiting(a) = out else {
         panic!("static first join waits: {out:?}")
     };
-    assert_eq!(completed(&events)[0].generation_id, 1);
-    g.sync(&a, 1, vec![(a.clone(), Bytes::from_static(b"all"))], 0);
+    assert_eq!(completed(&events)[0].generation_id.0, 1);
+    g.sync(
+        &a,
+        GenerationId(1),
+        vec![(a.clone(), Bytes::from_static(b"all"))],
+        0,
+    );
     assert_eq!(g.state, GroupState::Stable);
     // The process restarts: same instance id, no member id.
     let (out, events) = g.join(static_request("", "i1"), 5_000);
@@ -311,7 +337,7 @@ fn static_member_restart_keeps_its_assignment_without_a_rebalance() {
     assert_ne!(a2, a, "a restarted static member gets a new member id");
     let done = completed(&events);
     assert_eq!(
-        (done.len(), done[0].generation_id),
+        (done.len(), done[0].generation_id.0),
         (1, 1),
         "no new generation"
     );
@@ -326,11 +352,11 @@ fn static_member_restart_keeps_its_assignment_without_a_rebalance() {
         "assignment kept"
     );
     assert_eq!(
-        g.heartbeat(&a, 1, 5_100),
+        g.heartbeat(&a, GenerationId(1), 5_100),
         ErrorCode::UnknownMemberId,
         "the old id is fenced"
     );
-    assert_eq!(g.heartbeat(&a2, 1, 5_100), ErrorCode::None);
+    assert_eq!(g.heartbeat(&a2, GenerationId(1), 5_100), ErrorCode::None);
 }
 
 #[test]
@@ -340,10 +366,13 @@ fn a_leader_that_never_syncs_does_not_hold_the_group_forever() {
     g.join(request(&a, &["range"]), 0);
     assert_eq!(g.state, GroupState::CompletingRebalance);
     // b syncs and waits (parked members are not expired by their session); a never syncs.
-    assert_eq!(g.sync(&b, 2, Vec::new(), 100).0, SyncOutcome::Waiting);
+    assert_eq!(
+        g.sync(&b, GenerationId(2), Vec::new(), 100).0,
+        SyncOutcome::Waiting
+    );
     // a stays alive (heartbeats) but never sends SyncGroup.
     for now in (1_000..20_000).step_by(1_000) {
-        assert_eq!(g.heartbeat(&a, 2, now), ErrorCode::None);
+        assert_eq!(g.heartbeat(&a, GenerationId(2), now), ErrorCode::None);
         assert!(g.tick(now).is_empty(), "b is parked in SyncGroup at {now}");
     }
     let events = g.tick(20_000);
@@ -367,7 +396,10 @@ fn rejoining_releases_a_parked_sync() {
     let (mut g, a) = stable_one();
     let (b, _) = join_new(&mut g, &["range"], 0);
     g.join(request(&a, &["range"]), 0);
-    assert_eq!(g.sync(&b, 2, Vec::new(), 100).0, SyncOutcome::Waiting);
+    assert_eq!(
+        g.sync(&b, GenerationId(2), Vec::new(), 100).0,
+        SyncOutcome::Waiting
+    );
     let (_, events) = g.join(request(&b, &["range", "roundrobin"]), 200);
     assert!(events.contains(&Event::SyncFailed {
         member_id: b.clone(),

@@ -4,7 +4,7 @@
 //! batch CRC-32C does not cover, so rewriting them never invalidates the CRC; records are never
 //! decompressed here. Every length is checked against the bytes present before it is used.
 
-use super::types::{LeaderEpoch, Offset};
+use super::types::{LeaderEpoch, Offset, ProducerEpoch, ProducerId};
 
 /// Bytes of the fixed v2 batch header, up to and including `recordsCount`.
 pub const BATCH_HEADER_BYTES: usize = 61;
@@ -54,8 +54,8 @@ pub struct BatchHeader {
     pub last_offset_delta: i32,
     pub base_timestamp_ms: i64,
     pub max_timestamp_ms: i64,
-    pub producer_id: i64,
-    pub producer_epoch: i16,
+    pub producer_id: ProducerId,
+    pub producer_epoch: ProducerEpoch,
     pub base_sequence: i32,
     pub records_count: i32,
 }
@@ -69,7 +69,7 @@ impl BatchHeader {
         self.base_sequence.wrapping_add(self.last_offset_delta)
     }
     pub fn is_idempotent(&self) -> bool {
-        self.producer_id >= 0
+        self.producer_id.0 >= 0
     }
     pub fn is_transactional(&self) -> bool {
         self.attributes & 0x10 != 0
@@ -161,8 +161,8 @@ pub fn parse_header(
         last_offset_delta: be_i32(bytes, LAST_OFFSET_DELTA_POS),
         base_timestamp_ms: be_i64(bytes, BASE_TIMESTAMP_POS),
         max_timestamp_ms: be_i64(bytes, MAX_TIMESTAMP_POS),
-        producer_id: be_i64(bytes, PRODUCER_ID_POS),
-        producer_epoch: be_i16(bytes, PRODUCER_EPOCH_POS),
+        producer_id: ProducerId(be_i64(bytes, PRODUCER_ID_POS)),
+        producer_epoch: ProducerEpoch(be_i16(bytes, PRODUCER_EPOCH_POS)),
         base_sequence: be_i32(bytes, BASE_SEQUENCE_POS),
         records_count: be_i32(bytes, RECORDS_COUNT_POS),
     };

@@ -232,7 +232,7 @@ impl Shard {
                 topic_id: topic.topic_id,
             });
         }
-        let ids: Vec<(TopicPartition, [u8; 16])> =
+        let ids: Vec<(TopicPartition, crate::protocol::types::TopicId)> =
             list.iter().map(|o| (o.tp.clone(), o.topic_id)).collect();
         for result in self.open_partitions(list).await {
             if let Err(e) = result {

@@ -98,7 +98,7 @@ impl PartitionResponse {
 pub struct OpenPartition {
     pub tp: TopicPartition,
     pub log: LogConfig,
-    pub topic_id: [u8; 16],
+    pub topic_id: crate::protocol::types::TopicId,
 }
 
 /// One answer per item of a controller request.

@@ -160,10 +160,10 @@ impl Shard {
     }
 
     /// A new producer id (InitProducerId).
-    pub fn allocate_producer_id(&self) -> i64 {
+    pub fn allocate_producer_id(&self) -> crate::protocol::types::ProducerId {
         let counter = self.next_producer_id.get();
         self.next_producer_id.set(counter + 1);
-        counter * self.shard_count as i64 + self.id.0 as i64
+        crate::protocol::types::ProducerId(counter * self.shard_count as i64 + self.id.0 as i64)
     }
 
     pub async fn send(&self, to: ShardId, message: ShardMessage) -> bool {
@@ -277,7 +277,7 @@ impl Shard {
         &self,
         tp: TopicPartition,
         log: crate::storage::LogConfig,
-        topic_id: [u8; 16],
+        topic_id: crate::protocol::types::TopicId,
     ) -> Result<(), String> {
         let dir = self.config.data_dir.join(tp.to_string());
         crate::storage::dir::claim_partition_dir(&self.env, &dir, topic_id).await?;

@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::protocol::types::TopicId;
 use crate::runtime::env::Env;
 use crate::runtime::fs::{read_whole, write_atomic};
 
@@ -17,9 +18,9 @@ pub const PARTITION_MARKER: &str = "partition.metadata";
 /// Makes `dir` belong to the topic with `topic_id`: a directory of another topic id is moved
 /// aside to `<dir>.orphaned-<ms>`; an unreadable marker (empty, torn, missing beside data)
 /// is an error for this partition, never taken for a mismatch.
-pub async fn claim_partition_dir(env: &Env, dir: &Path, topic_id: [u8; 16]) -> Result<(), String> {
+pub async fn claim_partition_dir(env: &Env, dir: &Path, topic_id: TopicId) -> Result<(), String> {
     let marker = dir.join(PARTITION_MARKER);
-    let hex: String = topic_id.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = topic_id.hex();
     match read_whole(env.fs.as_ref(), &marker).await {
         Ok(Some(existing)) => match parse_marker(&existing) {
             Some(found) if found == hex => return Ok(()),
@@ -109,11 +110,17 @@ mod tests {
         let log = p.join("00000000000000000000.log");
         futures_lite::future::block_on(async {
             fs.create_dir_all(root).await.unwrap();
-            claim_partition_dir(&env, &p, [1; 16]).await.unwrap();
+            claim_partition_dir(&env, &p, TopicId([1; 16]))
+                .await
+                .unwrap();
             fs.put(&log, b"old");
-            claim_partition_dir(&env, &p, [1; 16]).await.unwrap();
+            claim_partition_dir(&env, &p, TopicId([1; 16]))
+                .await
+                .unwrap();
             assert!(fs.contents(&log).is_some());
-            claim_partition_dir(&env, &p, [2; 16]).await.unwrap();
+            claim_partition_dir(&env, &p, TopicId([2; 16]))
+                .await
+                .unwrap();
             assert!(fs.contents(&log).is_none());
             let aside = root.join("t-0.orphaned-1000");
             assert_eq!(
@@ -125,17 +132,23 @@ mod tests {
             // A torn (empty) marker is an error, and nothing is moved or removed.
             fs.put(&p.join(PARTITION_MARKER), b"");
             fs.put(&log, b"new");
-            let e = claim_partition_dir(&env, &p, [2; 16]).await.unwrap_err();
+            let e = claim_partition_dir(&env, &p, TopicId([2; 16]))
+                .await
+                .unwrap_err();
             assert!(e.contains("unreadable"), "{e}");
             assert!(fs.contents(&log).is_some());
             // A missing marker beside data is an error too.
             fs.remove_file(&p.join(PARTITION_MARKER)).await.unwrap();
-            assert!(claim_partition_dir(&env, &p, [2; 16]).await.is_err());
+            assert!(claim_partition_dir(&env, &p, TopicId([2; 16]))
+                .await
+                .is_err());
             // A crash while claiming an empty directory leaves only the temp file.
             let q = root.join("u-0");
             fs.create_dir_all(&q).await.unwrap();
             fs.put(&q.join(format!("{PARTITION_MARKER}.tmp")), b"0");
-            claim_partition_dir(&env, &q, [3; 16]).await.unwrap();
+            claim_partition_dir(&env, &q, TopicId([3; 16]))
+                .await
+                .unwrap();
         });
     }
 
@@ -159,12 +172,12 @@ mod tests {
                         errno: libc::EIO,
                         times: 1,
                     });
-                    let _ = claim_partition_dir(&env, p, [7; 16]).await;
+                    let _ = claim_partition_dir(&env, p, TopicId([7; 16])).await;
                 });
                 let after = fs.crash(seed);
                 let env = crate::testing::env(&after, &ManualClock::new(0), seed);
                 futures_lite::future::block_on(async {
-                    claim_partition_dir(&env, p, [7; 16])
+                    claim_partition_dir(&env, p, TopicId([7; 16]))
                         .await
                         .unwrap_or_else(|e| panic!("{op:?} seed {seed}: {e}"));
                 });

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::constants::PRODUCER_BATCHES_REMEMBERED;
-use crate::protocol::types::Offset;
+use crate::protocol::types::{Offset, ProducerEpoch, ProducerId};
 
 /// What to do with an incoming idempotent batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,8 +53,15 @@ pub struct ProducerStates {
 type SnapshotBody = Vec<(i64, Producer)>;
 
 impl ProducerStates {
-    pub fn check(&self, producer_id: i64, epoch: i16, first: i32, last: i32) -> SequenceCheck {
-        let Some(p) = self.producers.get(&producer_id) else {
+    pub fn check(
+        &self,
+        producer_id: ProducerId,
+        epoch: ProducerEpoch,
+        first: i32,
+        last: i32,
+    ) -> SequenceCheck {
+        let epoch = epoch.0;
+        let Some(p) = self.producers.get(&producer_id.0) else {
             // Unknown producer (new, or its state predates what recovery scanned): accept.
             return SequenceCheck::Append;
         };
@@ -85,12 +92,13 @@ impl ProducerStates {
     /// Records an appended batch; returns how to undo it (the producer's state before).
     pub fn record(
         &mut self,
-        producer_id: i64,
-        epoch: i16,
+        producer_id: ProducerId,
+        epoch: ProducerEpoch,
         first: i32,
         last: i32,
         base: Offset,
     ) -> ProducerUndo {
+        let (producer_id, epoch) = (producer_id.0, epoch.0);
         let before = self.producers.get(&producer_id).cloned();
         let p = self.producers.entry(producer_id).or_default();
         if epoch != p.epoch {
@@ -171,45 +179,90 @@ mod tests {
     #[test]
     fn duplicates_gaps_and_fencing() {
         let mut s = ProducerStates::default();
-        assert_eq!(s.check(7, 0, 0, 4), SequenceCheck::Append);
-        s.record(7, 0, 0, 4, Offset(100));
-        assert_eq!(s.check(7, 0, 5, 9), SequenceCheck::Append);
-        s.record(7, 0, 5, 9, Offset(105));
-        assert_eq!(s.check(7, 0, 0, 4), SequenceCheck::Duplicate(Offset(100)));
-        assert_eq!(s.check(7, 0, 5, 9), SequenceCheck::Duplicate(Offset(105)));
-        assert_eq!(s.check(7, 0, 11, 12), SequenceCheck::OutOfOrder);
-        assert_eq!(s.check(7, 1, 3, 4), SequenceCheck::OutOfOrder);
-        assert_eq!(s.check(7, 1, 0, 4), SequenceCheck::Append);
-        s.record(7, 1, 0, 4, Offset(110));
-        assert_eq!(s.check(7, 0, 10, 12), SequenceCheck::Fenced);
+        assert_eq!(
+            s.check(ProducerId(7), ProducerEpoch(0), 0, 4),
+            SequenceCheck::Append
+        );
+        s.record(ProducerId(7), ProducerEpoch(0), 0, 4, Offset(100));
+        assert_eq!(
+            s.check(ProducerId(7), ProducerEpoch(0), 5, 9),
+            SequenceCheck::Append
+        );
+        s.record(ProducerId(7), ProducerEpoch(0), 5, 9, Offset(105));
+        assert_eq!(
+            s.check(ProducerId(7), ProducerEpoch(0), 0, 4),
+            SequenceCheck::Duplicate(Offset(100))
+        );
+        assert_eq!(
+            s.check(ProducerId(7), ProducerEpoch(0), 5, 9),
+            SequenceCheck::Duplicate(Offset(105))
+        );
+        assert_eq!(
+            s.check(ProducerId(7), ProducerEpoch(0), 11, 12),
+            SequenceCheck::OutOfOrder
+        );
+        assert_eq!(
+            s.check(ProducerId(7), ProducerEpoch(1), 3, 4),
+            SequenceCheck::OutOfOrder
+        );
+        assert_eq!(
+            s.check(ProducerId(7), ProducerEpoch(1), 0, 4),
+            SequenceCheck::Append
+        );
+        s.record(ProducerId(7), ProducerEpoch(1), 0, 4, Offset(110));
+        assert_eq!(
+            s.check(ProducerId(7), ProducerEpoch(0), 10, 12),
+            SequenceCheck::Fenced
+        );
     }
 
     #[test]
     fn remembers_only_the_last_five() {
         let mut s = ProducerStates::default();
         for i in 0..7 {
-            s.record(1, 0, i * 2, i * 2 + 1, Offset(i as i64 * 2));
+            s.record(
+                ProducerId(1),
+                ProducerEpoch(0),
+                i * 2,
+                i * 2 + 1,
+                Offset(i as i64 * 2),
+            );
         }
-        assert_eq!(s.check(1, 0, 0, 1), SequenceCheck::OutOfOrder);
-        assert_eq!(s.check(1, 0, 4, 5), SequenceCheck::Duplicate(Offset(4)));
-        assert_eq!(s.check(1, 0, 14, 15), SequenceCheck::Append);
+        assert_eq!(
+            s.check(ProducerId(1), ProducerEpoch(0), 0, 1),
+            SequenceCheck::OutOfOrder
+        );
+        assert_eq!(
+            s.check(ProducerId(1), ProducerEpoch(0), 4, 5),
+            SequenceCheck::Duplicate(Offset(4))
+        );
+        assert_eq!(
+            s.check(ProducerId(1), ProducerEpoch(0), 14, 15),
+            SequenceCheck::Append
+        );
     }
 
     #[test]
     fn snapshot_keeps_batches_before_its_offset() {
         let mut s = ProducerStates::default();
-        s.record(7, 2, 0, 4, Offset(100));
-        s.record(7, 2, 5, 9, Offset(105));
-        s.record(8, 0, 0, 0, Offset(110));
+        s.record(ProducerId(7), ProducerEpoch(2), 0, 4, Offset(100));
+        s.record(ProducerId(7), ProducerEpoch(2), 5, 9, Offset(105));
+        s.record(ProducerId(8), ProducerEpoch(0), 0, 0, Offset(110));
         let snap = s.snapshot(Offset(106));
         let back = ProducerStates::from_snapshot(&snap).unwrap();
         assert_eq!(
-            back.check(7, 2, 5, 9),
+            back.check(ProducerId(7), ProducerEpoch(2), 5, 9),
             SequenceCheck::Duplicate(Offset(105))
         );
-        assert_eq!(back.check(7, 2, 10, 12), SequenceCheck::Append);
+        assert_eq!(
+            back.check(ProducerId(7), ProducerEpoch(2), 10, 12),
+            SequenceCheck::Append
+        );
         // Producer 8's only batch starts after the snapshot offset: unknown in the snapshot.
-        assert_eq!(back.check(8, 0, 0, 0), SequenceCheck::Append);
+        assert_eq!(
+            back.check(ProducerId(8), ProducerEpoch(0), 0, 0),
+            SequenceCheck::Append
+        );
         assert!(ProducerStates::from_snapshot(&snap[..snap.len() - 1]).is_none());
         let mut flipped = snap.clone();
         flipped[10] ^= 1;
@@ -219,7 +272,16 @@ mod tests {
     #[test]
     fn sequence_wraps_at_int_max() {
         let mut s = ProducerStates::default();
-        s.record(1, 0, i32::MAX - 1, i32::MAX, Offset(0));
-        assert_eq!(s.check(1, 0, 0, 3), SequenceCheck::Append);
+        s.record(
+            ProducerId(1),
+            ProducerEpoch(0),
+            i32::MAX - 1,
+            i32::MAX,
+            Offset(0),
+        );
+        assert_eq!(
+            s.check(ProducerId(1), ProducerEpoch(0), 0, 3),
+            SequenceCheck::Append
+        );
     }
 }

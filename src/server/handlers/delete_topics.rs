@@ -19,7 +19,7 @@ pub async fn handle(shard: &ShardRef, request: DeleteTopicsRequest) -> ResponseK
             Some(n) => names.push(n.to_string()),
             None => names.push(
                 image
-                    .topic_by_id(t.topic_id.as_bytes())
+                    .topic_by_id(&crate::protocol::types::TopicId(*t.topic_id.as_bytes()))
                     .map(|m| m.name.clone())
                     .unwrap_or_default(),
             ),

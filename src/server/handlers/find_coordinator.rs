@@ -25,7 +25,7 @@ pub fn handle(shard: &ShardRef, request: FindCoordinatorRequest, version: i16) -
             .map(|key| {
                 Coordinator::default()
                     .with_key(key)
-                    .with_node_id(BrokerId(c.node_id))
+                    .with_node_id(BrokerId(c.node_id.0))
                     .with_host(str_bytes(&c.advertise_host))
                     .with_port(c.advertise_port as i32)
                     .with_error_code(error.code())
@@ -34,7 +34,7 @@ pub fn handle(shard: &ShardRef, request: FindCoordinatorRequest, version: i16) -
     } else {
         response.error_code = error.code();
         response.node_id = BrokerId(if error == ErrorCode::None {
-            c.node_id
+            c.node_id.0
         } else {
             -1
         });

@@ -13,7 +13,7 @@ pub async fn handle(shard: &ShardRef, request: HeartbeatRequest) -> ResponseKind
     let call = GroupCall::Heartbeat {
         group_id: group_id.clone(),
         member_id: request.member_id.to_string(),
-        generation_id: request.generation_id,
+        generation_id: crate::protocol::types::GenerationId(request.generation_id),
     };
     let code = match shard.group_call(&group_id, call).await {
         GroupReply::Code(e) => e,

@@ -21,7 +21,7 @@ pub fn handle(shard: &ShardRef, request: InitProducerIdRequest) -> ResponseKind 
         r.producer_id = request.producer_id;
         r.producer_epoch = request.producer_epoch + 1;
     } else {
-        r.producer_id = ProducerId(shard.allocate_producer_id());
+        r.producer_id = ProducerId(shard.allocate_producer_id().0);
         r.producer_epoch = 0;
     }
     ResponseKind::InitProducerId(r)

@@ -69,7 +69,7 @@ pub async fn handle(
             response.member_id = str_bytes(&member_id);
             response.protocol_type = protocol_type.as_deref().map(str_bytes);
             if let Some(r) = result {
-                response.generation_id = r.generation_id;
+                response.generation_id = r.generation_id.0;
                 response.protocol_name = Some(str_bytes(&r.protocol_name));
                 response.leader = str_bytes(&r.leader);
                 response.member_id = str_bytes(&r.member_id);

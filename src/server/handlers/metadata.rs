@@ -26,7 +26,7 @@ pub async fn handle(shard: &ShardRef, request: MetadataRequest, version: i16) ->
             .filter_map(|t| match t.name {
                 Some(name) => Some(name.to_string()),
                 None => image
-                    .topic_by_id(t.topic_id.as_bytes())
+                    .topic_by_id(&crate::protocol::types::TopicId(*t.topic_id.as_bytes()))
                     .map(|m| m.name.clone()),
             })
             .collect();
@@ -50,7 +50,7 @@ pub async fn handle(shard: &ShardRef, request: MetadataRequest, version: i16) ->
         }
         _ => image,
     };
-    let node = shard.config.node_id;
+    let node = shard.config.node_id.0;
     let names = requested.unwrap_or_else(|| image.topics.keys().cloned().collect());
     let topics = names
         .into_iter()

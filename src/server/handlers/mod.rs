@@ -284,6 +284,6 @@ pub fn str_bytes(s: &str) -> StrBytes {
 }
 
 /// A Kafka topic id from our 16 bytes.
-pub fn uuid(bytes: [u8; 16]) -> uuid::Uuid {
-    uuid::Uuid::from_bytes(bytes)
+pub fn uuid(id: crate::protocol::types::TopicId) -> uuid::Uuid {
+    uuid::Uuid::from_bytes(id.0)
 }

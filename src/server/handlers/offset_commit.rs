@@ -7,7 +7,7 @@ use kafka_protocol::messages::offset_commit_response::{
 };
 use kafka_protocol::messages::{OffsetCommitRequest, ResponseKind};
 
-use crate::group::coordinator::{GroupCall, GroupReply};
+use crate::group::coordinator::{GroupCall, GroupReply, OffsetToCommit};
 use crate::protocol::types::TopicPartition;
 use crate::protocol::ErrorCode;
 use crate::shard::ShardRef;
@@ -32,13 +32,13 @@ pub async fn handle(shard: &ShardRef, mut request: OffsetCommitRequest) -> Respo
         for p in &topic.partitions {
             match meta {
                 Some(m) if p.partition_index >= 0 && (p.partition_index as u32) < m.partitions => {
-                    offsets.push((
-                        TopicPartition::new(topic.name.as_str(), p.partition_index),
-                        p.committed_offset,
-                        p.committed_leader_epoch,
-                        p.committed_metadata.as_ref().map(|s| s.to_string()),
-                        m.topic_id,
-                    ));
+                    offsets.push(OffsetToCommit {
+                        partition: TopicPartition::new(topic.name.as_str(), p.partition_index),
+                        offset: p.committed_offset,
+                        leader_epoch: p.committed_leader_epoch,
+                        metadata: p.committed_metadata.as_ref().map(|s| s.to_string()),
+                        topic_id: m.topic_id,
+                    });
                     topic_codes.push(ErrorCode::None);
                 }
                 _ => topic_codes.push(ErrorCode::UnknownTopicOrPartition),
@@ -50,7 +50,7 @@ pub async fn handle(shard: &ShardRef, mut request: OffsetCommitRequest) -> Respo
     let call = GroupCall::Commit {
         group_id: group_id.clone(),
         member_id: request.member_id.to_string(),
-        generation_id: request.generation_id_or_member_epoch,
+        generation_id: crate::protocol::types::GenerationId(request.generation_id_or_member_epoch),
         offsets,
     };
     let results = match shard.group_call(&group_id, call).await {

@@ -14,7 +14,7 @@ pub async fn handle(shard: &ShardRef, request: SyncGroupRequest) -> ResponseKind
     let call = GroupCall::Sync {
         group_id: group_id.clone(),
         member_id: request.member_id.to_string(),
-        generation_id: request.generation_id,
+        generation_id: crate::protocol::types::GenerationId(request.generation_id),
         assignments: request
             .assignments
             .into_iter()

@@ -11,11 +11,11 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use futures_channel::oneshot;
 
+use super::code::GroupCode;
 use super::offsets::{Committed, OffsetStore};
 use super::state::{Event, Group, GroupConfig, JoinOutcome, JoinRequest, JoinResult, SyncOutcome};
 use crate::constants::GROUP_EMPTY_FORGET_MS;
 use crate::protocol::types::{GenerationId, TopicPartition};
-use crate::protocol::ErrorCode;
 
 /// One offset to commit.
 #[derive(Debug, Clone)]
@@ -87,21 +87,21 @@ pub struct GroupDescription {
 #[derive(Debug)]
 pub enum GroupReply {
     Join {
-        error: ErrorCode,
+        error: GroupCode,
         member_id: String,
         protocol_type: Option<String>,
         result: Option<JoinResult>,
     },
     Sync {
-        error: ErrorCode,
+        error: GroupCode,
         assignment: Bytes,
         protocol_type: Option<String>,
         protocol_name: Option<String>,
     },
-    Code(ErrorCode),
-    Codes(Vec<ErrorCode>),
+    Code(GroupCode),
+    Codes(Vec<GroupCode>),
     Offsets {
-        error: ErrorCode,
+        error: GroupCode,
         offsets: Vec<(TopicPartition, Committed)>,
     },
     Described(GroupDescription),
@@ -109,7 +109,7 @@ pub enum GroupReply {
     Listed(Vec<(String, String, String)>),
 }
 
-fn join_error(error: ErrorCode, member_id: String) -> GroupReply {
+fn join_error(error: GroupCode, member_id: String) -> GroupReply {
     GroupReply::Join {
         error,
         member_id,
@@ -118,7 +118,7 @@ fn join_error(error: ErrorCode, member_id: String) -> GroupReply {
     }
 }
 
-fn sync_error(error: ErrorCode) -> GroupReply {
+fn sync_error(error: GroupCode) -> GroupReply {
     GroupReply::Sync {
         error,
         assignment: Bytes::new(),
@@ -153,7 +153,7 @@ impl Entry {
                     if let Some(tx) = self.join_waiters.remove(&result.member_id) {
                         let member_id = result.member_id.clone();
                         let reply = GroupReply::Join {
-                            error: ErrorCode::None,
+                            error: GroupCode::Ok,
                             member_id,
                             protocol_type: protocol_type.clone(),
                             result: Some(result),
@@ -172,7 +172,7 @@ impl Entry {
                 } => {
                     if let Some(tx) = self.sync_waiters.remove(&member_id) {
                         let reply = GroupReply::Sync {
-                            error: ErrorCode::None,
+                            error: GroupCode::Ok,
                             assignment,
                             protocol_type: protocol_type.clone(),
                             protocol_name: protocol_name.clone(),
@@ -201,7 +201,7 @@ impl Entry {
             .collect::<Vec<_>>()
         {
             let tx = self.join_waiters.remove(&id).expect("listed");
-            let _ = tx.send(join_error(ErrorCode::UnknownMemberId, id));
+            let _ = tx.send(join_error(GroupCode::UnknownMemberId, id));
         }
         for id in self
             .sync_waiters
@@ -211,7 +211,7 @@ impl Entry {
             .collect::<Vec<_>>()
         {
             let tx = self.sync_waiters.remove(&id).expect("listed");
-            let _ = tx.send(sync_error(ErrorCode::UnknownMemberId));
+            let _ = tx.send(sync_error(GroupCode::UnknownMemberId));
         }
     }
 }
@@ -249,7 +249,7 @@ impl GroupCall {
 }
 
 /// `code` as the answer to `call`, in the call's own reply shape.
-fn refusal(call: &GroupCall, code: ErrorCode) -> GroupReply {
+fn refusal(call: &GroupCall, code: GroupCode) -> GroupReply {
     match call {
         GroupCall::Join { .. } => join_error(code, String::new()),
         GroupCall::Sync { .. } => sync_error(code),
@@ -353,12 +353,12 @@ impl Coordinator {
     pub async fn handle(&self, call: GroupCall) -> GroupReply {
         if let Some(id) = call.group_id() {
             if id.len() > crate::constants::GROUP_ID_BYTES_MAX {
-                return refusal(&call, ErrorCode::InvalidGroupId);
+                return refusal(&call, GroupCode::InvalidGroupId);
             }
             // Its offsets partition could not be recovered: answering from an empty view
             // would let consumers reset their positions, so the coordinator is unavailable.
             if self.offsets.is_offline(id) {
-                return refusal(&call, ErrorCode::CoordinatorNotAvailable);
+                return refusal(&call, GroupCode::CoordinatorNotAvailable);
             }
         }
         match call {
@@ -380,13 +380,13 @@ impl Coordinator {
                 let mut groups = self.groups.borrow_mut();
                 let code = match groups.get_mut(&group_id) {
                     Some(e) => e.group.heartbeat(&member_id, generation_id, self.now_ms()),
-                    None => ErrorCode::UnknownMemberId,
+                    None => GroupCode::UnknownMemberId,
                 };
                 GroupReply::Code(code)
             }
             GroupCall::Leave { group_id, members } => {
                 if !self.groups.borrow().contains_key(&group_id) {
-                    return GroupReply::Codes(vec![ErrorCode::UnknownMemberId; members.len()]);
+                    return GroupReply::Codes(vec![GroupCode::UnknownMemberId; members.len()]);
                 }
                 GroupReply::Codes(self.with_group(&group_id, |entry, now| {
                     let mut codes = Vec::new();
@@ -423,7 +423,7 @@ impl Coordinator {
                 group_id,
                 partitions,
             } => GroupReply::Offsets {
-                error: ErrorCode::None,
+                error: GroupCode::Ok,
                 offsets: self.offsets.fetch(&group_id, partitions.as_deref()),
             },
             GroupCall::Describe { group_id } => GroupReply::Described(self.describe(&group_id)),
@@ -436,8 +436,8 @@ impl Coordinator {
                 let count = partitions.len();
                 let tombstones = partitions.into_iter().map(|tp| (tp, None)).collect();
                 let code = match self.offsets.write(&group_id, tombstones).await {
-                    Ok(()) => ErrorCode::None,
-                    Err(_) => ErrorCode::KafkaStorageError,
+                    Ok(()) => GroupCode::Ok,
+                    Err(_) => GroupCode::StorageFailed,
                 };
                 GroupReply::Codes(vec![code; count])
             }
@@ -452,11 +452,11 @@ impl Coordinator {
             let (outcome, events) = entry.group.join(request, now);
             let answer = match outcome {
                 JoinOutcome::MemberIdRequired(id) => {
-                    Err(join_error(ErrorCode::MemberIdRequired, id))
+                    Err(join_error(GroupCode::MemberIdRequired, id))
                 }
                 JoinOutcome::Error(e) => Err(join_error(e, String::new())),
                 JoinOutcome::Waiting(id) => {
-                    let superseded = join_error(ErrorCode::RebalanceInProgress, id.clone());
+                    let superseded = join_error(GroupCode::RebalanceInProgress, id.clone());
                     Ok(park(&mut entry.join_waiters, id, superseded))
                 }
             };
@@ -481,7 +481,7 @@ impl Coordinator {
             Err(reply) => reply,
             Ok(rx) => rx
                 .await
-                .unwrap_or_else(|_| join_error(ErrorCode::RebalanceInProgress, String::new())),
+                .unwrap_or_else(|_| join_error(GroupCode::RebalanceInProgress, String::new())),
         }
     }
 
@@ -493,7 +493,7 @@ impl Coordinator {
         assignments: Vec<(String, Bytes)>,
     ) -> GroupReply {
         if !self.groups.borrow().contains_key(group_id) {
-            return sync_error(ErrorCode::UnknownMemberId);
+            return sync_error(GroupCode::UnknownMemberId);
         }
         let waiting = self.with_group(group_id, |entry, now| {
             let (outcome, events) = entry
@@ -501,14 +501,14 @@ impl Coordinator {
                 .sync(&member_id, generation_id, assignments, now);
             let answer = match outcome {
                 SyncOutcome::Assignment(assignment) => Err(GroupReply::Sync {
-                    error: ErrorCode::None,
+                    error: GroupCode::Ok,
                     assignment,
                     protocol_type: entry.group.protocol_type.clone(),
                     protocol_name: entry.group.protocol_name.clone(),
                 }),
                 SyncOutcome::Error(e) => Err(sync_error(e)),
                 SyncOutcome::Waiting => {
-                    let superseded = sync_error(ErrorCode::RebalanceInProgress);
+                    let superseded = sync_error(GroupCode::RebalanceInProgress);
                     Ok(park(&mut entry.sync_waiters, member_id.clone(), superseded))
                 }
             };
@@ -518,7 +518,7 @@ impl Coordinator {
             Err(reply) => reply,
             Ok(rx) => rx
                 .await
-                .unwrap_or_else(|_| sync_error(ErrorCode::RebalanceInProgress)),
+                .unwrap_or_else(|_| sync_error(GroupCode::RebalanceInProgress)),
         }
     }
 
@@ -532,10 +532,10 @@ impl Coordinator {
         let count = offsets.len();
         let check = match self.groups.borrow().get(group_id) {
             Some(e) => e.group.check_commit(member_id, generation_id),
-            None if generation_id.0 < 0 => ErrorCode::None,
-            None => ErrorCode::IllegalGeneration,
+            None if generation_id.0 < 0 => GroupCode::Ok,
+            None => GroupCode::IllegalGeneration,
         };
-        if check != ErrorCode::None {
+        if check != GroupCode::Ok {
             return GroupReply::Codes(vec![check; count]);
         }
         if offsets.iter().any(|o| {
@@ -543,7 +543,7 @@ impl Coordinator {
                 .as_ref()
                 .is_some_and(|m| m.len() > crate::constants::OFFSET_METADATA_BYTES_MAX)
         }) {
-            return GroupReply::Codes(vec![ErrorCode::OffsetMetadataTooLarge; count]);
+            return GroupReply::Codes(vec![GroupCode::OffsetMetadataTooLarge; count]);
         }
         let entries = offsets
             .into_iter()
@@ -561,10 +561,10 @@ impl Coordinator {
             })
             .collect();
         let code = match self.offsets.write(group_id, entries).await {
-            Ok(()) => ErrorCode::None,
+            Ok(()) => GroupCode::Ok,
             Err(e) => {
                 tracing::error!(group = group_id, error = %e, "offset commit failed");
-                ErrorCode::KafkaStorageError
+                GroupCode::StorageFailed
             }
         };
         GroupReply::Codes(vec![code; count])
@@ -617,10 +617,10 @@ impl Coordinator {
             .get(group_id)
             .map(|e| !e.group.is_empty());
         if members == Some(true) {
-            return GroupReply::Code(ErrorCode::NonEmptyGroup);
+            return GroupReply::Code(GroupCode::NonEmptyGroup);
         }
         if members.is_none() && !self.offsets.has_group(group_id) {
-            return GroupReply::Code(ErrorCode::GroupIdNotFound);
+            return GroupReply::Code(GroupCode::GroupIdNotFound);
         }
         // Dead from now on: a join during the tombstone write starts a new group, which the
         // removal below then leaves alone.
@@ -634,7 +634,7 @@ impl Coordinator {
             .map(|(tp, _)| (tp, None))
             .collect();
         if self.offsets.write(group_id, tombstones).await.is_err() {
-            return GroupReply::Code(ErrorCode::KafkaStorageError);
+            return GroupReply::Code(GroupCode::StorageFailed);
         }
         let mut groups = self.groups.borrow_mut();
         if groups
@@ -644,6 +644,6 @@ impl Coordinator {
             let mut e = groups.remove(group_id).expect("checked");
             e.drop_gone_waiters();
         }
-        GroupReply::Code(ErrorCode::None)
+        GroupReply::Code(GroupCode::Ok)
     }
 }

@@ -1,10 +1,12 @@
-//! Consumer groups (classic protocol). Runs on: the shard that owns each group (placement comes
-//! with the coordinator). This first part is the rebalance state machine, free of IO and
-//! clocks: callers pass `now_ms` and act on the events it returns, so it is tested with a
-//! virtual clock. Not yet wired to the wire protocol or advertised in ApiVersions (issue 3).
+//! Consumer groups (classic protocol): the rebalance state machine (free of IO, clocks and
+//! randomness: callers pass `now_ms` and a member-id seed and act on the events it returns),
+//! the per-shard coordinator, and committed offsets in the internal offsets log. Runs on: the
+//! shard that owns each group's offsets partition.
 
+pub mod code;
 pub mod coordinator;
 pub mod offsets;
 pub mod state;
 
+pub use code::GroupCode;
 pub use state::{Event, Group, GroupConfig, GroupState, JoinRequest, JoinResult, SyncOutcome};

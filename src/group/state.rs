@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
+use super::code::GroupCode;
 use crate::protocol::types::GenerationId;
-use crate::protocol::ErrorCode;
 
 pub use crate::config::GroupConfig;
 
@@ -73,7 +73,7 @@ pub enum Event {
     /// A member's pending join failed (removed, or the group went away).
     JoinFailed {
         member_id: String,
-        error: ErrorCode,
+        error: GroupCode,
     },
     SyncCompleted {
         member_id: String,
@@ -81,7 +81,7 @@ pub enum Event {
     },
     SyncFailed {
         member_id: String,
-        error: ErrorCode,
+        error: GroupCode,
     },
 }
 
@@ -92,7 +92,7 @@ pub enum JoinOutcome {
     MemberIdRequired(String),
     /// Answered later by an `Event::JoinCompleted` for this member id.
     Waiting(String),
-    Error(ErrorCode),
+    Error(GroupCode),
 }
 
 /// The immediate answer to a sync.
@@ -101,7 +101,7 @@ pub enum SyncOutcome {
     Assignment(Bytes),
     /// Answered later by an `Event::SyncCompleted`.
     Waiting,
-    Error(ErrorCode),
+    Error(GroupCode),
 }
 
 #[derive(Debug, Clone)]
@@ -219,12 +219,12 @@ impl Group {
     pub fn join(&mut self, request: JoinRequest, now_ms: u64) -> (JoinOutcome, Vec<Event>) {
         let error = |e| (JoinOutcome::Error(e), Vec::new());
         if self.state == GroupState::Dead {
-            return error(ErrorCode::CoordinatorNotAvailable);
+            return error(GroupCode::CoordinatorNotAvailable);
         }
         if request.session_timeout_ms < self.config.session_timeout_ms_min
             || request.session_timeout_ms > self.config.session_timeout_ms_max
         {
-            return error(ErrorCode::InvalidSessionTimeout);
+            return error(GroupCode::InvalidSessionTimeout);
         }
         if request.protocols.is_empty()
             || request.protocol_type.is_empty()
@@ -233,10 +233,10 @@ impl Group {
                 .iter()
                 .any(|(_, m)| m.len() > self.config.metadata_bytes_max)
         {
-            return error(ErrorCode::InconsistentGroupProtocol);
+            return error(GroupCode::InconsistentGroupProtocol);
         }
         if !self.supports_common_protocol(&request) {
-            return error(ErrorCode::InconsistentGroupProtocol);
+            return error(GroupCode::InconsistentGroupProtocol);
         }
         let mut member_id = request.member_id.clone();
         if member_id.is_empty() {
@@ -246,7 +246,7 @@ impl Group {
                 }
             }
             if self.members.len() + self.pending_members.len() >= self.config.members_max {
-                return error(ErrorCode::GroupMaxSizeReached);
+                return error(GroupCode::GroupMaxSizeReached);
             }
             member_id = self.new_member_id(&request.client_id);
             // Static members are known by their instance id: no MEMBER_ID_REQUIRED round trip.
@@ -258,7 +258,7 @@ impl Group {
         } else if !self.members.contains_key(&member_id)
             && self.pending_members.remove(&member_id).is_none()
         {
-            return error(ErrorCode::UnknownMemberId);
+            return error(GroupCode::UnknownMemberId);
         }
         let known = self.members.contains_key(&member_id);
         let changed = match self.members.get(&member_id) {
@@ -292,7 +292,7 @@ impl Group {
         if was_syncing {
             events.push(Event::SyncFailed {
                 member_id: member_id.clone(),
-                error: ErrorCode::RebalanceInProgress,
+                error: GroupCode::RebalanceInProgress,
             });
         }
         let is_leader = self.leader.as_deref() == Some(member_id.as_str());
@@ -352,11 +352,11 @@ impl Group {
         let mut events = vec![
             Event::JoinFailed {
                 member_id: old_id.clone(),
-                error: ErrorCode::FencedInstanceId,
+                error: GroupCode::FencedInstanceId,
             },
             Event::SyncFailed {
                 member_id: old_id,
-                error: ErrorCode::FencedInstanceId,
+                error: GroupCode::FencedInstanceId,
             },
         ];
         if self.state == GroupState::Stable && !changed {
@@ -423,22 +423,22 @@ impl Group {
 
     /// Checks a member and generation for OffsetCommit: commits are refused while the group
     /// waits for its leader's assignment (CompletingRebalance), as in Kafka.
-    pub fn check_commit(&self, member_id: &str, generation_id: GenerationId) -> ErrorCode {
+    pub fn check_commit(&self, member_id: &str, generation_id: GenerationId) -> GroupCode {
         if generation_id.0 < 0 && member_id.is_empty() {
             // A commit from outside the group protocol (manual assignment).
             return if self.members.is_empty() {
-                ErrorCode::None
+                GroupCode::Ok
             } else {
-                ErrorCode::UnknownMemberId
+                GroupCode::UnknownMemberId
             };
         }
         if let Err(e) = self.check_member(member_id, generation_id) {
             return e;
         }
         if self.state == GroupState::CompletingRebalance {
-            return ErrorCode::RebalanceInProgress;
+            return GroupCode::RebalanceInProgress;
         }
-        ErrorCode::None
+        GroupCode::Ok
     }
 
     /// Marks the group deleted.
@@ -481,7 +481,7 @@ impl Group {
                 m.awaiting_sync = false;
                 events.push(Event::SyncFailed {
                     member_id: id.clone(),
-                    error: ErrorCode::RebalanceInProgress,
+                    error: GroupCode::RebalanceInProgress,
                 });
             }
         }
@@ -619,12 +619,12 @@ impl Group {
             .expect("a protocol with the most votes")
     }
 
-    fn check_member(&self, member_id: &str, generation_id: GenerationId) -> Result<(), ErrorCode> {
+    fn check_member(&self, member_id: &str, generation_id: GenerationId) -> Result<(), GroupCode> {
         if !self.members.contains_key(member_id) {
-            return Err(ErrorCode::UnknownMemberId);
+            return Err(GroupCode::UnknownMemberId);
         }
         if generation_id != self.generation_id {
-            return Err(ErrorCode::IllegalGeneration);
+            return Err(GroupCode::IllegalGeneration);
         }
         Ok(())
     }
@@ -644,7 +644,7 @@ impl Group {
             .iter()
             .any(|(_, a)| a.len() > self.config.metadata_bytes_max)
         {
-            return (SyncOutcome::Error(ErrorCode::InvalidRequest), Vec::new());
+            return (SyncOutcome::Error(GroupCode::InvalidRequest), Vec::new());
         }
         self.members
             .get_mut(member_id)
@@ -652,7 +652,7 @@ impl Group {
             .last_seen_ms = now_ms;
         match self.state {
             GroupState::PreparingRebalance => (
-                SyncOutcome::Error(ErrorCode::RebalanceInProgress),
+                SyncOutcome::Error(GroupCode::RebalanceInProgress),
                 Vec::new(),
             ),
             GroupState::Stable => {
@@ -685,7 +685,7 @@ impl Group {
                 (SyncOutcome::Waiting, Vec::new())
             }
             GroupState::Empty | GroupState::Dead => {
-                (SyncOutcome::Error(ErrorCode::UnknownMemberId), Vec::new())
+                (SyncOutcome::Error(GroupCode::UnknownMemberId), Vec::new())
             }
         }
     }
@@ -696,7 +696,7 @@ impl Group {
         member_id: &str,
         generation_id: GenerationId,
         now_ms: u64,
-    ) -> ErrorCode {
+    ) -> GroupCode {
         if let Err(e) = self.check_member(member_id, generation_id) {
             return e;
         }
@@ -705,17 +705,17 @@ impl Group {
             .expect("checked")
             .last_seen_ms = now_ms;
         match self.state {
-            GroupState::PreparingRebalance => ErrorCode::RebalanceInProgress,
-            _ => ErrorCode::None,
+            GroupState::PreparingRebalance => GroupCode::RebalanceInProgress,
+            _ => GroupCode::Ok,
         }
     }
 
     /// Handles a LeaveGroup for one member.
-    pub fn leave(&mut self, member_id: &str, now_ms: u64) -> (ErrorCode, Vec<Event>) {
+    pub fn leave(&mut self, member_id: &str, now_ms: u64) -> (GroupCode, Vec<Event>) {
         if self.members.remove(member_id).is_none() {
-            return (ErrorCode::UnknownMemberId, Vec::new());
+            return (GroupCode::UnknownMemberId, Vec::new());
         }
-        (ErrorCode::None, self.after_removal(now_ms))
+        (GroupCode::Ok, self.after_removal(now_ms))
     }
 
     fn after_removal(&mut self, now_ms: u64) -> Vec<Event> {
@@ -756,7 +756,7 @@ impl Group {
                 if m.awaiting_sync {
                     events.push(Event::SyncFailed {
                         member_id: id.clone(),
-                        error: ErrorCode::UnknownMemberId,
+                        error: GroupCode::UnknownMemberId,
                     });
                 }
             }

@@ -79,14 +79,14 @@ fn stable_one() -> (Group, String) {
 #[test]
 fn single_member_joins_syncs_and_settles() {
     let (mut g, a) = stable_one();
-    assert_eq!(g.heartbeat(&a, GenerationId(1), 5_000), ErrorCode::None);
+    assert_eq!(g.heartbeat(&a, GenerationId(1), 5_000), GroupCode::Ok);
     assert_eq!(
         g.heartbeat(&a, GenerationId(0), 5_000),
-        ErrorCode::IllegalGeneration
+        GroupCode::IllegalGeneration
     );
     assert_eq!(
         g.heartbeat("nobody", GenerationId(1), 5_000),
-        ErrorCode::UnknownMemberId
+        GroupCode::UnknownMemberId
     );
     assert!(g.tick(9_000).is_empty(), "a member that heartbeats stays");
 }
@@ -99,7 +99,7 @@ fn second_member_triggers_a_rebalance_and_gets_its_assignment() {
     assert_eq!(g.state, GroupState::PreparingRebalance);
     assert_eq!(
         g.heartbeat(&a, GenerationId(1), 1_100),
-        ErrorCode::RebalanceInProgress
+        GroupCode::RebalanceInProgress
     );
     let (_, events) = g.join(request(&a, &["range"]), 1_200);
     let done = completed(&events);
@@ -145,7 +145,7 @@ fn silent_member_expires_after_its_session_timeout() {
         0,
     );
     for now in (1_000..=10_000).step_by(1_000) {
-        assert_eq!(g.heartbeat(&a, GenerationId(2), now), ErrorCode::None);
+        assert_eq!(g.heartbeat(&a, GenerationId(2), now), GroupCode::Ok);
         assert!(
             g.tick(now).is_empty(),
             "b's session (10 s) has not run out at {now}"
@@ -160,7 +160,7 @@ fn silent_member_expires_after_its_session_timeout() {
     );
     assert_eq!(
         g.heartbeat(&a, GenerationId(2), 10_002),
-        ErrorCode::RebalanceInProgress
+        GroupCode::RebalanceInProgress
     );
     let (_, events) = g.join(request(&a, &["range"]), 10_003);
     let done = completed(&events);
@@ -180,7 +180,7 @@ fn members_that_miss_the_rebalance_deadline_are_removed() {
     for now in (2_000..21_000).step_by(1_000) {
         assert_eq!(
             g.heartbeat(&b, GenerationId(2), now),
-            ErrorCode::RebalanceInProgress
+            GroupCode::RebalanceInProgress
         );
         assert!(
             completed(&g.tick(now)).is_empty(),
@@ -223,13 +223,13 @@ fn protocol_choice_and_inconsistent_members() {
     let (out, _) = g.join(request("", &["roundrobin"]), 300);
     assert_eq!(
         out,
-        JoinOutcome::Error(ErrorCode::InconsistentGroupProtocol)
+        JoinOutcome::Error(GroupCode::InconsistentGroupProtocol)
     );
     let mut other_type = request("", &["range"]);
     other_type.protocol_type = "connect".into();
     assert_eq!(
         g.join(other_type, 300).0,
-        JoinOutcome::Error(ErrorCode::InconsistentGroupProtocol)
+        JoinOutcome::Error(GroupCode::InconsistentGroupProtocol)
     );
 }
 
@@ -240,17 +240,17 @@ fn bad_joins_are_refused() {
     short.session_timeout_ms = 10;
     assert_eq!(
         g.join(short, 0).0,
-        JoinOutcome::Error(ErrorCode::InvalidSessionTimeout)
+        JoinOutcome::Error(GroupCode::InvalidSessionTimeout)
     );
     assert_eq!(
         g.join(request("ghost", &["range"]), 0).0,
-        JoinOutcome::Error(ErrorCode::UnknownMemberId)
+        JoinOutcome::Error(GroupCode::UnknownMemberId)
     );
     let mut big = request("", &["range"]);
     big.protocols[0].1 = Bytes::from(vec![0u8; 2048]);
     assert_eq!(
         g.join(big, 0).0,
-        JoinOutcome::Error(ErrorCode::InconsistentGroupProtocol)
+        JoinOutcome::Error(GroupCode::InconsistentGroupProtocol)
     );
     for _ in 0..10 {
         assert!(matches!(
@@ -260,7 +260,7 @@ fn bad_joins_are_refused() {
     }
     assert_eq!(
         g.join(request("", &["range"]), 0).0,
-        JoinOutcome::Error(ErrorCode::GroupMaxSizeReached)
+        JoinOutcome::Error(GroupCode::GroupMaxSizeReached)
     );
     // Pending member ids expire with their session timeout.
     g.tick(10_001);
@@ -277,16 +277,16 @@ fn leave_rebalances_and_the_last_leave_empties_the_group() {
     g.join(request(&a, &["range"]), 0);
     g.sync(&a, GenerationId(2), Vec::new(), 0);
     let (code, events) = g.leave(&b, 100);
-    assert_eq!(code, ErrorCode::None);
+    assert_eq!(code, GroupCode::Ok);
     assert!(events.is_empty());
     assert_eq!(g.state, GroupState::PreparingRebalance);
     let (_, events) = g.join(request(&a, &["range"]), 200);
     assert_eq!(completed(&events)[0].generation_id.0, 3);
     let (code, _) = g.leave(&a, 300);
-    assert_eq!(code, ErrorCode::None);
+    assert_eq!(code, GroupCode::Ok);
     g.tick(300);
     assert_eq!(g.state, GroupState::Empty);
-    assert_eq!(g.leave(&a, 400).0, ErrorCode::UnknownMemberId);
+    assert_eq!(g.leave(&a, 400).0, GroupCode::UnknownMemberId);
 }
 
 #[test]
@@ -343,7 +343,7 @@ fn static_member_restart_keeps_its_assignment_without_a_rebalance() {
     );
     assert!(events.contains(&Event::JoinFailed {
         member_id: a.clone(),
-        error: ErrorCode::FencedInstanceId
+        error: GroupCode::FencedInstanceId
     }));
     assert_eq!(g.state, GroupState::Stable);
     assert_eq!(
@@ -353,10 +353,10 @@ fn static_member_restart_keeps_its_assignment_without_a_rebalance() {
     );
     assert_eq!(
         g.heartbeat(&a, GenerationId(1), 5_100),
-        ErrorCode::UnknownMemberId,
+        GroupCode::UnknownMemberId,
         "the old id is fenced"
     );
-    assert_eq!(g.heartbeat(&a2, GenerationId(1), 5_100), ErrorCode::None);
+    assert_eq!(g.heartbeat(&a2, GenerationId(1), 5_100), GroupCode::Ok);
 }
 
 #[test]
@@ -372,14 +372,14 @@ fn a_leader_that_never_syncs_does_not_hold_the_group_forever() {
     );
     // a stays alive (heartbeats) but never sends SyncGroup.
     for now in (1_000..20_000).step_by(1_000) {
-        assert_eq!(g.heartbeat(&a, GenerationId(2), now), ErrorCode::None);
+        assert_eq!(g.heartbeat(&a, GenerationId(2), now), GroupCode::Ok);
         assert!(g.tick(now).is_empty(), "b is parked in SyncGroup at {now}");
     }
     let events = g.tick(20_000);
     assert!(
         events.contains(&Event::SyncFailed {
             member_id: b.clone(),
-            error: ErrorCode::RebalanceInProgress
+            error: GroupCode::RebalanceInProgress
         }),
         "b is told to rejoin: {events:?}"
     );
@@ -403,7 +403,7 @@ fn rejoining_releases_a_parked_sync() {
     let (_, events) = g.join(request(&b, &["range", "roundrobin"]), 200);
     assert!(events.contains(&Event::SyncFailed {
         member_id: b.clone(),
-        error: ErrorCode::RebalanceInProgress
+        error: GroupCode::RebalanceInProgress
     }));
 }
 

@@ -3,6 +3,7 @@
 //! shard.
 
 use crate::cluster::controller::ControllerError;
+use crate::group::GroupCode;
 use crate::protocol::record_batch::BatchError;
 use crate::protocol::ErrorCode;
 use crate::shard::messages::PartitionError;
@@ -57,4 +58,38 @@ pub fn controller_answer(r: &Result<(), ControllerError>) -> (ErrorCode, Option<
         ControllerError::Log(_) | ControllerError::Apply(_) => ErrorCode::KafkaStorageError,
     };
     (code, Some(e.message().to_string()))
+}
+
+/// The code for a group request's outcome.
+pub fn group_code(c: GroupCode) -> ErrorCode {
+    match c {
+        GroupCode::Ok => ErrorCode::None,
+        GroupCode::UnknownMemberId => ErrorCode::UnknownMemberId,
+        GroupCode::IllegalGeneration => ErrorCode::IllegalGeneration,
+        GroupCode::RebalanceInProgress => ErrorCode::RebalanceInProgress,
+        GroupCode::InconsistentGroupProtocol => ErrorCode::InconsistentGroupProtocol,
+        GroupCode::GroupMaxSizeReached => ErrorCode::GroupMaxSizeReached,
+        GroupCode::InvalidSessionTimeout => ErrorCode::InvalidSessionTimeout,
+        GroupCode::MemberIdRequired => ErrorCode::MemberIdRequired,
+        GroupCode::FencedInstanceId => ErrorCode::FencedInstanceId,
+        GroupCode::CoordinatorNotAvailable => ErrorCode::CoordinatorNotAvailable,
+        GroupCode::InvalidGroupId => ErrorCode::InvalidGroupId,
+        GroupCode::GroupIdNotFound => ErrorCode::GroupIdNotFound,
+        GroupCode::NonEmptyGroup => ErrorCode::NonEmptyGroup,
+        GroupCode::OffsetMetadataTooLarge => ErrorCode::OffsetMetadataTooLarge,
+        GroupCode::InvalidRequest => ErrorCode::InvalidRequest,
+        GroupCode::StorageFailed => ErrorCode::KafkaStorageError,
+        GroupCode::Unexpected => ErrorCode::UnknownServerError,
+    }
+}
+
+/// The wire value of a typed outcome.
+pub trait WireCode {
+    fn code(&self) -> i16;
+}
+
+impl WireCode for GroupCode {
+    fn code(&self) -> i16 {
+        group_code(*self).code()
+    }
 }

@@ -56,7 +56,7 @@ pub struct Shard {
 pub type ShardRef = Rc<Shard>;
 
 /// The coordinator's answer when a group's coordinator cannot be reached.
-const UNAVAILABLE: crate::protocol::ErrorCode = crate::protocol::ErrorCode::CoordinatorNotAvailable;
+const UNAVAILABLE: crate::group::GroupCode = crate::group::GroupCode::CoordinatorNotAvailable;
 
 impl Shard {
     pub fn new(
@@ -325,7 +325,7 @@ impl Shard {
     pub async fn group_call_on(self: &Rc<Self>, owner: ShardId, call: GroupCall) -> GroupReply {
         if owner == self.id {
             let Some(coordinator) = self.coordinator.get().cloned() else {
-                return GroupReply::Code(crate::protocol::ErrorCode::CoordinatorNotAvailable);
+                return GroupReply::Code(UNAVAILABLE);
             };
             // Its own task, as for calls from other shards: a connection that goes away must
             // not cancel a commit between its durable write and its apply.

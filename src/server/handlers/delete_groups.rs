@@ -7,7 +7,8 @@ use kafka_protocol::messages::delete_groups_response::{
 use kafka_protocol::messages::{DeleteGroupsRequest, ResponseKind};
 
 use crate::group::coordinator::{GroupCall, GroupReply};
-use crate::protocol::ErrorCode;
+use crate::group::GroupCode;
+use crate::server::errors::WireCode;
 use crate::shard::ShardRef;
 
 pub async fn handle(shard: &ShardRef, request: DeleteGroupsRequest) -> ResponseKind {
@@ -24,7 +25,7 @@ pub async fn handle(shard: &ShardRef, request: DeleteGroupsRequest) -> ResponseK
             .await
         {
             GroupReply::Code(e) => e,
-            _ => ErrorCode::UnknownServerError,
+            _ => GroupCode::Unexpected,
         };
         results.push(
             DeletableGroupResult::default()

@@ -8,6 +8,8 @@ use kafka_protocol::messages::{DescribeGroupsRequest, ResponseKind};
 
 use super::str_bytes;
 use crate::group::coordinator::{GroupCall, GroupReply};
+use crate::group::GroupCode;
+use crate::server::errors::WireCode;
 use crate::shard::ShardRef;
 
 pub async fn handle(shard: &ShardRef, request: DescribeGroupsRequest) -> ResponseKind {
@@ -20,7 +22,7 @@ pub async fn handle(shard: &ShardRef, request: DescribeGroupsRequest) -> Respons
             groups.push(
                 DescribedGroup::default()
                     .with_group_id(id)
-                    .with_error_code(crate::protocol::ErrorCode::InvalidGroupId.code()),
+                    .with_error_code(GroupCode::InvalidGroupId.code()),
             );
             continue;
         }

@@ -5,7 +5,8 @@ use kafka_protocol::messages::heartbeat_response::HeartbeatResponse;
 use kafka_protocol::messages::{HeartbeatRequest, ResponseKind};
 
 use crate::group::coordinator::{GroupCall, GroupReply};
-use crate::protocol::ErrorCode;
+use crate::group::GroupCode;
+use crate::server::errors::WireCode;
 use crate::shard::ShardRef;
 
 pub async fn handle(shard: &ShardRef, request: HeartbeatRequest) -> ResponseKind {
@@ -17,7 +18,7 @@ pub async fn handle(shard: &ShardRef, request: HeartbeatRequest) -> ResponseKind
     };
     let code = match shard.group_call(&group_id, call).await {
         GroupReply::Code(e) => e,
-        _ => ErrorCode::UnknownServerError,
+        _ => GroupCode::Unexpected,
     };
     ResponseKind::Heartbeat(HeartbeatResponse::default().with_error_code(code.code()))
 }

@@ -6,8 +6,9 @@ use kafka_protocol::messages::{JoinGroupRequest, ResponseKind};
 
 use super::str_bytes;
 use crate::group::coordinator::{GroupCall, GroupReply};
+use crate::group::GroupCode;
 use crate::group::JoinRequest;
-use crate::protocol::ErrorCode;
+use crate::server::errors::WireCode;
 use crate::shard::ShardRef;
 
 pub async fn handle(
@@ -41,7 +42,7 @@ pub async fn handle(
     };
     let reply = if group_id.is_empty() {
         GroupReply::Join {
-            error: ErrorCode::InvalidGroupId,
+            error: GroupCode::InvalidGroupId,
             member_id: String::new(),
             protocol_type: None,
             result: None,
@@ -85,7 +86,7 @@ pub async fn handle(
             }
         }
         GroupReply::Code(e) => response.error_code = e.code(),
-        _ => response.error_code = ErrorCode::UnknownServerError.code(),
+        _ => response.error_code = GroupCode::Unexpected.code(),
     }
     ResponseKind::JoinGroup(response)
 }

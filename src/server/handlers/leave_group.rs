@@ -5,7 +5,8 @@ use kafka_protocol::messages::leave_group_response::{LeaveGroupResponse, MemberR
 use kafka_protocol::messages::{LeaveGroupRequest, ResponseKind};
 
 use crate::group::coordinator::{GroupCall, GroupReply};
-use crate::protocol::ErrorCode;
+use crate::group::GroupCode;
+use crate::server::errors::WireCode;
 use crate::shard::ShardRef;
 
 pub async fn handle(shard: &ShardRef, request: LeaveGroupRequest, version: i16) -> ResponseKind {
@@ -36,7 +37,7 @@ pub async fn handle(shard: &ShardRef, request: LeaveGroupRequest, version: i16) 
     let codes = match shard.group_call(&group_id, call).await {
         GroupReply::Codes(c) => c,
         GroupReply::Code(e) => vec![e; members.len()],
-        _ => vec![ErrorCode::UnknownServerError; members.len()],
+        _ => vec![GroupCode::Unexpected; members.len()],
     };
     let mut response = LeaveGroupResponse::default();
     if version >= 3 {
@@ -52,7 +53,7 @@ pub async fn handle(shard: &ShardRef, request: LeaveGroupRequest, version: i16) 
             })
             .collect();
     } else {
-        response.error_code = codes.first().copied().unwrap_or(ErrorCode::None).code();
+        response.error_code = codes.first().copied().unwrap_or(GroupCode::Ok).code();
     }
     ResponseKind::LeaveGroup(response)
 }

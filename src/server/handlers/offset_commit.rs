@@ -8,6 +8,7 @@ use kafka_protocol::messages::offset_commit_response::{
 use kafka_protocol::messages::{OffsetCommitRequest, ResponseKind};
 
 use crate::group::coordinator::{GroupCall, GroupReply, OffsetToCommit};
+use crate::group::GroupCode;
 use crate::protocol::types::TopicPartition;
 use crate::protocol::ErrorCode;
 use crate::shard::ShardRef;
@@ -56,7 +57,7 @@ pub async fn handle(shard: &ShardRef, mut request: OffsetCommitRequest) -> Respo
     let results = match shard.group_call(&group_id, call).await {
         GroupReply::Codes(c) => c,
         GroupReply::Code(e) => vec![e; count],
-        _ => vec![ErrorCode::UnknownServerError; count],
+        _ => vec![GroupCode::Unexpected; count],
     };
     let mut results = results.into_iter();
     let topics = request
@@ -70,7 +71,9 @@ pub async fn handle(shard: &ShardRef, mut request: OffsetCommitRequest) -> Respo
                 .zip(topic_codes)
                 .map(|(p, code)| {
                     let code = if code == ErrorCode::None {
-                        results.next().unwrap_or(ErrorCode::UnknownServerError)
+                        crate::server::errors::group_code(
+                            results.next().unwrap_or(GroupCode::Unexpected),
+                        )
                     } else {
                         code
                     };

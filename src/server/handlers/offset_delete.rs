@@ -7,8 +7,9 @@ use kafka_protocol::messages::offset_delete_response::{
 use kafka_protocol::messages::{OffsetDeleteRequest, ResponseKind};
 
 use crate::group::coordinator::{GroupCall, GroupReply};
+use crate::group::GroupCode;
 use crate::protocol::types::TopicPartition;
-use crate::protocol::ErrorCode;
+use crate::server::errors::WireCode;
 use crate::shard::ShardRef;
 
 pub async fn handle(shard: &ShardRef, request: OffsetDeleteRequest) -> ResponseKind {
@@ -44,7 +45,7 @@ pub async fn handle(shard: &ShardRef, request: OffsetDeleteRequest) -> ResponseK
     let codes = match shard.group_call(&group_id, call).await {
         GroupReply::Codes(c) => c,
         GroupReply::Code(e) => vec![e; count],
-        _ => vec![ErrorCode::UnknownServerError; count],
+        _ => vec![GroupCode::Unexpected; count],
     };
     let mut codes = codes.into_iter();
     let topics = request
@@ -57,7 +58,7 @@ pub async fn handle(shard: &ShardRef, request: OffsetDeleteRequest) -> ResponseK
                 .map(|p| {
                     OffsetDeleteResponsePartition::default()
                         .with_partition_index(p.partition_index)
-                        .with_error_code(codes.next().unwrap_or(ErrorCode::None).code())
+                        .with_error_code(codes.next().unwrap_or(GroupCode::Ok).code())
                 })
                 .collect();
             OffsetDeleteResponseTopic::default()

@@ -11,8 +11,9 @@ use kafka_protocol::messages::{OffsetFetchRequest, ResponseKind, TopicName};
 
 use super::str_bytes;
 use crate::group::coordinator::{GroupCall, GroupReply};
+use crate::group::GroupCode;
 use crate::protocol::types::TopicPartition;
-use crate::protocol::ErrorCode;
+use crate::server::errors::WireCode;
 use crate::shard::ShardRef;
 
 pub async fn handle(shard: &ShardRef, request: OffsetFetchRequest) -> ResponseKind {
@@ -47,7 +48,7 @@ pub async fn handle(shard: &ShardRef, request: OffsetFetchRequest) -> ResponseKi
     let (error, found) = match shard.group_call(&group_id, call).await {
         GroupReply::Offsets { error, offsets } => (error, offsets),
         GroupReply::Code(e) => (e, Vec::new()),
-        _ => (ErrorCode::UnknownServerError, Vec::new()),
+        _ => (GroupCode::Unexpected, Vec::new()),
     };
     let live: BTreeMap<TopicPartition, _> = found
         .into_iter()

@@ -6,7 +6,8 @@ use kafka_protocol::messages::{ResponseKind, SyncGroupRequest};
 
 use super::str_bytes;
 use crate::group::coordinator::{GroupCall, GroupReply};
-use crate::protocol::ErrorCode;
+use crate::group::GroupCode;
+use crate::server::errors::WireCode;
 use crate::shard::ShardRef;
 
 pub async fn handle(shard: &ShardRef, request: SyncGroupRequest) -> ResponseKind {
@@ -35,7 +36,7 @@ pub async fn handle(shard: &ShardRef, request: SyncGroupRequest) -> ResponseKind
             response.protocol_name = protocol_name.as_deref().map(str_bytes);
         }
         GroupReply::Code(e) => response.error_code = e.code(),
-        _ => response.error_code = ErrorCode::UnknownServerError.code(),
+        _ => response.error_code = GroupCode::Unexpected.code(),
     }
     ResponseKind::SyncGroup(response)
 }

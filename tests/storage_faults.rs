@@ -269,20 +269,33 @@ fn enospc_on_write_and_allocation_rewinds_and_resumes() {
                 errno: libc::ENOSPC,
                 times: 3,
             });
+            // A failed allocation is retried with the write's own size, so one attempt may
+            // use up two faults and a later one may succeed: stop at the first success.
             let mut refused = 0;
+            let mut landed = None;
             for _ in 0..3 {
-                if let Err(e) = append_acked(&part, &batch(1000 + id, 4, 30_000)).await {
-                    assert!(e.is_exhaustion(), "{op:?}: {e}");
-                    refused += 1;
+                match append_acked(&part, &batch(id, 4, 30_000)).await {
+                    Err(e) => {
+                        assert!(e.is_exhaustion(), "{op:?}: {e}");
+                        refused += 1;
+                        assert_eq!(
+                            part.borrow().log_end(),
+                            end,
+                            "{op:?}: log_end rewinds to written"
+                        );
+                    }
+                    Ok(at) => {
+                        landed = Some(at);
+                        break;
+                    }
                 }
-                assert_eq!(
-                    part.borrow().log_end(),
-                    end,
-                    "{op:?}: log_end rewinds to written"
-                );
             }
             assert!(refused > 0, "{op:?}: the fault was hit");
-            let again = append_acked(&part, &batch(id, 4, 30_000)).await.unwrap();
+            probe.clear_faults();
+            let again = match landed {
+                Some(at) => at,
+                None => append_acked(&part, &batch(id, 4, 30_000)).await.unwrap(),
+            };
             assert_eq!(
                 again, end,
                 "{op:?}: the next produce gets the failed batch's offsets"

@@ -273,6 +273,22 @@ impl File for DiskFile {
         })
     }
 
+    fn available_bytes(&self) -> IoFuture<'_, u64> {
+        Box::pin(async move {
+            let fd = self.raw_fd();
+            // The descriptor stays open: `self` is borrowed until the call returns.
+            blocking("statvfs", &self.path, move |_| {
+                let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+                // SAFETY: fstatvfs fills a struct we own, on a descriptor the file keeps open.
+                if unsafe { libc::fstatvfs(fd, &mut st) } != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(st.f_bavail as u64 * st.f_frsize as u64)
+            })
+            .await
+        })
+    }
+
     fn zero_range(&self, from: u64, len: u64) -> IoFuture<'_, ()> {
         Box::pin(async move {
             if len == 0 {

@@ -169,6 +169,8 @@ pub trait File {
     fn fdatasync(&self) -> IoFuture<'_, ()>;
     /// Allocates disk space up to `len` bytes; the file's length grows to `len` if shorter.
     fn allocate(&self, len: u64) -> IoFuture<'_, ()>;
+    /// Bytes the file system holding this file can still allocate (for unprivileged users).
+    fn available_bytes(&self) -> IoFuture<'_, u64>;
     /// Turns `len` bytes from `from` into zeros without changing the length.
     fn zero_range(&self, from: u64, len: u64) -> IoFuture<'_, ()>;
     fn truncate(&self, len: u64) -> IoFuture<'_, ()>;

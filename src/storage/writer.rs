@@ -35,6 +35,8 @@ struct WriteJob {
     sync: bool,
     /// Allocate the file up to this size before writing.
     extend_to: Option<u64>,
+    /// Where this write ends in the file (what the allocation must at least reach).
+    write_end: u64,
     /// The `written` stage once this write succeeds.
     mark_after: Option<WrittenMark>,
 }
@@ -184,10 +186,31 @@ async fn persist_epochs(part: &PartitionHandle) -> Result<(), IoError> {
     result
 }
 
-/// Preallocates if the job asks, then writes its data.
+/// Preallocates if the job asks, then writes its data. An allocation never takes more than
+/// half the space the file system has left beyond the write itself (on a nearly full disk the
+/// next topic's directory, a snapshot or the metadata log must still fit), and if even that
+/// fails, the write's own space is allocated: the next write tries the step again.
 async fn write_job(job: &mut WriteJob) -> Result<(), Error> {
-    if let Some(len) = job.extend_to {
-        job.file.allocate(len).await?;
+    if let Some(step) = job.extend_to {
+        let have = job.file.size().await?;
+        let free = job.file.available_bytes().await?;
+        let len = step
+            .min(job.write_end.max(have) + free / 2)
+            .max(job.write_end);
+        if len < step {
+            if let Some(mark) = &mut job.mark_after {
+                mark.allocated_bytes = len;
+            }
+        }
+        if let Err(e) = job.file.allocate(len).await {
+            if !e.is_exhaustion() || job.write_end >= len {
+                return Err(e.into());
+            }
+            job.file.allocate(job.write_end).await?;
+            if let Some(mark) = &mut job.mark_after {
+                mark.allocated_bytes = job.write_end;
+            }
+        }
     }
     let data = job.data.take().expect("a write job carries its data once");
     job.file.write_aligned(job.pos, data).await?;
@@ -352,6 +375,7 @@ impl Partition {
         WriteJob {
             mark_after: Some(mark_after),
             extend_to,
+            write_end: written_end,
             file: active.file.clone(),
             pos: job_pos,
             data: Some(data),

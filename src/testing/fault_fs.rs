@@ -590,6 +590,15 @@ impl File for FaultFile {
         })
     }
 
+    fn available_bytes(&self) -> IoFuture<'_, u64> {
+        Box::pin(async move {
+            let st = self.fs.state.borrow();
+            Ok(st
+                .space_bytes
+                .map_or(u64::MAX, |limit| limit.saturating_sub(st.used_bytes())))
+        })
+    }
+
     fn zero_range(&self, from: u64, len: u64) -> IoFuture<'_, ()> {
         Box::pin(async move {
             let have = self.inode.borrow().current.len() as u64;

@@ -123,64 +123,23 @@ pub fn run(config: Config) -> Result<(), StartError> {
         None => None,
     };
     let (ready_tx, ready_rx) = mpsc::channel::<Result<Started, String>>();
-    let mut handles = Vec::new();
-    let ends = mesh::build::<ShardMessage>(config.shards, config.mesh_channel_depth);
-    for (i, ends) in ends.into_iter().enumerate() {
-        let (config, stop, ready) = (config.clone(), stop.clone(), ready_tx.clone());
-        let metrics = registry.shards[i].clone();
-        let handle = crate::runtime::executor::spawn_shard(
-            i,
-            config.spin_before_park_us,
-            move || async move {
-                crate::metrics::install(metrics);
-                let shard = ShardId(i);
-                if let Err(e) = shard_main(shard, ends, config, stop.clone(), ready.clone()).await {
-                    let _ = ready.send(Err(format!("shard {i}: {e}")));
-                    stop.store(true, Ordering::SeqCst);
-                }
-            },
-        )
-        .map_err(|reason| StartError::Shard { shard: i, reason })?;
-        handles.push(handle);
-    }
-    drop(ready_tx);
-    let mut started = 0;
-    let mut failure = None;
-    let mut topics = 0;
-    while started < config.shards {
-        match ready_rx.recv() {
-            Ok(Ok(s)) => {
-                started += 1;
-                topics = topics.max(s.topics);
+    let handles = spawn_shards(&config, &stop, &registry, ready_tx)?;
+    let mut failure = match wait_started(&config, &stop, ready_rx) {
+        Ok(topics) => {
+            if let Some(listener) = metrics_listener {
+                serve_metrics(&config, listener, &registry, &stop)?;
             }
-            Ok(Err(e)) => {
-                failure = Some(e);
-                stop.store(true, Ordering::SeqCst);
-                break;
-            }
-            Err(_) => break,
+            tracing::info!(
+                listen = %config.listen,
+                shards = config.shards,
+                data_dir = %config.data_dir.display(),
+                topics,
+                "tusk is serving"
+            );
+            None
         }
-    }
-    if failure.is_none() && started == config.shards {
-        if let Some(listener) = metrics_listener {
-            let (registry, stop) = (registry.clone(), stop.clone());
-            tracing::info!(metrics_listen = ?config.metrics_listen, "metrics at /metrics");
-            std::thread::Builder::new()
-                .name("tusk-metrics".into())
-                .spawn(move || crate::metrics::serve(listener, registry, stop))
-                .map_err(|e| StartError::Shard {
-                    shard: 0,
-                    reason: format!("metrics thread: {e}"),
-                })?;
-        }
-        tracing::info!(
-            listen = %config.listen,
-            shards = config.shards,
-            data_dir = %config.data_dir.display(),
-            topics,
-            "tusk is serving"
-        );
-    }
+        Err(e) => e,
+    };
     for (i, h) in handles.into_iter().enumerate() {
         if h.join().is_err() {
             stop.store(true, Ordering::SeqCst);
@@ -191,6 +150,77 @@ pub fn run(config: Config) -> Result<(), StartError> {
         Some(reason) => Err(StartError::Shard { shard: 0, reason }),
         None => Ok(()),
     }
+}
+
+/// One pinned executor per shard, each running `shard_main` on its end of the mesh.
+fn spawn_shards(
+    config: &Arc<Config>,
+    stop: &Arc<AtomicBool>,
+    registry: &crate::metrics::Registry,
+    ready: mpsc::Sender<Result<Started, String>>,
+) -> Result<Vec<crate::runtime::executor::ShardThread>, StartError> {
+    let mut handles = Vec::new();
+    let ends = mesh::build::<ShardMessage>(config.shards, config.mesh_channel_depth);
+    for (i, ends) in ends.into_iter().enumerate() {
+        let (config, stop, ready) = (config.clone(), stop.clone(), ready.clone());
+        let metrics = registry.shards[i].clone();
+        let spin = config.spin_before_park_us;
+        let handle = crate::runtime::executor::spawn_shard(i, spin, move || async move {
+            crate::metrics::install(metrics);
+            let shard = ShardId(i);
+            if let Err(e) = shard_main(shard, ends, config, stop.clone(), ready.clone()).await {
+                let _ = ready.send(Err(format!("shard {i}: {e}")));
+                stop.store(true, Ordering::SeqCst);
+            }
+        })
+        .map_err(|reason| StartError::Shard { shard: i, reason })?;
+        handles.push(handle);
+    }
+    Ok(handles)
+}
+
+/// Waits until every shard serves: the number of topics, or (as `Err`) why the start failed
+/// (`None` if a shard went away without a reason).
+fn wait_started(
+    config: &Config,
+    stop: &AtomicBool,
+    ready: mpsc::Receiver<Result<Started, String>>,
+) -> Result<usize, Option<String>> {
+    let mut started = 0;
+    let mut topics = 0;
+    while started < config.shards {
+        match ready.recv() {
+            Ok(Ok(s)) => {
+                started += 1;
+                topics = topics.max(s.topics);
+            }
+            Ok(Err(e)) => {
+                stop.store(true, Ordering::SeqCst);
+                return Err(Some(e));
+            }
+            Err(_) => return Err(None),
+        }
+    }
+    Ok(topics)
+}
+
+/// The Prometheus endpoint on a thread of its own.
+fn serve_metrics(
+    config: &Config,
+    listener: std::net::TcpListener,
+    registry: &crate::metrics::Registry,
+    stop: &Arc<AtomicBool>,
+) -> Result<(), StartError> {
+    let (registry, stop) = (registry.clone(), stop.clone());
+    tracing::info!(metrics_listen = ?config.metrics_listen, "metrics at /metrics");
+    std::thread::Builder::new()
+        .name("tusk-metrics".into())
+        .spawn(move || crate::metrics::serve(listener, registry, stop))
+        .map(|_| ())
+        .map_err(|e| StartError::Shard {
+            shard: 0,
+            reason: format!("metrics thread: {e}"),
+        })
 }
 
 /// What a shard reports once it serves.

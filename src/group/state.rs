@@ -140,6 +140,15 @@ pub struct Group {
     config: GroupConfig,
 }
 
+/// Who a join is for, once admitted.
+enum Admitted {
+    Member(String),
+    /// Answered without joining (an error, or MEMBER_ID_REQUIRED).
+    Answered(JoinOutcome),
+    /// A static member rejoining under a new member id: it replaces this one.
+    StaticReplacement(String),
+}
+
 /// SplitMix64's finalizer: spreads a counter and a seed into a random-looking word.
 fn mix64(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -217,79 +226,24 @@ impl Group {
 
     /// Handles a JoinGroup.
     pub fn join(&mut self, request: JoinRequest, now_ms: u64) -> (JoinOutcome, Vec<Event>) {
-        let error = |e| (JoinOutcome::Error(e), Vec::new());
-        if self.state == GroupState::Dead {
-            return error(GroupCode::CoordinatorNotAvailable);
+        if let Err(e) = self.check_join(&request) {
+            return (JoinOutcome::Error(e), Vec::new());
         }
-        if request.session_timeout_ms < self.config.session_timeout_ms_min
-            || request.session_timeout_ms > self.config.session_timeout_ms_max
-        {
-            return error(GroupCode::InvalidSessionTimeout);
-        }
-        if request.protocols.is_empty()
-            || request.protocol_type.is_empty()
-            || request
-                .protocols
-                .iter()
-                .any(|(_, m)| m.len() > self.config.metadata_bytes_max)
-        {
-            return error(GroupCode::InconsistentGroupProtocol);
-        }
-        if !self.supports_common_protocol(&request) {
-            return error(GroupCode::InconsistentGroupProtocol);
-        }
-        let mut member_id = request.member_id.clone();
-        if member_id.is_empty() {
-            if let Some(instance) = &request.group_instance_id {
-                if let Some(old) = self.static_member(instance) {
-                    return self.replace_static_member(old, request, now_ms);
-                }
+        let member_id = match self.admit(&request, now_ms) {
+            Admitted::Member(id) => id,
+            Admitted::Answered(outcome) => return (outcome, Vec::new()),
+            Admitted::StaticReplacement(old) => {
+                return self.replace_static_member(old, request, now_ms)
             }
-            if self.members.len() + self.pending_members.len() >= self.config.members_max {
-                return error(GroupCode::GroupMaxSizeReached);
-            }
-            member_id = self.new_member_id(&request.client_id);
-            // Static members are known by their instance id: no MEMBER_ID_REQUIRED round trip.
-            if request.require_known_member_id && request.group_instance_id.is_none() {
-                let expires = now_ms + request.session_timeout_ms as u64;
-                self.pending_members.insert(member_id.clone(), expires);
-                return (JoinOutcome::MemberIdRequired(member_id), Vec::new());
-            }
-        } else if !self.members.contains_key(&member_id)
-            && self.pending_members.remove(&member_id).is_none()
-        {
-            return error(GroupCode::UnknownMemberId);
-        }
+        };
         let known = self.members.contains_key(&member_id);
         let changed = match self.members.get(&member_id) {
             Some(m) => m.protocols != request.protocols,
             None => true,
         };
-        // A member that rejoins while its SyncGroup is parked: that sync is over.
-        let was_syncing = self
-            .members
-            .get(&member_id)
-            .is_some_and(|m| m.awaiting_sync);
-        let member = Member {
-            client_id: request.client_id,
-            client_host: request.client_host,
-            group_instance_id: request.group_instance_id,
-            session_timeout_ms: request.session_timeout_ms,
-            rebalance_timeout_ms: request.rebalance_timeout_ms.max(request.session_timeout_ms),
-            protocols: request.protocols,
-            assignment: self
-                .members
-                .get(&member_id)
-                .map(|m| m.assignment.clone())
-                .unwrap_or_default(),
-            last_seen_ms: now_ms,
-            awaiting_join: true,
-            awaiting_sync: false,
-        };
-        self.members.insert(member_id.clone(), member);
-        self.protocol_type = Some(request.protocol_type);
         let mut events = Vec::new();
-        if was_syncing {
+        // A member that rejoins while its SyncGroup is parked: that sync is over.
+        if self.put_joining_member(&member_id, request, now_ms) {
             events.push(Event::SyncFailed {
                 member_id: member_id.clone(),
                 error: GroupCode::RebalanceInProgress,
@@ -317,6 +271,85 @@ impl Group {
         }
         events.extend(self.maybe_complete_join(now_ms));
         (JoinOutcome::Waiting(member_id), events)
+    }
+
+    /// Whether the group can take this join at all: alive, a session timeout in range, a
+    /// protocol it shares with the members, metadata within the limit.
+    fn check_join(&self, request: &JoinRequest) -> Result<(), GroupCode> {
+        if self.state == GroupState::Dead {
+            return Err(GroupCode::CoordinatorNotAvailable);
+        }
+        if request.session_timeout_ms < self.config.session_timeout_ms_min
+            || request.session_timeout_ms > self.config.session_timeout_ms_max
+        {
+            return Err(GroupCode::InvalidSessionTimeout);
+        }
+        if request.protocols.is_empty()
+            || request.protocol_type.is_empty()
+            || request
+                .protocols
+                .iter()
+                .any(|(_, m)| m.len() > self.config.metadata_bytes_max)
+        {
+            return Err(GroupCode::InconsistentGroupProtocol);
+        }
+        if !self.supports_common_protocol(request) {
+            return Err(GroupCode::InconsistentGroupProtocol);
+        }
+        Ok(())
+    }
+
+    /// The joining member's id: its own if it is known (or was just handed one), a new one
+    /// (answered with MEMBER_ID_REQUIRED first, unless static), or the static member it
+    /// replaces.
+    fn admit(&mut self, request: &JoinRequest, now_ms: u64) -> Admitted {
+        let member_id = request.member_id.clone();
+        if !member_id.is_empty() {
+            if !self.members.contains_key(&member_id)
+                && self.pending_members.remove(&member_id).is_none()
+            {
+                return Admitted::Answered(JoinOutcome::Error(GroupCode::UnknownMemberId));
+            }
+            return Admitted::Member(member_id);
+        }
+        if let Some(instance) = &request.group_instance_id {
+            if let Some(old) = self.static_member(instance) {
+                return Admitted::StaticReplacement(old);
+            }
+        }
+        if self.members.len() + self.pending_members.len() >= self.config.members_max {
+            return Admitted::Answered(JoinOutcome::Error(GroupCode::GroupMaxSizeReached));
+        }
+        let member_id = self.new_member_id(&request.client_id);
+        // Static members are known by their instance id: no MEMBER_ID_REQUIRED round trip.
+        if request.require_known_member_id && request.group_instance_id.is_none() {
+            let expires = now_ms + request.session_timeout_ms as u64;
+            self.pending_members.insert(member_id.clone(), expires);
+            return Admitted::Answered(JoinOutcome::MemberIdRequired(member_id));
+        }
+        Admitted::Member(member_id)
+    }
+
+    /// Records the member as joining (keeping the assignment it holds); `true` if it had a
+    /// SyncGroup parked, which its rejoin ends.
+    fn put_joining_member(&mut self, member_id: &str, request: JoinRequest, now_ms: u64) -> bool {
+        let previous = self.members.get(member_id);
+        let was_syncing = previous.is_some_and(|m| m.awaiting_sync);
+        let member = Member {
+            client_id: request.client_id,
+            client_host: request.client_host,
+            group_instance_id: request.group_instance_id,
+            session_timeout_ms: request.session_timeout_ms,
+            rebalance_timeout_ms: request.rebalance_timeout_ms.max(request.session_timeout_ms),
+            protocols: request.protocols,
+            assignment: previous.map(|m| m.assignment.clone()).unwrap_or_default(),
+            last_seen_ms: now_ms,
+            awaiting_join: true,
+            awaiting_sync: false,
+        };
+        self.members.insert(member_id.to_string(), member);
+        self.protocol_type = Some(request.protocol_type);
+        was_syncing
     }
 
     fn static_member(&self, instance: &str) -> Option<String> {

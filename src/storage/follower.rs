@@ -70,9 +70,9 @@ impl Partition {
         while this.borrow().is_writing() {
             env.sleep(std::time::Duration::from_millis(1)).await;
         }
-        let (dir, log_start, log_end) = {
+        let (log_start, log_end) = {
             let p = this.borrow();
-            (p.dir.clone(), p.log_start, p.log_end)
+            (p.log_start, p.log_end)
         };
         if offset >= log_end {
             return Ok(log_end);
@@ -80,113 +80,169 @@ impl Partition {
         if offset < log_start {
             return Err(Error::OffsetOutOfRange);
         }
-        let (base, file) = {
-            let p = this.borrow();
-            let (base, seg) = p
-                .segments
-                .range(..=offset)
-                .next_back()
-                .expect("a segment holds it");
-            (*base, seg.file.clone())
-        };
-        let cut = find_cut(this, base, offset).await?;
-        file.truncate(cut).await?;
-        file.fdatasync().await?;
-        let later: Vec<Offset> = this
+        let base = *this
             .borrow()
+            .segments
+            .range(..=offset)
+            .next_back()
+            .expect("a segment holds it")
+            .0;
+        let cut = find_cut(this, base, offset).await?;
+        let later = cut_files(this, base, cut).await?;
+        let rebuilt = rescan(this, base, cut).await?;
+        let new_end = rebuilt.end;
+        let epochs = install_cut(this, base, cut, later, rebuilt);
+        let dir = this.borrow().dir.clone();
+        write_atomic(env.fs.as_ref(), &dir.join(EPOCH_CHECKPOINT), epochs).await?;
+        Ok(new_end)
+    }
+}
+
+/// Cuts segment `base` at byte `cut` (synced), removes every later segment's files and the
+/// cut segment's index (it becomes the active segment), and syncs the directory. Returns the
+/// base offsets of the removed segments.
+async fn cut_files(this: &PartitionHandle, base: Offset, cut: u64) -> Result<Vec<Offset>, Error> {
+    let (env, dir, file, later) = {
+        let p = this.borrow();
+        let later: Vec<Offset> = p
             .segments
             .range(Offset(base.0 + 1)..)
             .map(|(b, _)| *b)
             .collect();
-        for b in &later {
-            for path in [
+        (
+            p.env.clone(),
+            p.dir.clone(),
+            p.segments[&base].file.clone(),
+            later,
+        )
+    };
+    file.truncate(cut).await?;
+    file.fdatasync().await?;
+    let mut paths: Vec<_> = later
+        .iter()
+        .flat_map(|b| {
+            [
                 segment::log_path(&dir, *b),
                 segment::index_path(&dir, *b),
                 segment::snapshot_path(&dir, *b),
-            ] {
-                if let Err(e) = env.fs.remove_file(&path).await {
-                    if !e.is_not_found() {
-                        return Err(e.into());
-                    }
-                }
-            }
-        }
-        // Removed before the segment's index, so a crash in between leaves the segment
-        // scanned (no index), never trusted past its new end.
-        if let Err(e) = env.fs.remove_file(&segment::index_path(&dir, base)).await {
+            ]
+        })
+        .collect();
+    // The cut segment's index goes too, so a crash leaves it scanned, never trusted past its
+    // new end.
+    paths.push(segment::index_path(&dir, base));
+    for path in paths {
+        if let Err(e) = env.fs.remove_file(&path).await {
             if !e.is_not_found() {
                 return Err(e.into());
             }
         }
-        env.fs.sync_dir(&dir).await?;
-        let config = this.borrow().config.clone();
-        let scan = scan_segment(
-            file.as_ref(),
-            cut,
-            base,
-            MESSAGE_MAX_BYTES_MAX as usize + 64,
-            config.index_interval_bytes,
-            crate::protocol::types::LeaderEpoch(0),
-        )
-        .await?;
-        let mut producers = read_whole(env.fs.as_ref(), &segment::snapshot_path(&dir, base))
-            .await?
-            .and_then(|b| ProducerStates::from_snapshot(&b))
-            .unwrap_or_default();
-        for h in &scan.producer_batches {
-            let _ = producers.record(
-                h.producer_id,
-                h.producer_epoch,
-                h.base_sequence,
-                h.last_sequence(),
-                h.base_offset,
-            );
-        }
-        let tail_file_pos = cut / DIRECT_IO_ALIGNMENT_BYTES * DIRECT_IO_ALIGNMENT_BYTES;
-        let tail = file
-            .read_at(tail_file_pos, (cut - tail_file_pos) as usize)
-            .await?
-            .to_vec();
-        let new_end = scan.next_offset;
-        let epochs_bytes = {
-            let mut p = this.borrow_mut();
-            for b in &later {
-                p.segments.remove(b);
-            }
-            let seg = p.segments.get_mut(&base).expect("the cut segment");
-            seg.size_bytes = cut;
-            seg.durable_bytes = cut;
-            seg.allocated_bytes = cut;
-            seg.next_offset = new_end;
-            seg.index = scan.index.clone();
-            seg.closed = false;
-            p.written = WrittenMark {
-                offset: new_end,
-                size_bytes: cut,
-                allocated_bytes: cut,
-                index: scan.index.mark(),
-                tail_file_pos,
-                tail: tail.clone(),
-            };
-            p.tail = tail;
-            p.tail_file_pos = tail_file_pos;
-            p.log_end = new_end;
-            p.flushed = p.flushed.min(new_end);
-            p.high_watermark = p.high_watermark.min(new_end);
-            p.cache.retain(|c| c.last < new_end);
-            p.cache_bytes = p.cache.iter().map(|c| c.bytes.len() as u64).sum();
-            p.producers = producers;
-            p.producer_undo.clear();
-            p.epochs.truncate_from(new_end);
-            p.epochs_dirty = false;
-            p.unsynced = false;
-            p.assert_stages("a truncation");
-            tracing::info!(partition = %p.tp, to = new_end.0, "truncated the log");
-            p.epochs.encode()
-        };
-        write_atomic(env.fs.as_ref(), &dir.join(EPOCH_CHECKPOINT), epochs_bytes).await?;
-        Ok(new_end)
     }
+    env.fs.sync_dir(&dir).await?;
+    Ok(later)
+}
+
+/// The cut segment as a scan rebuilds it: index, idempotence state, tail block.
+struct Rebuilt {
+    end: Offset,
+    index: super::index::SegmentIndex,
+    producers: ProducerStates,
+    tail_file_pos: u64,
+    tail: Vec<u8>,
+}
+
+/// Rescans segment `base` up to `cut`: its index, and the idempotence state from its snapshot
+/// (the state before it) plus its remaining batches.
+async fn rescan(this: &PartitionHandle, base: Offset, cut: u64) -> Result<Rebuilt, Error> {
+    let (env, dir, file, interval) = {
+        let p = this.borrow();
+        (
+            p.env.clone(),
+            p.dir.clone(),
+            p.segments[&base].file.clone(),
+            p.config.index_interval_bytes,
+        )
+    };
+    let scan = scan_segment(
+        file.as_ref(),
+        cut,
+        base,
+        MESSAGE_MAX_BYTES_MAX as usize + 64,
+        interval,
+        crate::protocol::types::LeaderEpoch(0),
+    )
+    .await?;
+    let mut producers = read_whole(env.fs.as_ref(), &segment::snapshot_path(&dir, base))
+        .await?
+        .and_then(|b| ProducerStates::from_snapshot(&b))
+        .unwrap_or_default();
+    for h in &scan.producer_batches {
+        let _ = producers.record(
+            h.producer_id,
+            h.producer_epoch,
+            h.base_sequence,
+            h.last_sequence(),
+            h.base_offset,
+        );
+    }
+    let tail_file_pos = cut / DIRECT_IO_ALIGNMENT_BYTES * DIRECT_IO_ALIGNMENT_BYTES;
+    let tail = file
+        .read_at(tail_file_pos, (cut - tail_file_pos) as usize)
+        .await?
+        .to_vec();
+    Ok(Rebuilt {
+        end: scan.next_offset,
+        index: scan.index,
+        producers,
+        tail_file_pos,
+        tail,
+    })
+}
+
+/// Makes the cut segment the active one and every stage end at the cut; returns the epoch
+/// cache's new checkpoint bytes.
+fn install_cut(
+    this: &PartitionHandle,
+    base: Offset,
+    cut: u64,
+    later: Vec<Offset>,
+    rebuilt: Rebuilt,
+) -> Vec<u8> {
+    let mut p = this.borrow_mut();
+    for b in &later {
+        p.segments.remove(b);
+    }
+    let end = rebuilt.end;
+    let seg = p.segments.get_mut(&base).expect("the cut segment");
+    seg.size_bytes = cut;
+    seg.durable_bytes = cut;
+    seg.allocated_bytes = cut;
+    seg.next_offset = end;
+    seg.index = rebuilt.index.clone();
+    seg.closed = false;
+    p.written = WrittenMark {
+        offset: end,
+        size_bytes: cut,
+        allocated_bytes: cut,
+        index: rebuilt.index.mark(),
+        tail_file_pos: rebuilt.tail_file_pos,
+        tail: rebuilt.tail.clone(),
+    };
+    p.tail = rebuilt.tail;
+    p.tail_file_pos = rebuilt.tail_file_pos;
+    p.log_end = end;
+    p.flushed = p.flushed.min(end);
+    p.high_watermark = p.high_watermark.min(end);
+    p.cache.retain(|c| c.last < end);
+    p.cache_bytes = p.cache.iter().map(|c| c.bytes.len() as u64).sum();
+    p.producers = rebuilt.producers;
+    p.producer_undo.clear();
+    p.epochs.truncate_from(end);
+    p.epochs_dirty = false;
+    p.unsynced = false;
+    p.assert_stages("a truncation");
+    tracing::info!(partition = %p.tp, to = end.0, "truncated the log");
+    p.epochs.encode()
 }
 
 /// The byte position in segment `base` where the batches that end before `offset` stop.

@@ -11,6 +11,7 @@ pub mod epochs;
 pub mod follower;
 pub mod framing;
 pub mod index;
+mod open;
 pub mod partition;
 pub mod producer;
 pub mod reader;

@@ -18,6 +18,18 @@ use crate::shard::messages::{PartitionRequest, PartitionResponse};
 use crate::shard::ShardRef;
 use crate::storage::FetchRecords;
 
+/// The reads a fetch asks for and the response they fill.
+struct Plan {
+    /// The response, with an error already on the partitions that cannot be read.
+    topics: Vec<TopicOut<FetchRecords>>,
+    /// (topic index, partition index) in `topics` of each read.
+    places: Vec<(usize, usize)>,
+    /// (partition, fetch offset, partition max bytes) of each read.
+    reads: Vec<(TopicPartition, Offset, usize)>,
+    /// Some partition is unknown: Kafka answers at once then.
+    unknown: bool,
+}
+
 pub async fn handle(
     shard: &ShardRef,
     request: FetchRequest,
@@ -25,18 +37,27 @@ pub async fn handle(
     version: i16,
 ) -> Reply {
     let started = shard.env.monotonic();
-    let image = shard.image();
     let request_max = (request.max_bytes.max(1) as u32).min(shard.config.fetch_max_bytes) as usize;
     let wait = Duration::from_millis((request.max_wait_ms.max(0) as u64).min(FETCH_WAIT_MAX_MS));
-    let deadline = started + wait;
     let min_bytes = request.min_bytes.max(0) as usize;
-    // (topic index, partition index) of each partition read, and its request.
-    let mut places = Vec::new();
-    let mut reads = Vec::new();
-    // Kafka answers at once when any partition is in error.
-    let mut unknown = false;
-    let mut topics: Vec<TopicOut<FetchRecords>> = Vec::new();
-    // A partition named twice is read once (Kafka keys fetch partitions by name and index).
+    let mut plan = plan(shard, request, request_max);
+    let answers = read_until_ready(shard, &plan, request_max, min_bytes, started + wait).await;
+    fill(&mut plan, answers, request_max);
+    let took = shard.env.monotonic().saturating_sub(started);
+    crate::metrics::with(|m| m.fetch_latency.observe(took));
+    Reply::Parts(fetch_response::encode(correlation_id, version, plan.topics))
+}
+
+/// The reads of a request: each partition once (Kafka keys fetch partitions by name and
+/// index, so a partition named twice is read once), unknown ones answered with an error.
+fn plan(shard: &ShardRef, request: FetchRequest, request_max: usize) -> Plan {
+    let image = shard.image();
+    let mut plan = Plan {
+        topics: Vec::new(),
+        places: Vec::new(),
+        reads: Vec::new(),
+        unknown: false,
+    };
     let requested = super::collapse_topics(
         request.topics,
         |t| (t.topic.0.clone(), t.topic_id),
@@ -59,8 +80,8 @@ pub async fn handle(
             match partitions {
                 Some(n) if p.partition >= 0 && p.partition < n => {
                     let max = (p.partition_max_bytes.max(1) as usize).min(request_max);
-                    places.push((ti, pi));
-                    reads.push((
+                    plan.places.push((ti, pi));
+                    plan.reads.push((
                         TopicPartition::new(name.as_str(), p.partition),
                         Offset(p.fetch_offset),
                         max,
@@ -68,18 +89,31 @@ pub async fn handle(
                 }
                 _ => {
                     data.error_code = ErrorCode::UnknownTopicOrPartition.code();
-                    unknown = true;
+                    plan.unknown = true;
                 }
             }
             parts.push(data);
         }
-        topics.push(TopicOut {
+        plan.topics.push(TopicOut {
             name: bytes::Bytes::copy_from_slice(topic.topic.as_bytes()),
             partitions: parts,
         });
     }
-    let answers = loop {
-        let items = reads
+    plan
+}
+
+/// Reads; while too little came back and the wait has not ended, waits for any high
+/// watermark to move past what the read saw, and reads again.
+async fn read_until_ready(
+    shard: &ShardRef,
+    plan: &Plan,
+    request_max: usize,
+    min_bytes: usize,
+    deadline: Duration,
+) -> Vec<PartitionResponse> {
+    loop {
+        let items = plan
+            .reads
             .iter()
             .map(|(tp, offset, max)| {
                 (
@@ -94,10 +128,10 @@ pub async fn handle(
             .collect();
         let answers = shard.execute(items).await;
         let mut bytes = 0usize;
-        let mut errors = unknown;
+        let mut errors = plan.unknown;
         // What to wait for: the high watermark moving past what this read already saw.
-        let mut waits = Vec::with_capacity(reads.len());
-        for (a, (tp, offset, _)) in answers.iter().zip(&reads) {
+        let mut waits = Vec::with_capacity(plan.reads.len());
+        for (a, (tp, offset, _)) in answers.iter().zip(&plan.reads) {
             if let PartitionResponse::Fetch {
                 error,
                 records,
@@ -111,18 +145,22 @@ pub async fn handle(
             }
         }
         let now = shard.env.monotonic();
-        if bytes >= min_bytes || errors || now >= deadline || reads.is_empty() {
-            break answers;
+        if bytes >= min_bytes || errors || now >= deadline || plan.reads.is_empty() {
+            return answers;
         }
         // Then read again: after new data, or one last time when the wait ends.
         shard.wait_for_data(waits, deadline - now).await;
         // Never run the loop without giving the shard's other tasks a turn.
         crate::runtime::io::yield_now().await;
-    };
-    // The request-wide limit: partitions are filled in request order until `max_bytes`; the
-    // first non-empty partition is always sent whole so a consumer can progress (KIP-74).
+    }
+}
+
+/// Puts the answers into the response. The request-wide limit: partitions are filled in
+/// request order until `max_bytes`; the first non-empty partition is always sent whole so a
+/// consumer can progress (KIP-74).
+fn fill(plan: &mut Plan, answers: Vec<PartitionResponse>, request_max: usize) {
     let mut total = 0usize;
-    for ((ti, pi), answer) in places.into_iter().zip(answers) {
+    for ((ti, pi), answer) in plan.places.iter().zip(answers) {
         if let PartitionResponse::Fetch {
             error,
             high_watermark,
@@ -134,7 +172,7 @@ pub async fn handle(
                 records = FetchRecords::Memory(bytes::Bytes::new());
             }
             total += records.len();
-            let d = &mut topics[ti].partitions[pi];
+            let d = &mut plan.topics[*ti].partitions[*pi];
             d.error_code = crate::server::errors::partition_code(&error).code();
             d.high_watermark = high_watermark.0;
             d.last_stable_offset = high_watermark.0;
@@ -142,7 +180,4 @@ pub async fn handle(
             d.records = Some((records.len(), records));
         }
     }
-    let took = shard.env.monotonic().saturating_sub(started);
-    crate::metrics::with(|m| m.fetch_latency.observe(took));
-    Reply::Parts(fetch_response::encode(correlation_id, version, topics))
 }

@@ -37,6 +37,8 @@ struct WriteJob {
     extend_to: Option<u64>,
     /// Where this write ends in the file (what the allocation must at least reach).
     write_end: u64,
+    /// What the file had allocated before this job's step.
+    allocated_before: u64,
     /// The `written` stage once this write succeeds.
     mark_after: Option<WrittenMark>,
 }
@@ -192,7 +194,7 @@ async fn persist_epochs(part: &PartitionHandle) -> Result<(), IoError> {
 /// fails, the write's own space is allocated: the next write tries the step again.
 async fn write_job(job: &mut WriteJob) -> Result<(), Error> {
     if let Some(step) = job.extend_to {
-        let have = job.file.size().await?;
+        let have = job.allocated_before;
         let free = job.file.available_bytes().await?;
         let len = step
             .min(job.write_end.max(have) + free / 2)
@@ -356,6 +358,7 @@ impl Partition {
         self.tail = data.as_bytes()[carry].to_vec();
         self.tail_file_pos = new_tail_pos;
         let written_end = job_pos + padded;
+        let allocated_before = active.allocated_bytes;
         let extend_to = if written_end > active.allocated_bytes {
             let target =
                 segment::preallocation_target(active.allocated_bytes, written_end, segment_bytes);
@@ -376,6 +379,7 @@ impl Partition {
             mark_after: Some(mark_after),
             extend_to,
             write_end: written_end,
+            allocated_before,
             file: active.file.clone(),
             pos: job_pos,
             data: Some(data),

@@ -6,6 +6,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use kafka_protocol::messages::{DescribeGroupsRequest, GroupId, ListGroupsRequest};
+use kafka_protocol::protocol::StrBytes;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -150,6 +152,19 @@ fn an_unrecoverable_offsets_partition_stays_offline_alone() {
     assert!(
         answer.is_err(),
         "the offline partition's group must not read empty offsets: {answer:?}"
+    );
+    // DescribeGroups and ListGroups say so too, with COORDINATOR_NOT_AVAILABLE (15), instead
+    // of describing the group as empty or leaving it out of the list silently.
+    let mut conn = tusk::client::Connection::connect(&bootstrap, "offline-check").unwrap();
+    let describe = DescribeGroupsRequest::default()
+        .with_groups(vec![GroupId(StrBytes::from_static_str(GROUP))]);
+    let described = conn.call(describe, 0).unwrap();
+    assert_eq!(described.groups[0].error_code, 15, "{described:?}");
+    let listed = conn.call(ListGroupsRequest::default(), 0).unwrap();
+    assert_eq!(listed.error_code, 15, "{listed:?}");
+    assert!(
+        listed.groups.iter().any(|g| g.group_id.0.as_str() == other),
+        "the healthy group is still listed: {listed:?}"
     );
     let logs = broker.logs();
     assert!(logs.contains("stays offline"), "{logs}");

@@ -11,126 +11,17 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use futures_channel::oneshot;
 
+use super::calls::{Commit, GroupCall, GroupDescription, JoinReply, ListReply, Listed, SyncReply};
 use super::code::GroupCode;
 use super::offsets::{Committed, OffsetStore};
-use super::state::{Event, Group, GroupConfig, JoinOutcome, JoinRequest, JoinResult, SyncOutcome};
+use super::state::{Event, Group, GroupConfig, JoinOutcome, JoinRequest, SyncOutcome};
 use crate::constants::GROUP_EMPTY_FORGET_MS;
-use crate::protocol::types::{GenerationId, TopicPartition};
-
-/// One offset to commit.
-#[derive(Debug, Clone)]
-pub struct OffsetToCommit {
-    pub partition: TopicPartition,
-    pub offset: i64,
-    pub leader_epoch: i32,
-    pub metadata: Option<String>,
-    /// The topic's id when committed (offsets of a re-created topic are not served).
-    pub topic_id: crate::protocol::types::TopicId,
-}
-
-/// A request for the coordinator of one group (or, for `List`, of every group on a shard).
-#[derive(Debug)]
-pub enum GroupCall {
-    Join {
-        group_id: String,
-        request: JoinRequest,
-    },
-    Sync {
-        group_id: String,
-        member_id: String,
-        generation_id: GenerationId,
-        assignments: Vec<(String, Bytes)>,
-    },
-    Heartbeat {
-        group_id: String,
-        member_id: String,
-        generation_id: GenerationId,
-    },
-    /// (member id, instance id) of each member leaving.
-    Leave {
-        group_id: String,
-        members: Vec<(String, Option<String>)>,
-    },
-    Commit {
-        group_id: String,
-        member_id: String,
-        generation_id: GenerationId,
-        offsets: Vec<OffsetToCommit>,
-    },
-    Fetch {
-        group_id: String,
-        partitions: Option<Vec<TopicPartition>>,
-    },
-    Describe {
-        group_id: String,
-    },
-    List,
-    Delete {
-        group_id: String,
-    },
-    DeleteOffsets {
-        group_id: String,
-        partitions: Vec<TopicPartition>,
-    },
-}
-
-/// A group as DescribeGroups shows it.
-#[derive(Debug, Clone, Default)]
-pub struct GroupDescription {
-    pub state: String,
-    pub protocol_type: String,
-    pub protocol_name: String,
-    pub members: Vec<crate::group::state::MemberDescription>,
-}
-
-/// The coordinator's answer.
-#[derive(Debug)]
-pub enum GroupReply {
-    Join {
-        error: GroupCode,
-        member_id: String,
-        protocol_type: Option<String>,
-        result: Option<JoinResult>,
-    },
-    Sync {
-        error: GroupCode,
-        assignment: Bytes,
-        protocol_type: Option<String>,
-        protocol_name: Option<String>,
-    },
-    Code(GroupCode),
-    Codes(Vec<GroupCode>),
-    Offsets {
-        error: GroupCode,
-        offsets: Vec<(TopicPartition, Committed)>,
-    },
-    Described(GroupDescription),
-    /// (group id, protocol type, state).
-    Listed(Vec<(String, String, String)>),
-}
-
-fn join_error(error: GroupCode, member_id: String) -> GroupReply {
-    GroupReply::Join {
-        error,
-        member_id,
-        protocol_type: None,
-        result: None,
-    }
-}
-
-fn sync_error(error: GroupCode) -> GroupReply {
-    GroupReply::Sync {
-        error,
-        assignment: Bytes::new(),
-        protocol_type: None,
-        protocol_name: None,
-    }
-}
+use crate::protocol::types::GenerationId;
 
 struct Entry {
     group: Group,
-    join_waiters: HashMap<String, oneshot::Sender<GroupReply>>,
-    sync_waiters: HashMap<String, oneshot::Sender<GroupReply>>,
+    join_waiters: HashMap<String, oneshot::Sender<JoinReply>>,
+    sync_waiters: HashMap<String, oneshot::Sender<SyncReply>>,
     /// Since when the group has had no members (it is forgotten after a while).
     empty_since_ms: Option<u64>,
 }
@@ -152,7 +43,7 @@ impl Entry {
                     }
                     if let Some(tx) = self.join_waiters.remove(&result.member_id) {
                         let member_id = result.member_id.clone();
-                        let reply = GroupReply::Join {
+                        let reply = JoinReply {
                             error: GroupCode::Ok,
                             member_id,
                             protocol_type: protocol_type.clone(),
@@ -163,7 +54,7 @@ impl Entry {
                 }
                 Event::JoinFailed { member_id, error } => {
                     if let Some(tx) = self.join_waiters.remove(&member_id) {
-                        let _ = tx.send(join_error(error, member_id));
+                        let _ = tx.send(JoinReply::error(error, member_id));
                     }
                 }
                 Event::SyncCompleted {
@@ -171,7 +62,7 @@ impl Entry {
                     assignment,
                 } => {
                     if let Some(tx) = self.sync_waiters.remove(&member_id) {
-                        let reply = GroupReply::Sync {
+                        let reply = SyncReply {
                             error: GroupCode::Ok,
                             assignment,
                             protocol_type: protocol_type.clone(),
@@ -182,7 +73,7 @@ impl Entry {
                 }
                 Event::SyncFailed { member_id, error } => {
                     if let Some(tx) = self.sync_waiters.remove(&member_id) {
-                        let _ = tx.send(sync_error(error));
+                        let _ = tx.send(SyncReply::error(error));
                     }
                 }
             }
@@ -201,7 +92,7 @@ impl Entry {
             .collect::<Vec<_>>()
         {
             let tx = self.join_waiters.remove(&id).expect("listed");
-            let _ = tx.send(join_error(GroupCode::UnknownMemberId, id));
+            let _ = tx.send(JoinReply::error(GroupCode::UnknownMemberId, id));
         }
         for id in self
             .sync_waiters
@@ -211,62 +102,23 @@ impl Entry {
             .collect::<Vec<_>>()
         {
             let tx = self.sync_waiters.remove(&id).expect("listed");
-            let _ = tx.send(sync_error(GroupCode::UnknownMemberId));
+            let _ = tx.send(SyncReply::error(GroupCode::UnknownMemberId));
         }
     }
 }
 
 /// Parks a member's waiting request; an older one of the same member is over and is answered
 /// with `superseded` (the member sent a newer request).
-fn park(
-    waiters: &mut HashMap<String, oneshot::Sender<GroupReply>>,
+fn park<R>(
+    waiters: &mut HashMap<String, oneshot::Sender<R>>,
     member_id: String,
-    superseded: GroupReply,
-) -> oneshot::Receiver<GroupReply> {
+    superseded: R,
+) -> oneshot::Receiver<R> {
     let (tx, rx) = oneshot::channel();
     if let Some(old) = waiters.insert(member_id, tx) {
         let _ = old.send(superseded);
     }
     rx
-}
-
-impl GroupCall {
-    /// The group the call is for (`None` for `List`, which is for every group of a shard).
-    pub fn group_id(&self) -> Option<&str> {
-        match self {
-            GroupCall::Join { group_id, .. }
-            | GroupCall::Sync { group_id, .. }
-            | GroupCall::Heartbeat { group_id, .. }
-            | GroupCall::Leave { group_id, .. }
-            | GroupCall::Commit { group_id, .. }
-            | GroupCall::Fetch { group_id, .. }
-            | GroupCall::Describe { group_id }
-            | GroupCall::Delete { group_id }
-            | GroupCall::DeleteOffsets { group_id, .. } => Some(group_id),
-            GroupCall::List => None,
-        }
-    }
-}
-
-/// `code` as the answer to `call`, in the call's own reply shape.
-fn refusal(call: &GroupCall, code: GroupCode) -> GroupReply {
-    match call {
-        GroupCall::Join { .. } => join_error(code, String::new()),
-        GroupCall::Sync { .. } => sync_error(code),
-        GroupCall::Leave { members, .. } => GroupReply::Codes(vec![code; members.len()]),
-        GroupCall::Commit { offsets, .. } => GroupReply::Codes(vec![code; offsets.len()]),
-        GroupCall::DeleteOffsets { partitions, .. } => {
-            GroupReply::Codes(vec![code; partitions.len()])
-        }
-        GroupCall::Fetch { .. } => GroupReply::Offsets {
-            error: code,
-            offsets: Vec::new(),
-        },
-        GroupCall::Heartbeat { .. }
-        | GroupCall::Delete { .. }
-        | GroupCall::Describe { .. }
-        | GroupCall::List => GroupReply::Code(code),
-    }
 }
 
 /// The groups one shard coordinates.
@@ -350,101 +202,104 @@ impl Coordinator {
         });
     }
 
-    pub async fn handle(&self, call: GroupCall) -> GroupReply {
+    /// Runs one call and answers it on its reply sender. (A caller that went away is not an
+    /// error: the work is done all the same, and nobody is left to answer.)
+    pub async fn handle(&self, call: GroupCall) {
         if let Some(id) = call.group_id() {
             if id.len() > crate::constants::GROUP_ID_BYTES_MAX {
-                return refusal(&call, GroupCode::InvalidGroupId);
+                return call.refuse(GroupCode::InvalidGroupId);
             }
             // Its offsets partition could not be recovered: answering from an empty view
             // would let consumers reset their positions, so the coordinator is unavailable.
             if self.offsets.is_offline(id) {
-                return refusal(&call, GroupCode::CoordinatorNotAvailable);
+                return call.refuse(GroupCode::CoordinatorNotAvailable);
             }
         }
         match call {
-            GroupCall::Join { group_id, request } => self.join(&group_id, request).await,
-            GroupCall::Sync {
-                group_id,
-                member_id,
-                generation_id,
-                assignments,
-            } => {
-                self.sync(&group_id, member_id, generation_id, assignments)
-                    .await
+            GroupCall::Join(c, tx) => {
+                let _ = tx.send(self.join(&c.group_id, c.request).await);
             }
-            GroupCall::Heartbeat {
-                group_id,
-                member_id,
-                generation_id,
-            } => {
+            GroupCall::Sync(c, tx) => {
+                let reply = self
+                    .sync(&c.group_id, c.member_id, c.generation_id, c.assignments)
+                    .await;
+                let _ = tx.send(reply);
+            }
+            GroupCall::Heartbeat(c, tx) => {
                 let mut groups = self.groups.borrow_mut();
-                let code = match groups.get_mut(&group_id) {
-                    Some(e) => e.group.heartbeat(&member_id, generation_id, self.now_ms()),
+                let code = match groups.get_mut(&c.group_id) {
+                    Some(e) => e
+                        .group
+                        .heartbeat(&c.member_id, c.generation_id, self.now_ms()),
                     None => GroupCode::UnknownMemberId,
                 };
-                GroupReply::Code(code)
+                let _ = tx.send(code);
             }
-            GroupCall::Leave { group_id, members } => {
-                if !self.groups.borrow().contains_key(&group_id) {
-                    return GroupReply::Codes(vec![GroupCode::UnknownMemberId; members.len()]);
-                }
-                GroupReply::Codes(self.with_group(&group_id, |entry, now| {
-                    let mut codes = Vec::new();
-                    let mut events = Vec::new();
-                    for (member_id, instance) in members {
-                        let id = match (member_id.is_empty(), instance) {
-                            (false, _) => member_id,
-                            (true, Some(i)) => entry
-                                .group
-                                .describe()
-                                .into_iter()
-                                .find(|m| m.instance_id.as_deref() == Some(i.as_str()))
-                                .map(|m| m.member_id)
-                                .unwrap_or_default(),
-                            (true, None) => String::new(),
-                        };
-                        let (code, more) = entry.group.leave(&id, now);
-                        codes.push(code);
-                        events.extend(more);
-                    }
-                    (codes, events)
-                }))
+            GroupCall::Leave(c, tx) => {
+                let _ = tx.send(self.leave(&c.group_id, c.members));
             }
-            GroupCall::Commit {
-                group_id,
-                member_id,
-                generation_id,
-                offsets,
-            } => {
-                self.commit(&group_id, &member_id, generation_id, offsets)
-                    .await
+            GroupCall::Commit(c, tx) => {
+                let _ = tx.send(self.commit(c).await);
             }
-            GroupCall::Fetch {
-                group_id,
-                partitions,
-            } => GroupReply::Offsets {
-                error: GroupCode::Ok,
-                offsets: self.offsets.fetch(&group_id, partitions.as_deref()),
-            },
-            GroupCall::Describe { group_id } => GroupReply::Described(self.describe(&group_id)),
-            GroupCall::List => GroupReply::Listed(self.list()),
-            GroupCall::Delete { group_id } => self.delete(&group_id).await,
-            GroupCall::DeleteOffsets {
-                group_id,
-                partitions,
-            } => {
-                let count = partitions.len();
-                let tombstones = partitions.into_iter().map(|tp| (tp, None)).collect();
-                let code = match self.offsets.write(&group_id, tombstones).await {
+            GroupCall::FetchOffsets(c, tx) => {
+                let _ = tx.send(Ok(self.offsets.fetch(&c.group_id, c.partitions.as_deref())));
+            }
+            GroupCall::Describe(c, tx) => {
+                let _ = tx.send(Ok(self.describe(&c.group_id)));
+            }
+            GroupCall::List(_, tx) => {
+                let error = match self.offsets.any_offline() {
+                    true => GroupCode::CoordinatorNotAvailable,
+                    false => GroupCode::Ok,
+                };
+                let groups = self.list();
+                let _ = tx.send(ListReply { error, groups });
+            }
+            GroupCall::Delete(c, tx) => {
+                let _ = tx.send(self.delete(&c.group_id).await);
+            }
+            GroupCall::DeleteOffsets(c, tx) => {
+                let count = c.partitions.len();
+                let tombstones = c.partitions.into_iter().map(|tp| (tp, None)).collect();
+                let code = match self.offsets.write(&c.group_id, tombstones).await {
                     Ok(()) => GroupCode::Ok,
                     Err(_) => GroupCode::StorageFailed,
                 };
-                GroupReply::Codes(vec![code; count])
+                let _ = tx.send(vec![code; count]);
             }
         }
     }
 
-    async fn join(&self, group_id: &str, request: JoinRequest) -> GroupReply {
+    /// LeaveGroup: one code per member (found by member id, or by instance id when the
+    /// member id is empty).
+    fn leave(&self, group_id: &str, members: Vec<(String, Option<String>)>) -> Vec<GroupCode> {
+        if !self.groups.borrow().contains_key(group_id) {
+            return vec![GroupCode::UnknownMemberId; members.len()];
+        }
+        self.with_group(group_id, |entry, now| {
+            let mut codes = Vec::new();
+            let mut events = Vec::new();
+            for (member_id, instance) in members {
+                let id = match (member_id.is_empty(), instance) {
+                    (false, _) => member_id,
+                    (true, Some(i)) => entry
+                        .group
+                        .describe()
+                        .into_iter()
+                        .find(|m| m.instance_id.as_deref() == Some(i.as_str()))
+                        .map(|m| m.member_id)
+                        .unwrap_or_default(),
+                    (true, None) => String::new(),
+                };
+                let (code, more) = entry.group.leave(&id, now);
+                codes.push(code);
+                events.extend(more);
+            }
+            (codes, events)
+        })
+    }
+
+    async fn join(&self, group_id: &str, request: JoinRequest) -> JoinReply {
         let waiting = self.with_group(group_id, |entry, now| {
             if entry.group.state == super::state::GroupState::Dead {
                 entry.group = self.new_group(group_id);
@@ -452,11 +307,11 @@ impl Coordinator {
             let (outcome, events) = entry.group.join(request, now);
             let answer = match outcome {
                 JoinOutcome::MemberIdRequired(id) => {
-                    Err(join_error(GroupCode::MemberIdRequired, id))
+                    Err(JoinReply::error(GroupCode::MemberIdRequired, id))
                 }
-                JoinOutcome::Error(e) => Err(join_error(e, String::new())),
+                JoinOutcome::Error(e) => Err(JoinReply::error(e, String::new())),
                 JoinOutcome::Waiting(id) => {
-                    let superseded = join_error(GroupCode::RebalanceInProgress, id.clone());
+                    let superseded = JoinReply::error(GroupCode::RebalanceInProgress, id.clone());
                     Ok(park(&mut entry.join_waiters, id, superseded))
                 }
             };
@@ -479,9 +334,9 @@ impl Coordinator {
         }
         match waiting {
             Err(reply) => reply,
-            Ok(rx) => rx
-                .await
-                .unwrap_or_else(|_| join_error(GroupCode::RebalanceInProgress, String::new())),
+            Ok(rx) => rx.await.unwrap_or_else(|_| {
+                JoinReply::error(GroupCode::RebalanceInProgress, String::new())
+            }),
         }
     }
 
@@ -491,24 +346,24 @@ impl Coordinator {
         member_id: String,
         generation_id: GenerationId,
         assignments: Vec<(String, Bytes)>,
-    ) -> GroupReply {
+    ) -> SyncReply {
         if !self.groups.borrow().contains_key(group_id) {
-            return sync_error(GroupCode::UnknownMemberId);
+            return SyncReply::error(GroupCode::UnknownMemberId);
         }
         let waiting = self.with_group(group_id, |entry, now| {
             let (outcome, events) = entry
                 .group
                 .sync(&member_id, generation_id, assignments, now);
             let answer = match outcome {
-                SyncOutcome::Assignment(assignment) => Err(GroupReply::Sync {
+                SyncOutcome::Assignment(assignment) => Err(SyncReply {
                     error: GroupCode::Ok,
                     assignment,
                     protocol_type: entry.group.protocol_type.clone(),
                     protocol_name: entry.group.protocol_name.clone(),
                 }),
-                SyncOutcome::Error(e) => Err(sync_error(e)),
+                SyncOutcome::Error(e) => Err(SyncReply::error(e)),
                 SyncOutcome::Waiting => {
-                    let superseded = sync_error(GroupCode::RebalanceInProgress);
+                    let superseded = SyncReply::error(GroupCode::RebalanceInProgress);
                     Ok(park(&mut entry.sync_waiters, member_id.clone(), superseded))
                 }
             };
@@ -518,17 +373,19 @@ impl Coordinator {
             Err(reply) => reply,
             Ok(rx) => rx
                 .await
-                .unwrap_or_else(|_| sync_error(GroupCode::RebalanceInProgress)),
+                .unwrap_or_else(|_| SyncReply::error(GroupCode::RebalanceInProgress)),
         }
     }
 
-    async fn commit(
-        &self,
-        group_id: &str,
-        member_id: &str,
-        generation_id: GenerationId,
-        offsets: Vec<OffsetToCommit>,
-    ) -> GroupReply {
+    /// OffsetCommit: one code per offset (all the same: the offsets are written as one).
+    async fn commit(&self, call: Commit) -> Vec<GroupCode> {
+        let Commit {
+            group_id,
+            member_id,
+            generation_id,
+            offsets,
+        } = call;
+        let (group_id, member_id) = (group_id.as_str(), member_id.as_str());
         let count = offsets.len();
         let check = match self.groups.borrow().get(group_id) {
             Some(e) => e.group.check_commit(member_id, generation_id),
@@ -536,14 +393,14 @@ impl Coordinator {
             None => GroupCode::IllegalGeneration,
         };
         if check != GroupCode::Ok {
-            return GroupReply::Codes(vec![check; count]);
+            return vec![check; count];
         }
         if offsets.iter().any(|o| {
             o.metadata
                 .as_ref()
                 .is_some_and(|m| m.len() > crate::constants::OFFSET_METADATA_BYTES_MAX)
         }) {
-            return GroupReply::Codes(vec![GroupCode::OffsetMetadataTooLarge; count]);
+            return vec![GroupCode::OffsetMetadataTooLarge; count];
         }
         let entries = offsets
             .into_iter()
@@ -567,7 +424,7 @@ impl Coordinator {
                 GroupCode::StorageFailed
             }
         };
-        GroupReply::Codes(vec![code; count])
+        vec![code; count]
     }
 
     fn describe(&self, group_id: &str) -> GroupDescription {
@@ -590,37 +447,39 @@ impl Coordinator {
         }
     }
 
-    fn list(&self) -> Vec<(String, String, String)> {
+    fn list(&self) -> Vec<Listed> {
         let groups = self.groups.borrow();
-        let mut listed: Vec<(String, String, String)> = groups
+        let mut listed: Vec<Listed> = groups
             .iter()
-            .map(|(id, e)| {
-                (
-                    id.clone(),
-                    e.group.protocol_type.clone().unwrap_or_default(),
-                    e.group.state_name().to_string(),
-                )
+            .map(|(id, e)| Listed {
+                group_id: id.clone(),
+                protocol_type: e.group.protocol_type.clone().unwrap_or_default(),
+                state: e.group.state_name().to_string(),
             })
             .collect();
         for id in self.offsets.groups() {
             if !groups.contains_key(&id) {
-                listed.push((id, "consumer".into(), "Empty".into()));
+                listed.push(Listed {
+                    group_id: id,
+                    protocol_type: "consumer".into(),
+                    state: "Empty".into(),
+                });
             }
         }
         listed
     }
 
-    async fn delete(&self, group_id: &str) -> GroupReply {
+    async fn delete(&self, group_id: &str) -> GroupCode {
         let members = self
             .groups
             .borrow()
             .get(group_id)
             .map(|e| !e.group.is_empty());
         if members == Some(true) {
-            return GroupReply::Code(GroupCode::NonEmptyGroup);
+            return GroupCode::NonEmptyGroup;
         }
         if members.is_none() && !self.offsets.has_group(group_id) {
-            return GroupReply::Code(GroupCode::GroupIdNotFound);
+            return GroupCode::GroupIdNotFound;
         }
         // Dead from now on: a join during the tombstone write starts a new group, which the
         // removal below then leaves alone.
@@ -634,7 +493,7 @@ impl Coordinator {
             .map(|(tp, _)| (tp, None))
             .collect();
         if self.offsets.write(group_id, tombstones).await.is_err() {
-            return GroupReply::Code(GroupCode::StorageFailed);
+            return GroupCode::StorageFailed;
         }
         let mut groups = self.groups.borrow_mut();
         if groups
@@ -644,6 +503,6 @@ impl Coordinator {
             let mut e = groups.remove(group_id).expect("checked");
             e.drop_gone_waiters();
         }
-        GroupReply::Code(GroupCode::Ok)
+        GroupCode::Ok
     }
 }

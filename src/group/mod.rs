@@ -3,6 +3,7 @@
 //! the per-shard coordinator, and committed offsets in the internal offsets log. Runs on: the
 //! shard that owns each group's offsets partition.
 
+pub mod calls;
 pub mod code;
 pub mod coordinator;
 pub mod offsets;

@@ -268,6 +268,12 @@ impl OffsetStore {
         self.offline.contains(&offsets_partition(group))
     }
 
+    /// True if any offsets partition owned here could not be recovered (its groups cannot
+    /// be listed).
+    pub fn any_offline(&self) -> bool {
+        !self.offline.is_empty()
+    }
+
     async fn replay(&self, part: &PartitionHandle) -> Result<(), crate::storage::Error> {
         let mut next = part.borrow().log_start();
         loop {

@@ -155,8 +155,6 @@ pub enum ShardMessage {
     },
     Controller(ControllerRequest),
     /// Work for the coordinator of a group this shard owns.
-    Group {
-        call: crate::group::coordinator::GroupCall,
-        reply: oneshot::Sender<crate::group::coordinator::GroupReply>,
-    },
+    /// (The call carries the sender of its own typed reply.)
+    Group(crate::group::calls::GroupCall),
 }

@@ -21,7 +21,8 @@ use futures_channel::oneshot;
 
 use crate::cluster::MetadataImage;
 use crate::config::Config;
-use crate::group::coordinator::{Coordinator, GroupCall, GroupReply};
+use crate::group::calls::Call;
+use crate::group::coordinator::Coordinator;
 use crate::group::offsets::group_owner;
 use crate::placement::partition_owner;
 use crate::protocol::types::{ShardId, TopicPartition};
@@ -315,34 +316,28 @@ impl Shard {
         }
     }
 
-    /// Runs a group request on the shard that coordinates `group_id` (here or over the mesh).
-    pub async fn group_call(self: &Rc<Self>, group_id: &str, call: GroupCall) -> GroupReply {
-        let owner = group_owner(group_id, self.shard_count);
+    /// Runs a group request on the shard that coordinates its group (here or over the mesh).
+    pub async fn group_call<C: Call>(self: &Rc<Self>, call: C) -> C::Reply {
+        let owner = group_owner(call.group_id().unwrap_or_default(), self.shard_count);
         self.group_call_on(owner, call).await
     }
 
     /// Runs a group request on shard `owner`.
-    pub async fn group_call_on(self: &Rc<Self>, owner: ShardId, call: GroupCall) -> GroupReply {
+    pub async fn group_call_on<C: Call>(self: &Rc<Self>, owner: ShardId, call: C) -> C::Reply {
+        let unavailable = call.refused(UNAVAILABLE);
+        let (tx, rx) = oneshot::channel();
+        let call = call.wrap(tx);
         if owner == self.id {
             let Some(coordinator) = self.coordinator.get().cloned() else {
-                return GroupReply::Code(UNAVAILABLE);
+                return unavailable;
             };
             // Its own task, as for calls from other shards: a connection that goes away must
             // not cancel a commit between its durable write and its apply.
-            let (tx, rx) = oneshot::channel();
-            crate::runtime::io::spawn(async move {
-                let _ = tx.send(coordinator.handle(call).await);
-            });
-            return rx.await.unwrap_or(GroupReply::Code(UNAVAILABLE));
+            crate::runtime::io::spawn(async move { coordinator.handle(call).await });
+        } else if !self.send(owner, ShardMessage::Group(call)).await {
+            return unavailable;
         }
-        let (tx, rx) = oneshot::channel();
-        if !self
-            .send(owner, ShardMessage::Group { call, reply: tx })
-            .await
-        {
-            return GroupReply::Code(UNAVAILABLE);
-        }
-        rx.await.unwrap_or(GroupReply::Code(UNAVAILABLE))
+        rx.await.unwrap_or(unavailable)
     }
 
     /// Handles one message from another shard.
@@ -364,13 +359,10 @@ impl Shard {
                 self.set_image(image);
                 let _ = reply.send(());
             }
-            ShardMessage::Group { call, reply } => {
-                let answer = match self.coordinator.get() {
-                    Some(c) => c.clone().handle(call).await,
-                    None => GroupReply::Code(UNAVAILABLE),
-                };
-                let _ = reply.send(answer);
-            }
+            ShardMessage::Group(call) => match self.coordinator.get() {
+                Some(c) => c.clone().handle(call).await,
+                None => call.refuse(UNAVAILABLE),
+            },
             ShardMessage::Controller(request) => match &self.controller {
                 Some(controller) => controller.handle(&self, request).await,
                 None => {

@@ -6,8 +6,7 @@ use kafka_protocol::messages::delete_groups_response::{
 };
 use kafka_protocol::messages::{DeleteGroupsRequest, ResponseKind};
 
-use crate::group::coordinator::{GroupCall, GroupReply};
-use crate::group::GroupCode;
+use crate::group::calls::Delete;
 use crate::server::errors::WireCode;
 use crate::shard::ShardRef;
 
@@ -15,18 +14,7 @@ pub async fn handle(shard: &ShardRef, request: DeleteGroupsRequest) -> ResponseK
     let mut results = Vec::new();
     for id in request.groups_names {
         let group_id = id.to_string();
-        let code = match shard
-            .group_call(
-                &group_id,
-                GroupCall::Delete {
-                    group_id: group_id.clone(),
-                },
-            )
-            .await
-        {
-            GroupReply::Code(e) => e,
-            _ => GroupCode::Unexpected,
-        };
+        let code = shard.group_call(Delete { group_id }).await;
         results.push(
             DeletableGroupResult::default()
                 .with_group_id(id)

@@ -7,7 +7,7 @@ use kafka_protocol::messages::describe_groups_response::{
 use kafka_protocol::messages::{DescribeGroupsRequest, ResponseKind};
 
 use super::str_bytes;
-use crate::group::coordinator::{GroupCall, GroupReply};
+use crate::group::calls::Describe;
 use crate::group::GroupCode;
 use crate::server::errors::WireCode;
 use crate::shard::ShardRef;
@@ -26,27 +26,27 @@ pub async fn handle(shard: &ShardRef, request: DescribeGroupsRequest) -> Respons
             );
             continue;
         }
-        let call = GroupCall::Describe {
-            group_id: group_id.clone(),
-        };
         let mut described = DescribedGroup::default().with_group_id(id);
-        if let GroupReply::Described(d) = shard.group_call(&group_id, call).await {
-            described.group_state = str_bytes(&d.state);
-            described.protocol_type = str_bytes(&d.protocol_type);
-            described.protocol_data = str_bytes(&d.protocol_name);
-            described.members = d
-                .members
-                .into_iter()
-                .map(|m| {
-                    DescribedGroupMember::default()
-                        .with_member_id(str_bytes(&m.member_id))
-                        .with_group_instance_id(m.instance_id.as_deref().map(str_bytes))
-                        .with_client_id(str_bytes(&m.client_id))
-                        .with_client_host(str_bytes(&m.client_host))
-                        .with_member_metadata(m.metadata)
-                        .with_member_assignment(m.assignment)
-                })
-                .collect();
+        match shard.group_call(Describe { group_id }).await {
+            Err(e) => described.error_code = e.code(),
+            Ok(d) => {
+                described.group_state = str_bytes(&d.state);
+                described.protocol_type = str_bytes(&d.protocol_type);
+                described.protocol_data = str_bytes(&d.protocol_name);
+                described.members = d
+                    .members
+                    .into_iter()
+                    .map(|m| {
+                        DescribedGroupMember::default()
+                            .with_member_id(str_bytes(&m.member_id))
+                            .with_group_instance_id(m.instance_id.as_deref().map(str_bytes))
+                            .with_client_id(str_bytes(&m.client_id))
+                            .with_client_host(str_bytes(&m.client_host))
+                            .with_member_metadata(m.metadata)
+                            .with_member_assignment(m.assignment)
+                    })
+                    .collect();
+            }
         }
         groups.push(described);
     }

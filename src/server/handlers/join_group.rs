@@ -5,7 +5,7 @@ use kafka_protocol::messages::join_group_response::{JoinGroupResponse, JoinGroup
 use kafka_protocol::messages::{JoinGroupRequest, ResponseKind};
 
 use super::str_bytes;
-use crate::group::coordinator::{GroupCall, GroupReply};
+use crate::group::calls::{Join, JoinReply};
 use crate::group::GroupCode;
 use crate::group::JoinRequest;
 use crate::server::errors::WireCode;
@@ -41,52 +41,39 @@ pub async fn handle(
         group_instance_id: request.group_instance_id.map(|i| i.to_string()),
     };
     let reply = if group_id.is_empty() {
-        GroupReply::Join {
-            error: GroupCode::InvalidGroupId,
-            member_id: String::new(),
-            protocol_type: None,
-            result: None,
-        }
+        JoinReply::error(GroupCode::InvalidGroupId, String::new())
     } else {
         shard
-            .group_call(
-                &group_id,
-                GroupCall::Join {
-                    group_id: group_id.clone(),
-                    request: join,
-                },
-            )
+            .group_call(Join {
+                group_id,
+                request: join,
+            })
             .await
     };
     let mut response = JoinGroupResponse::default().with_generation_id(-1);
-    match reply {
-        GroupReply::Join {
-            error,
-            member_id,
-            protocol_type,
-            result,
-        } => {
-            response.error_code = error.code();
-            response.member_id = str_bytes(&member_id);
-            response.protocol_type = protocol_type.as_deref().map(str_bytes);
-            if let Some(r) = result {
-                response.generation_id = r.generation_id.0;
-                response.protocol_name = Some(str_bytes(&r.protocol_name));
-                response.leader = str_bytes(&r.leader);
-                response.member_id = str_bytes(&r.member_id);
-                response.members = r
-                    .members
-                    .into_iter()
-                    .map(|(id, metadata)| {
-                        JoinGroupResponseMember::default()
-                            .with_member_id(str_bytes(&id))
-                            .with_metadata(metadata)
-                    })
-                    .collect();
-            }
-        }
-        GroupReply::Code(e) => response.error_code = e.code(),
-        _ => response.error_code = GroupCode::Unexpected.code(),
+    let JoinReply {
+        error,
+        member_id,
+        protocol_type,
+        result,
+    } = reply;
+    response.error_code = error.code();
+    response.member_id = str_bytes(&member_id);
+    response.protocol_type = protocol_type.as_deref().map(str_bytes);
+    if let Some(r) = result {
+        response.generation_id = r.generation_id.0;
+        response.protocol_name = Some(str_bytes(&r.protocol_name));
+        response.leader = str_bytes(&r.leader);
+        response.member_id = str_bytes(&r.member_id);
+        response.members = r
+            .members
+            .into_iter()
+            .map(|(id, metadata)| {
+                JoinGroupResponseMember::default()
+                    .with_member_id(str_bytes(&id))
+                    .with_metadata(metadata)
+            })
+            .collect();
     }
     ResponseKind::JoinGroup(response)
 }

@@ -4,7 +4,7 @@
 use kafka_protocol::messages::leave_group_response::{LeaveGroupResponse, MemberResponse};
 use kafka_protocol::messages::{LeaveGroupRequest, ResponseKind};
 
-use crate::group::coordinator::{GroupCall, GroupReply};
+use crate::group::calls::Leave;
 use crate::group::GroupCode;
 use crate::server::errors::WireCode;
 use crate::shard::ShardRef;
@@ -30,15 +30,7 @@ pub async fn handle(shard: &ShardRef, request: LeaveGroupRequest, version: i16) 
     } else {
         vec![(request.member_id.to_string(), None)]
     };
-    let call = GroupCall::Leave {
-        group_id: group_id.clone(),
-        members: members.clone(),
-    };
-    let codes = match shard.group_call(&group_id, call).await {
-        GroupReply::Codes(c) => c,
-        GroupReply::Code(e) => vec![e; members.len()],
-        _ => vec![GroupCode::Unexpected; members.len()],
-    };
+    let codes = shard.group_call(Leave { group_id, members }).await;
     let mut response = LeaveGroupResponse::default();
     if version >= 3 {
         response.members = request

@@ -7,7 +7,7 @@ use kafka_protocol::messages::offset_commit_response::{
 };
 use kafka_protocol::messages::{OffsetCommitRequest, ResponseKind};
 
-use crate::group::coordinator::{GroupCall, GroupReply, OffsetToCommit};
+use crate::group::calls::{Commit, OffsetToCommit};
 use crate::group::GroupCode;
 use crate::protocol::types::TopicPartition;
 use crate::protocol::ErrorCode;
@@ -47,18 +47,13 @@ pub async fn handle(shard: &ShardRef, mut request: OffsetCommitRequest) -> Respo
         }
         codes.push(topic_codes);
     }
-    let count = offsets.len();
-    let call = GroupCall::Commit {
-        group_id: group_id.clone(),
+    let call = Commit {
+        group_id,
         member_id: request.member_id.to_string(),
         generation_id: crate::protocol::types::GenerationId(request.generation_id_or_member_epoch),
         offsets,
     };
-    let results = match shard.group_call(&group_id, call).await {
-        GroupReply::Codes(c) => c,
-        GroupReply::Code(e) => vec![e; count],
-        _ => vec![GroupCode::Unexpected; count],
-    };
+    let results = shard.group_call(call).await;
     let mut results = results.into_iter();
     let topics = request
         .topics

@@ -6,7 +6,7 @@ use kafka_protocol::messages::offset_delete_response::{
 };
 use kafka_protocol::messages::{OffsetDeleteRequest, ResponseKind};
 
-use crate::group::coordinator::{GroupCall, GroupReply};
+use crate::group::calls::DeleteOffsets;
 use crate::group::GroupCode;
 use crate::protocol::types::TopicPartition;
 use crate::server::errors::WireCode;
@@ -37,16 +37,11 @@ pub async fn handle(shard: &ShardRef, request: OffsetDeleteRequest) -> ResponseK
                 .map(move |p| TopicPartition::new(name, p.partition_index))
         })
         .collect();
-    let count = partitions.len();
-    let call = GroupCall::DeleteOffsets {
+    let call = DeleteOffsets {
         group_id: group_id.clone(),
         partitions,
     };
-    let codes = match shard.group_call(&group_id, call).await {
-        GroupReply::Codes(c) => c,
-        GroupReply::Code(e) => vec![e; count],
-        _ => vec![GroupCode::Unexpected; count],
-    };
+    let codes = shard.group_call(call).await;
     let mut codes = codes.into_iter();
     let topics = request
         .topics

@@ -10,7 +10,7 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::{OffsetFetchRequest, ResponseKind, TopicName};
 
 use super::str_bytes;
-use crate::group::coordinator::{GroupCall, GroupReply};
+use crate::group::calls::FetchOffsets;
 use crate::group::GroupCode;
 use crate::protocol::types::TopicPartition;
 use crate::server::errors::WireCode;
@@ -41,14 +41,13 @@ pub async fn handle(shard: &ShardRef, request: OffsetFetchRequest) -> ResponseKi
             })
             .collect()
     });
-    let call = GroupCall::Fetch {
+    let call = FetchOffsets {
         group_id: group_id.clone(),
         partitions: asked,
     };
-    let (error, found) = match shard.group_call(&group_id, call).await {
-        GroupReply::Offsets { error, offsets } => (error, offsets),
-        GroupReply::Code(e) => (e, Vec::new()),
-        _ => (GroupCode::Unexpected, Vec::new()),
+    let (error, found) = match shard.group_call(call).await {
+        Ok(offsets) => (GroupCode::Ok, offsets),
+        Err(e) => (e, Vec::new()),
     };
     let live: BTreeMap<TopicPartition, _> = found
         .into_iter()

@@ -5,15 +5,14 @@ use kafka_protocol::messages::sync_group_response::SyncGroupResponse;
 use kafka_protocol::messages::{ResponseKind, SyncGroupRequest};
 
 use super::str_bytes;
-use crate::group::coordinator::{GroupCall, GroupReply};
-use crate::group::GroupCode;
+use crate::group::calls::{Sync, SyncReply};
 use crate::server::errors::WireCode;
 use crate::shard::ShardRef;
 
 pub async fn handle(shard: &ShardRef, request: SyncGroupRequest) -> ResponseKind {
     let group_id = request.group_id.to_string();
-    let call = GroupCall::Sync {
-        group_id: group_id.clone(),
+    let call = Sync {
+        group_id,
         member_id: request.member_id.to_string(),
         generation_id: crate::protocol::types::GenerationId(request.generation_id),
         assignments: request
@@ -23,20 +22,15 @@ pub async fn handle(shard: &ShardRef, request: SyncGroupRequest) -> ResponseKind
             .collect(),
     };
     let mut response = SyncGroupResponse::default();
-    match shard.group_call(&group_id, call).await {
-        GroupReply::Sync {
-            error,
-            assignment,
-            protocol_type,
-            protocol_name,
-        } => {
-            response.error_code = error.code();
-            response.assignment = assignment;
-            response.protocol_type = protocol_type.as_deref().map(str_bytes);
-            response.protocol_name = protocol_name.as_deref().map(str_bytes);
-        }
-        GroupReply::Code(e) => response.error_code = e.code(),
-        _ => response.error_code = GroupCode::Unexpected.code(),
-    }
+    let SyncReply {
+        error,
+        assignment,
+        protocol_type,
+        protocol_name,
+    } = shard.group_call(call).await;
+    response.error_code = error.code();
+    response.assignment = assignment;
+    response.protocol_type = protocol_type.as_deref().map(str_bytes);
+    response.protocol_name = protocol_name.as_deref().map(str_bytes);
     ResponseKind::SyncGroup(response)
 }

@@ -3,13 +3,14 @@
 //! appends of one message happen without an await before them, in item order, so messages
 //! that reach this shard in order append in order.
 
+use std::rc::Rc;
 use std::time::Duration;
 
 use super::messages::{OpenPartition, PartitionError, PartitionRequest, PartitionResponse};
 use super::Shard;
 use crate::config::FetchPath;
 use crate::protocol::types::{Offset, TopicPartition};
-use crate::replication::{Acks, Produced};
+use crate::replication::{Acks, Produced, Replica};
 use crate::storage::{FetchRecords, Partition, PartitionHandle};
 
 impl Shard {
@@ -39,20 +40,20 @@ impl Shard {
         &self,
         items: &[(TopicPartition, PartitionRequest)],
     ) -> Option<(Vec<Option<PartitionResponse>>, LocalRun)> {
-        let all_produce = items.iter().all(|(tp, req)| {
-            matches!(req, PartitionRequest::Produce { .. }) && self.partition(tp).is_some()
-        });
-        if !all_produce {
-            return None;
-        }
+        // One lookup per item: the replicas, if every item is a produce to one open here.
+        let replicas: Vec<Rc<Replica>> = items
+            .iter()
+            .map(|(tp, req)| match req {
+                PartitionRequest::Produce { .. } => self.replica(tp),
+                _ => None,
+            })
+            .collect::<Option<_>>()?;
         let mut run = LocalRun::default();
         let answers = items
             .iter()
+            .zip(&replicas)
             .enumerate()
-            .map(|(i, (tp, req))| {
-                let part = self.partition(tp).expect("checked above");
-                Some(self.produce_one(i, &part, tp, req, &mut run))
-            })
+            .map(|(i, ((tp, req), replica))| Some(self.produce_one(i, replica, tp, req, &mut run)))
             .collect();
         Some((answers, run))
     }
@@ -98,8 +99,8 @@ impl Shard {
             if answers[i].is_some() {
                 continue;
             }
-            match self.partition(tp) {
-                Some(part) => answers[i] = Some(self.run_one(i, &part, tp, req, run).await),
+            match self.replica(tp) {
+                Some(replica) => answers[i] = Some(self.run_one(i, &replica, tp, req, run).await),
                 None if last => {
                     answers[i] = Some(PartitionResponse::error_for(req, self.missing_code(tp)))
                 }
@@ -113,13 +114,14 @@ impl Shard {
     async fn run_one(
         &self,
         i: usize,
-        part: &PartitionHandle,
+        replica: &Rc<Replica>,
         tp: &TopicPartition,
         req: &PartitionRequest,
         run: &mut LocalRun,
     ) -> PartitionResponse {
+        let part = replica.log();
         match req {
-            PartitionRequest::Produce { .. } => self.produce_one(i, part, tp, req, run),
+            PartitionRequest::Produce { .. } => self.produce_one(i, replica, tp, req, run),
             PartitionRequest::Fetch {
                 offset,
                 max_bytes,
@@ -156,7 +158,7 @@ impl Shard {
     fn produce_one(
         &self,
         i: usize,
-        part: &PartitionHandle,
+        replica: &Rc<Replica>,
         tp: &TopicPartition,
         req: &PartitionRequest,
         run: &mut LocalRun,
@@ -164,8 +166,7 @@ impl Shard {
         let PartitionRequest::Produce { payload, acks } = req else {
             unreachable!("produce_one takes produce items");
         };
-        let log_start = part.borrow().log_start();
-        let replica = self.replica(tp).expect("an open partition has its replica");
+        let log_start = replica.log().borrow().log_start();
         match replica.produce(payload, *acks) {
             Ok(Produced::Appended { base_offset, done }) => {
                 if let Some(done) = done {
@@ -175,7 +176,7 @@ impl Shard {
             }
             Ok(Produced::Duplicate { base_offset }) => {
                 if *acks != Acks::None {
-                    run.duplicates.push((i, replica, base_offset));
+                    run.duplicates.push((i, replica.clone(), base_offset));
                 }
                 produce_ok(base_offset, log_start)
             }

@@ -176,15 +176,7 @@ async fn rescan(this: &PartitionHandle, base: Offset, cut: u64) -> Result<Rebuil
         .await?
         .and_then(|b| ProducerStates::from_snapshot(&b))
         .unwrap_or_default();
-    for h in &scan.producer_batches {
-        let _ = producers.record(
-            h.producer_id,
-            h.producer_epoch,
-            h.base_sequence,
-            h.last_sequence(),
-            h.base_offset,
-        );
-    }
+    producers.replay(&scan.producer_batches);
     let tail_file_pos = cut / DIRECT_IO_ALIGNMENT_BYTES * DIRECT_IO_ALIGNMENT_BYTES;
     let tail = file
         .read_at(tail_file_pos, (cut - tail_file_pos) as usize)

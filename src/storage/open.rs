@@ -165,15 +165,7 @@ async fn recover_segments(
                 epochs.assign(*epoch, *start);
             }
             if replay_from.is_none_or(|from| *base >= from) {
-                for h in &scan.producer_batches {
-                    let _ = producers.record(
-                        h.producer_id,
-                        h.producer_epoch,
-                        h.base_sequence,
-                        h.last_sequence(),
-                        h.base_offset,
-                    );
-                }
+                producers.replay(&scan.producer_batches);
             }
         }
         segments.insert(*base, recovered.segment);

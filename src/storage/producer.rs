@@ -89,6 +89,19 @@ impl ProducerStates {
         }
     }
 
+    /// Records batches found on disk (recovery, truncation), in log order.
+    pub fn replay(&mut self, batches: &[crate::protocol::record_batch::BatchHeader]) {
+        for h in batches {
+            let _ = self.record(
+                h.producer_id,
+                h.producer_epoch,
+                h.base_sequence,
+                h.last_sequence(),
+                h.base_offset,
+            );
+        }
+    }
+
     /// Records an appended batch; returns how to undo it (the producer's state before).
     pub fn record(
         &mut self,

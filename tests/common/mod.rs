@@ -86,25 +86,19 @@ impl Broker {
     /// Like `start`, with the data directory and the logs under `dir` (which the caller
     /// removes), e.g. on a small filesystem that the test fills.
     pub fn start_in(dir: Option<PathBuf>, extra_args: &[&str]) -> Broker {
-        let root = tempfile::Builder::new()
-            .prefix("tusk-test-")
-            .tempdir()
-            .expect("create a temporary directory");
-        let mut broker = Broker {
-            child: None,
-            port: free_port(),
-            root,
-            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
-            starts: 0,
-            placed_in: dir,
-            open_files_max: None,
-        };
-        broker.spawn();
-        broker
+        Broker::start_with(dir, None, extra_args)
     }
 
     /// Like `start`, with the broker's open-files limit (soft and hard) set to `max`.
     pub fn start_with_open_files(max: u64, extra_args: &[&str]) -> Broker {
+        Broker::start_with(None, Some(max), extra_args)
+    }
+
+    fn start_with(
+        placed_in: Option<PathBuf>,
+        open_files_max: Option<u64>,
+        extra_args: &[&str],
+    ) -> Broker {
         let root = tempfile::Builder::new()
             .prefix("tusk-test-")
             .tempdir()
@@ -115,8 +109,8 @@ impl Broker {
             root,
             extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
             starts: 0,
-            placed_in: None,
-            open_files_max: Some(max),
+            placed_in,
+            open_files_max,
         };
         broker.spawn();
         broker

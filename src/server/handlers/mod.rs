@@ -218,6 +218,26 @@ where
     K: std::hash::Hash + Eq,
     PK: std::hash::Hash + Eq,
 {
+    // One topic (the common fetch and produce) has nothing to merge: no map is built for it.
+    let mut out: Vec<T> = if topics.len() < 2 {
+        topics
+    } else {
+        merge_by_name(topics, name, &partitions)
+    };
+    for topic in &mut out {
+        let list = partitions(topic);
+        let taken = std::mem::take(list);
+        *list = first_of_each(taken, &partition_key);
+    }
+    out
+}
+
+/// Topics with the same name become the first of them, holding all their partitions.
+fn merge_by_name<T, K: std::hash::Hash + Eq, P>(
+    topics: Vec<T>,
+    name: impl Fn(&T) -> K,
+    partitions: impl Fn(&mut T) -> &mut Vec<P>,
+) -> Vec<T> {
     let mut at: std::collections::HashMap<K, usize> = std::collections::HashMap::new();
     let mut out: Vec<T> = Vec::new();
     for mut topic in topics {
@@ -232,16 +252,14 @@ where
             }
         }
     }
-    for topic in &mut out {
-        let list = partitions(topic);
-        let taken = std::mem::take(list);
-        *list = first_of_each(taken, &partition_key);
-    }
     out
 }
 
 /// The first item of each key, in order.
 pub fn first_of_each<T, K: std::hash::Hash + Eq>(items: Vec<T>, key: impl Fn(&T) -> K) -> Vec<T> {
+    if items.len() < 2 {
+        return items;
+    }
     let mut seen = std::collections::HashSet::with_capacity(items.len().min(1024));
     items.into_iter().filter(|i| seen.insert(key(i))).collect()
 }

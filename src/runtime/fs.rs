@@ -82,6 +82,9 @@ pub struct OpenOptions {
     pub kind: FileKind,
     pub create: bool,
     pub write: bool,
+    /// Every write is durable when it completes (O_DSYNC; Direct files only), so an
+    /// fdatasync after it is needed only when something else changed the file.
+    pub sync_writes: bool,
 }
 
 impl OpenOptions {
@@ -90,6 +93,7 @@ impl OpenOptions {
             kind: FileKind::Direct,
             create,
             write: true,
+            sync_writes: false,
         }
     }
 
@@ -98,7 +102,14 @@ impl OpenOptions {
             kind: FileKind::Buffered,
             create,
             write: true,
+            sync_writes: false,
         }
+    }
+
+    /// See `sync_writes`.
+    pub fn with_sync_writes(mut self, on: bool) -> OpenOptions {
+        self.sync_writes = on;
+        self
     }
 
     pub fn read_only() -> OpenOptions {
@@ -106,6 +117,7 @@ impl OpenOptions {
             kind: FileKind::Buffered,
             create: false,
             write: false,
+            sync_writes: false,
         }
     }
 }
@@ -167,6 +179,12 @@ pub trait File {
     /// Writes bytes at any position (Buffered files).
     fn write_at(&self, pos: u64, data: Vec<u8>) -> IoFuture<'_, ()>;
     fn fdatasync(&self) -> IoFuture<'_, ()>;
+    /// False when an fdatasync now would add nothing: the file was opened with `sync_writes`
+    /// and nothing but writes changed it since its last fdatasync (no allocate, truncate or
+    /// zero_range). Files that do not know say true.
+    fn sync_needed(&self) -> bool {
+        true
+    }
     /// Allocates disk space up to `len` bytes; the file's length grows to `len` if shorter.
     fn allocate(&self, len: u64) -> IoFuture<'_, ()>;
     /// Bytes the file system holding this file can still allocate (for unprivileged users).

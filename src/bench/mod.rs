@@ -108,6 +108,10 @@ pub struct LoadArgs {
     /// Bytes of records per produce request (split over the partitions it names)
     #[arg(long, default_value_t = 1024 * 1024)]
     pub batch_bytes: usize,
+    /// Records per produce request, replacing --batch-bytes: 1 sends every record in a request
+    /// of its own, as librdkafka does with linger.ms=0 (pipelined up to --in-flight)
+    #[arg(long)]
+    pub records_per_request: Option<usize>,
     /// At a fixed rate, how long a batch may wait for more records (fractions allowed)
     #[arg(long, default_value_t = 0.0)]
     pub linger_ms: f64,

@@ -73,11 +73,21 @@ pub fn run(args: &LoadArgs, e2e: bool) -> Result<Summary, BenchError> {
             args.compression
         ))
     })?;
-    if args.producers == 0 || args.in_flight == 0 || args.partitions < 1 {
+    if args.producers == 0
+        || args.in_flight == 0
+        || args.partitions < 1
+        || args.records_per_request == Some(0)
+    {
         return Err(usage(
-            "--producers, --in-flight and --partitions must be at least 1".into(),
+            "--producers, --in-flight, --partitions and --records-per-request must be at least 1"
+                .into(),
         ));
     }
+    // A request closes once its bytes reach batch_bytes: n records of record_bytes each.
+    let batch_bytes = match args.records_per_request {
+        Some(n) => n.saturating_mul(args.record_bytes.max(1)),
+        None => args.batch_bytes.max(args.record_bytes),
+    };
     if e2e && (args.record_bytes < 8 || acks == 0) {
         return Err(usage(
             "e2e needs --record-bytes of at least 8 (the send time travels in the value) and acks 1 or all"
@@ -107,7 +117,7 @@ pub fn run(args: &LoadArgs, e2e: bool) -> Result<Summary, BenchError> {
         keys: args.keys,
         acks,
         compression,
-        batch_bytes: args.batch_bytes.max(args.record_bytes),
+        batch_bytes,
         linger_ns: (args.linger_ms.max(0.0) * 1e6) as u64,
         in_flight: args.in_flight,
         interval_ns: args.rate.map(|r| 1e9 * args.producers as f64 / r),

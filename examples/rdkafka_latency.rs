@@ -148,7 +148,7 @@ fn main() {
     if let Some(consumer) = consumer {
         // The consumer has until 10 s after the last ack to see every record.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while consumed_count(&consumer.1) < acked && Instant::now() < deadline {
+        while consumer.1.load(Ordering::Relaxed) < acked && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
         stop.store(true, Ordering::Relaxed);
@@ -260,10 +260,6 @@ fn wait_until(epoch: Instant, ns: u64) {
 }
 
 type ConsumerHandle = (std::thread::JoinHandle<Histogram<u64>>, Arc<AtomicU64>);
-
-fn consumed_count(seen: &AtomicU64) -> u64 {
-    seen.load(Ordering::Relaxed)
-}
 
 /// A consumer assigned every partition at its end, recording send → consume latency.
 fn start_consumer(args: &Args, epoch: Instant, stop: Arc<AtomicBool>) -> ConsumerHandle {

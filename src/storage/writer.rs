@@ -117,10 +117,9 @@ async fn write_step(
     mut job: WriteJob,
     syncing: Option<Syncing>,
 ) -> Option<Syncing> {
-    let env = part.borrow().env.clone();
-    let started = env.monotonic();
+    let started = part.borrow().env.monotonic();
     let result = write_job(&mut job).await;
-    let took = env.monotonic().saturating_sub(started);
+    let took = part.borrow().env.monotonic().saturating_sub(started);
     crate::metrics::with(|m| m.produce_stage(ProduceStage::DiskWrite, took));
     if result.is_ok() {
         let mark = job.mark_after.take().expect("a write job carries its mark");

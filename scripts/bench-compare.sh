@@ -855,17 +855,20 @@ fi
 # ---------------------------------------------------------------------------------------------
 # r: the real client. rdk RUN PORT [FLAGS...]: one examples/rdkafka_latency run writing
 # results/RUN.json (and RUN.produce.json for an end-to-end run), with the broker's CPU ticks.
+# The broker's CPU ticks so far, or nothing once it is gone (a crash must not stop the script).
+broker_ticks() { py ticks "$broker_pid" 2>/dev/null || true; }
 rdk() {
     local run=$1 port=$2 status before after client_cpu; shift 2
     record_broker "$run" "${broker_cmd[@]}"
     log "run:   rdkafka_latency --label $run $*"
-    before=$(py ticks "$broker_pid" 2>/dev/null) || before=
+    before=$(broker_ticks)
     set +e
     timeout -k 10 $((duration * 10 + 120)) "$rdk_bin" --bootstrap "127.0.0.1:$port" --label "$run" \
         --json "$results/$run.json" --duration-s "$duration" "$@" >"$logs/$run.rdk.log" 2>&1
     status=$?
     set -e
-    if [[ -n $before ]] && after=$(py ticks "$broker_pid" 2>/dev/null); then
+    after=$(broker_ticks)
+    if [[ -n $before && -n $after ]]; then
         fact "cpu_ticks_$run" "$((after - before))"
     else
         log "warning: the broker of $run is gone (see its log under $logs)"
@@ -923,13 +926,12 @@ else
         topic4 "$tusk_port" rdk-idem
         rdk "tusk-rdk-2000-$round" "$tusk_port" --topic rdk --rate 2000
         rdk "tusk-rdk-2000-idem-$round" "$tusk_port" --topic rdk-idem --rate 2000 --idempotence
-        # A broker that died in an earlier run of the round leaves no ticks to read: the run
-        # then fails on its own and the report says so, instead of the script stopping here.
-        before=$(py ticks "$broker_pid" 2>/dev/null) || before=
+        before=$(broker_ticks)
         bench "tusk-small-2000-$round" produce "$tusk_port" --topic small --partitions 4 \
             --record-bytes 1024 --acks all --rate 2000 --records-per-request 1 --in-flight 1000 \
             --duration "${duration}s" || true
-        if [[ -n $before ]] && after=$(py ticks "$broker_pid" 2>/dev/null); then
+        after=$(broker_ticks)
+        if [[ -n $before && -n $after ]]; then
             fact "cpu_ticks_tusk-small-2000-$round" "$((after - before))"
         fi
         stop_broker

@@ -323,7 +323,10 @@ impl SleepNotifier {
         // Sender only errors out if the destination disconnected. That
         // most likely happened because the remote executor already died, in which
         // case they were no longer interested in this notification. But log.
-        if self.waker_sender.send(waker).is_err() {
+        if let Err(unsent) = self.waker_sender.send(waker) {
+            // tusk's patch: the executor is gone, and so is any use of its tasks. Dropping the
+            // waker here would hand its reference back to this same queue, forever; leak it.
+            std::mem::forget(unsent.into_inner());
             debug!(
                 "Executor {} cannot send the waker to its destination!",
                 self.id()

@@ -1224,8 +1224,6 @@ pub(crate) struct Reactor {
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
-    /// When the latency ring's armed timer fires (tusk's patch).
-    latency_timer_deadline: Cell<Option<Instant>>,
 
     link_fd: RawFd,
 
@@ -1357,7 +1355,6 @@ impl Reactor {
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
-            latency_timer_deadline: Cell::new(None),
             blocking_thread,
             link_fd,
             notifier,
@@ -1818,28 +1815,17 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // tusk's patch: the latency ring's one timer (a preempt timer, or the user timer armed
-        // before sleeping) stays armed while it has not fired and fires no later than the one
-        // this call needs: now + preempt when running, now + user timer when about to sleep,
-        // anything when sleeping without a user timer. An early firing only makes a task queue
-        // yield or the thread wake once and re-evaluate. Upstream cancelled it on every call
-        // and armed a new one, two submissions per pass of the executor loop and two more per
-        // sleep.
-        let now = Instant::now();
-        let wanted = match preempt_timer() {
-            Some(preempt) => Some(now + preempt),
-            None => user_timer.map(|dur| now + dur),
-        };
-        let keep_latency_timer = self.latency_timer_pending()
-            && match (self.latency_timer_deadline.get(), wanted) {
-                (Some(armed), Some(wanted)) => armed <= wanted,
-                (Some(_), None) => true,
-                (None, _) => false,
-            };
-        if !keep_latency_timer {
-            self.latency_timer_deadline.set(None);
-            drop(self.latency_preemption_timeout_src.take());
-        }
+        // Cancel the old timer regardless of whether we can sleep:
+        // if we won't sleep, we will register the new timer with its new
+        // value.
+        //
+        // But if we will sleep, there might be a timer registered that needs
+        // to be removed otherwise we'll wake up when it expires.
+        //
+        // (tusk's patch once kept this timer armed across calls; under many executors sharing
+        // two cores that livelocked an executor (glommio's `sharding::test_send_to` hung in 5
+        // of 30 runs), so it is upstream's again: PATCHED.md.)
+        drop(self.latency_preemption_timeout_src.take());
 
         // tusk's patch: the throughput timer fires after `ring_depth` completions on the main
         // ring, whenever they come, so it stays armed until it has fired. Upstream cancelled
@@ -1873,12 +1859,9 @@ impl Reactor {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
             if let Some(dur) = user_timer {
-                if !self.latency_timer_pending() {
-                    self.latency_timer_deadline.set(Some(now + dur));
-                    self.latency_preemption_timeout_src
-                        .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
-                    assert!(flush_rings!(lat_ring)? > 0);
-                }
+                self.latency_preemption_timeout_src
+                    .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
+                assert!(flush_rings!(lat_ring)? > 0);
             }
             // From this moment on the remote executors are aware that we are sleeping
             // We have to sweep the remote channels function once more because since
@@ -1905,13 +1888,8 @@ impl Reactor {
         }
 
         if let Some(preempt) = preempt_timer() {
-            if !self.latency_timer_pending() {
-                drop(self.latency_preemption_timeout_src.take());
-                self.latency_timer_deadline
-                    .set(Some(Instant::now() + preempt));
-                self.latency_preemption_timeout_src
-                    .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
-            }
+            self.latency_preemption_timeout_src
+                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
             flush_rings!(lat_ring, main_ring)?;
         }
 
@@ -1923,14 +1901,6 @@ impl Reactor {
         // need_preempt() should be false at this point. As soon as the next event
         // in the preempt ring completes, though, then it will be true.
         Ok(should_sleep)
-    }
-
-    /// Whether the latency ring's timer is armed and has not fired (tusk's patch).
-    fn latency_timer_pending(&self) -> bool {
-        let src = self.latency_preemption_timeout_src.take();
-        let pending = src.as_ref().is_some_and(|s| s.result().is_none());
-        self.latency_preemption_timeout_src.set(src);
-        pending
     }
 
     /// Whether the throughput timer is armed and has not fired (tusk's patch).

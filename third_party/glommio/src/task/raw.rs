@@ -251,9 +251,29 @@ where
     /// Wakes a waker.
     unsafe fn wake(ptr: *const ()) {
         dbg_context!(ptr, "wake", {
+            // tusk's patch: on a foreign thread, the reference this waker holds travels to the
+            // owner, which wakes and drops it there. Upstream cloned a waker to send and then
+            // dropped this one here, which could take the count through zero (see
+            // `drop_waker`).
+            if Self::thread_id() != Some(Self::from_ptr(ptr).my_id()) {
+                Self::forward_to_owner(ptr);
+                return;
+            }
             Self::do_wake(ptr);
             Self::drop_waker(ptr);
         });
+    }
+
+    /// Sends the reference `ptr` holds to the task's executor as a waker (tusk's patch). What
+    /// it needs from the task is read before sending: once sent, the owner may free the task.
+    unsafe fn forward_to_owner(ptr: *const ()) {
+        let raw = Self::from_ptr(ptr);
+        let notifier = (*raw.header).notifier.clone();
+        let latency_matters = (*raw.header).latency_matters;
+        notifier.queue_waker(
+            Waker::from_raw(RawWaker::new(ptr, &Self::RAW_WAKER_VTABLE)),
+            latency_matters,
+        );
     }
 
     /// Wakes a waker by reference.
@@ -282,9 +302,38 @@ where
     #[inline]
     #[track_caller]
     fn decrement_references(header: &Header) -> i16 {
-        let refs = header.references.fetch_sub(1, Ordering::Relaxed);
+        // tusk's patch: AcqRel (was Relaxed), so that what a foreign thread read of the task
+        // before it released its reference happens before the owner frees the task.
+        let refs = header.references.fetch_sub(1, Ordering::AcqRel);
         assert_ne!(refs, 0, "Waker invariant broken: {header:?}");
         refs - 1
+    }
+
+    /// Releases one reference on a thread that does not own the task, unless it is the last
+    /// one (tusk's patch). Returns `false` when it is the last: the caller must hand it to the
+    /// owner. A foreign thread never takes the count to zero, so the owner, which alone frees
+    /// the task, never sees a zero that a foreign thread is about to undo. Upstream decremented
+    /// to zero here and then incremented again to send a waker; a join handle dropped on the
+    /// owner in between saw no references, freed the task, and the waker sent afterwards freed
+    /// it a second time (`free(): double free detected in tcache 2`).
+    #[inline]
+    fn release_foreign_reference(header: &Header) -> bool {
+        let mut refs = header.references.load(Ordering::Acquire);
+        loop {
+            assert!(refs > 0, "Waker invariant broken: {header:?}");
+            if refs == 1 {
+                return false;
+            }
+            match header.references.compare_exchange_weak(
+                refs,
+                refs - 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(now) => refs = now,
+            }
+        }
     }
 
     /// Drops a waker.
@@ -300,15 +349,10 @@ where
 
             if Self::thread_id() != Some(raw.my_id()) {
                 dbg_context!(ptr, "foreign", {
-                    // In case the task complete before the last foreign waker
-                    // is dropped, schedule it once more to ensure the task
-                    // will be destroyed
-                    if Self::decrement_references(&*(raw.header as *mut Header)) == 0 {
-                        let notifier = raw.notifier();
-                        notifier.queue_waker(
-                            Waker::from_raw(Self::clone_waker(ptr)),
-                            (*raw.header).latency_matters,
-                        );
+                    // The last reference goes back to the owner, which decides whether the
+                    // task is destroyed (tusk's patch: see `release_foreign_reference`).
+                    if !Self::release_foreign_reference(&*raw.header) {
+                        Self::forward_to_owner(ptr);
                     }
                     return;
                 });

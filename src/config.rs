@@ -365,7 +365,7 @@ impl Config {
         let segment_bytes = s.segment_bytes.unwrap_or(SEGMENT_BYTES_DEFAULT);
         if segment_bytes < SEGMENT_BYTES_MIN
             || segment_bytes > u32::MAX as u64
-            || segment_bytes % DIRECT_IO_ALIGNMENT_BYTES != 0
+            || !segment_bytes.is_multiple_of(DIRECT_IO_ALIGNMENT_BYTES)
         {
             return refuse(
                 "segment_bytes",

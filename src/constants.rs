@@ -117,13 +117,13 @@ const _: () = assert!(MESSAGE_MAX_BYTES_DEFAULT <= SOCKET_REQUEST_MAX_BYTES_DEFA
 // A frame buffer of the default maximum size stays an ordinary allocation.
 const _: () = assert!(SOCKET_REQUEST_MAX_BYTES_DEFAULT as usize <= RESERVED_ALLOCATION_BYTES_MIN);
 const _: () = assert!(DIRECT_IO_ALIGNMENT_BYTES.is_power_of_two());
-const _: () = assert!(PREALLOCATE_STEP_BYTES % DIRECT_IO_ALIGNMENT_BYTES == 0);
-const _: () = assert!(PREALLOCATE_FIRST_BYTES % DIRECT_IO_ALIGNMENT_BYTES == 0);
+const _: () = assert!(PREALLOCATE_STEP_BYTES.is_multiple_of(DIRECT_IO_ALIGNMENT_BYTES));
+const _: () = assert!(PREALLOCATE_FIRST_BYTES.is_multiple_of(DIRECT_IO_ALIGNMENT_BYTES));
 const _: () = assert!(PREALLOCATE_FIRST_BYTES <= PREALLOCATE_STEP_BYTES);
 // The largest frame must fit the connection budget, or it could never be read.
 const _: () = assert!(CONNECTION_IN_FLIGHT_BYTES_MAX >= SOCKET_REQUEST_MAX_BYTES_MAX as u64);
 const _: () = assert!(SOCKET_REQUEST_MAX_BYTES_DEFAULT <= SOCKET_REQUEST_MAX_BYTES_MAX);
-const _: () = assert!(SEGMENT_BYTES_MIN % DIRECT_IO_ALIGNMENT_BYTES == 0);
+const _: () = assert!(SEGMENT_BYTES_MIN.is_multiple_of(DIRECT_IO_ALIGNMENT_BYTES));
 const _: () = assert!(TAIL_CACHE_BYTES_DEFAULT >= MESSAGE_MAX_BYTES_DEFAULT as u64);
 const _: () = assert!(RESPONSE_BYTES_MAX <= i32::MAX as usize);
 // Every record the metadata log writes is one replay accepts: a record replay refuses would

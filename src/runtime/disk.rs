@@ -224,7 +224,8 @@ impl File for DiskFile {
             let written = match (&self.inner, buf.0) {
                 (Inner::Direct(f), AlignedInner::Dma(b)) => {
                     assert!(
-                        pos % f.alignment() == 0 && len as u64 % f.alignment() == 0,
+                        pos.is_multiple_of(f.alignment())
+                            && (len as u64).is_multiple_of(f.alignment()),
                         "O_DIRECT writes are whole aligned blocks: {len} bytes at {pos} in {}",
                         self.path.display()
                     );

@@ -1,8 +1,9 @@
 //! The runtime seam: executors pinned to cores, the IO trait and its real implementation,
-//! time and randomness, tasks and timers, TCP, splice, and the mesh transport. Every glommio
-//! call lives under this module. Runs on: the main thread (starting executors) and every
-//! shard. Invariant: this module imports nothing from the broker (no `crate::` path outside
-//! `runtime`), so the broker can run on another runtime or a simulator by replacing it.
+//! time and randomness, tasks and timers, TCP, splice, the mesh transport, and openraft's
+//! runtime adapter. Every glommio call lives under this module. Runs on: the main thread
+//! (starting executors) and every shard. Invariant: this module imports nothing from the
+//! broker (no `crate::` path outside `runtime`), so the broker can run on another runtime or a
+//! simulator by replacing it.
 
 pub mod disk;
 pub mod env;
@@ -10,6 +11,7 @@ pub mod executor;
 pub mod fs;
 pub mod io;
 pub mod mesh;
+pub mod raft;
 pub mod splice;
 
 thread_local! {

@@ -550,7 +550,7 @@ impl File for FaultFile {
         Box::pin(async move {
             if self.kind == FileKind::Direct {
                 assert!(
-                    pos % 4096 == 0 && buf.len() % 4096 == 0,
+                    pos.is_multiple_of(4096) && buf.len().is_multiple_of(4096),
                     "O_DIRECT writes are whole aligned blocks: {} bytes at {pos}",
                     buf.len()
                 );

@@ -78,7 +78,7 @@ pub fn format_bytes(bytes: u64) -> String {
         return "unlimited".to_string();
     }
     for (unit, size) in [("GiB", KIB * KIB * KIB), ("MiB", KIB * KIB), ("KiB", KIB)] {
-        if bytes >= size && bytes % size == 0 {
+        if bytes >= size && bytes.is_multiple_of(size) {
             return format!("{} {unit}", bytes / size);
         }
     }

@@ -111,10 +111,14 @@ pub async fn prime_device_probe(dir: &Path, shard: usize) -> Result<(), IoError>
 /// Runs `future` to completion on a fresh single-shard executor on the calling thread (benches,
 /// tools and tests that need the runtime without the whole broker).
 pub fn run_local<T: 'static, F: Future<Output = T> + 'static>(future: F) -> T {
+    local_executor().run(future)
+}
+
+/// A fresh unpinned executor on the calling thread (`run_local`, openraft's test runtime).
+pub(crate) fn local_executor() -> glommio::LocalExecutor {
     glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .make()
         .expect("a glommio executor starts (needs io_uring and locked memory)")
-        .run(future)
 }
 
 /// A budget of units (bytes) shared by one shard's tasks, with owned permits that return their

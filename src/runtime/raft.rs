@@ -150,10 +150,9 @@ impl AsyncRuntime for GlommioRuntime {
     }
 
     fn new(_threads: usize) -> Self {
-        let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .make()
-            .expect("a glommio executor starts (needs io_uring and locked memory)");
-        GlommioRuntime { executor }
+        GlommioRuntime {
+            executor: super::io::local_executor(),
+        }
     }
 
     fn block_on<F, T>(&mut self, future: F) -> T

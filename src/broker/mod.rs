@@ -411,6 +411,9 @@ async fn start_coordinator(shard: &Rc<Shard>) {
     let env = shard.env.clone();
     io::spawn(async move {
         loop {
+            // No groups, nothing to expire: sleep until one is created (an idle broker then
+            // wakes only for its 1 s gauges, which matters when several share a host).
+            let _ = coordinator.until_any_group().await;
             env.sleep(Duration::from_millis(crate::constants::GROUP_TICK_MS))
                 .await;
             coordinator.tick();

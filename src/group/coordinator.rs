@@ -127,6 +127,9 @@ pub struct Coordinator {
     pub offsets: OffsetStore,
     config: GroupConfig,
     env: crate::runtime::env::Env,
+    /// The tick loop parked while no group exists (an idle broker then takes no timer
+    /// wake-ups for groups); the first group created wakes it.
+    idle_waiter: RefCell<Option<oneshot::Sender<()>>>,
 }
 
 impl Coordinator {
@@ -145,7 +148,20 @@ impl Coordinator {
             offsets,
             config,
             env,
+            idle_waiter: RefCell::new(None),
         }
+    }
+
+    /// Resolves once a group exists (at once if one does). The tick loop awaits it so that a
+    /// shard with no groups sleeps until a group request arrives instead of ticking.
+    pub fn until_any_group(&self) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        if self.groups.borrow().is_empty() {
+            *self.idle_waiter.borrow_mut() = Some(tx);
+        } else {
+            let _ = tx.send(());
+        }
+        rx
     }
 
     /// Milliseconds on the shard's monotonic clock (the state machine's time).
@@ -165,6 +181,11 @@ impl Coordinator {
     ) -> T {
         let now = self.now_ms();
         let mut groups = self.groups.borrow_mut();
+        if groups.is_empty() {
+            if let Some(tx) = self.idle_waiter.borrow_mut().take() {
+                let _ = tx.send(());
+            }
+        }
         let entry = groups.entry(group_id.to_string()).or_insert_with(|| Entry {
             group: self.new_group(group_id),
             join_waiters: HashMap::new(),

@@ -70,6 +70,12 @@ pub const PRODUCER_BATCHES_REMEMBERED: usize = 5;
 /// Largest metadata record payload replay accepts; a larger one is refused as corrupt. Writers
 /// never produce one (see `METADATA_RECORD_BYTES_BOUND`).
 pub const METADATA_RECORD_BYTES_MAX: u32 = 1024 * 1024;
+/// Largest encoded entry of the metadata quorum's Raft log (a metadata record in JSON, or a
+/// membership change); replay refuses a larger frame as corrupt, and append refuses to write one.
+pub const RAFT_ENTRY_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Largest snapshot of the metadata image (the records that rebuild it) a broker writes, reads
+/// or accepts from its leader.
+pub const RAFT_SNAPSHOT_BYTES_MAX: usize = 1024 * 1024 * 1024;
 /// Most configs a topic may carry.
 pub const TOPIC_CONFIGS_MAX: usize = 64;
 /// Longest topic config key accepted (Kafka's keys are at most ~40 bytes).
@@ -130,5 +136,10 @@ const _: () = assert!(RESPONSE_BYTES_MAX <= i32::MAX as usize);
 // cut the log (and, before this bound, cost a topic and its acknowledged data).
 const _: () = assert!(METADATA_RECORD_BYTES_BOUND < METADATA_RECORD_BYTES_MAX as usize);
 const _: () = assert!(CLUSTER_ID_BYTES_MAX <= TOPIC_NAME_BYTES_MAX);
+// In JSON a record grows at most sixfold (a control character escapes as `\u00XX`): every
+// record the controller writes fits a Raft entry, and every image fits a snapshot.
+const _: () = assert!(6 * METADATA_RECORD_BYTES_BOUND + 4096 < RAFT_ENTRY_BYTES_MAX);
+const _: () =
+    assert!(TOPICS_MAX * (6 * METADATA_RECORD_BYTES_BOUND + 64) < RAFT_SNAPSHOT_BYTES_MAX);
 // Segment positions are stored as u32 in the offset index.
 const _: () = assert!(SEGMENT_BYTES_DEFAULT <= u32::MAX as u64);

@@ -8,6 +8,7 @@
 pub mod controller;
 pub mod image;
 pub mod log;
+pub mod raft;
 pub mod records;
 
 pub use image::{MetadataImage, TopicMeta};

@@ -8,7 +8,16 @@
 use crate::constants::{METADATA_RECORD_BYTES_BOUND, METADATA_RECORD_BYTES_MAX};
 
 /// One change to the cluster metadata.
-#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub enum MetadataRecord {
     ClusterCreated {
         cluster_id: String,
@@ -33,6 +42,27 @@ pub enum MetadataRecord {
     },
 }
 
+/// A short form for Raft's logs (openraft's application data must be `Display`).
+impl std::fmt::Display for MetadataRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MetadataRecord::ClusterCreated { cluster_id } => {
+                write!(f, "cluster {cluster_id} created")
+            }
+            MetadataRecord::TopicCreated {
+                name, partitions, ..
+            } => write!(f, "topic {name} created with {partitions} partitions"),
+            MetadataRecord::TopicDeleted { name } => write!(f, "topic {name} deleted"),
+            MetadataRecord::PartitionsCreated { name, total } => {
+                write!(f, "topic {name} grown to {total} partitions")
+            }
+            MetadataRecord::TopicConfigsChanged { name, .. } => {
+                write!(f, "topic {name} configs changed")
+            }
+        }
+    }
+}
+
 /// The marker that starts a versioned payload.
 const VERSIONED_MARKER: u8 = 0xFF;
 /// The version this broker writes (and the highest it reads).
@@ -51,49 +81,14 @@ pub fn encode_frame(record: &MetadataRecord) -> Option<Vec<u8>> {
 }
 
 /// Why replay refused a metadata log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CorruptRecord {
-    /// Byte offset of the record that failed in the file.
-    pub offset: usize,
-    pub reason: String,
-}
+pub use crate::storage::framing::CorruptFrame as CorruptRecord;
 
-/// Decodes the frames of a metadata log. Returns the records and the length of the valid
-/// prefix: whatever follows it is a torn tail (the last append, cut short by a crash). A
-/// record that fails while a valid record follows it, whose CRC holds but whose payload does
-/// not decode, or that a newer broker wrote, is refused: cutting there would silently drop
-/// every later record (and, with them, topics and their data).
+/// Decodes the frames of a metadata log: the records and the length of the valid prefix
+/// (`framing::replay` says what is cut and what is refused).
 pub fn decode_frames(bytes: &[u8]) -> Result<(Vec<MetadataRecord>, usize), CorruptRecord> {
-    let max = METADATA_RECORD_BYTES_MAX as usize;
-    let mut records = Vec::new();
-    let mut pos = 0usize;
-    while pos < bytes.len() {
-        let Some((payload, total)) = crate::storage::framing::unframe_prefix(&bytes[pos..], max)
-        else {
-            // Appends are fsynced one at a time, so only the last frame can be torn: a valid
-            // frame anywhere after this one means this one was damaged in place.
-            let followed = (pos + 1..bytes.len())
-                .any(|q| crate::storage::framing::unframe_prefix(&bytes[q..], max).is_some());
-            if followed {
-                return Err(CorruptRecord {
-                    offset: pos,
-                    reason: "its length or checksum is wrong and valid records follow it".into(),
-                });
-            }
-            return Ok((records, pos));
-        };
-        match decode_payload(payload) {
-            Ok(r) => records.push(r),
-            Err(reason) => {
-                return Err(CorruptRecord {
-                    offset: pos,
-                    reason,
-                })
-            }
-        }
-        pos += total;
-    }
-    Ok((records, pos))
+    let (items, valid) =
+        crate::storage::framing::replay(bytes, METADATA_RECORD_BYTES_MAX as usize, decode_payload)?;
+    Ok((items.into_iter().map(|(_, r)| r).collect(), valid))
 }
 
 fn decode_payload(payload: &[u8]) -> Result<MetadataRecord, String> {

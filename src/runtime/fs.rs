@@ -212,19 +212,32 @@ pub trait Fs {
 
 /// The whole content of a small file; `None` if it does not exist.
 pub async fn read_whole(fs: &dyn Fs, path: &Path) -> Result<Option<Vec<u8>>, IoError> {
+    read_bounded(fs, path, usize::MAX).await
+}
+
+/// The whole content of a small file of at most `bytes_max` bytes (checked before anything
+/// is allocated; a larger file is an `InvalidData` error); `None` if it does not exist.
+pub async fn read_bounded(
+    fs: &dyn Fs,
+    path: &Path,
+    bytes_max: usize,
+) -> Result<Option<Vec<u8>>, IoError> {
     let file = match fs.open(path, OpenOptions::read_only()).await {
         Ok(f) => f,
         Err(e) if e.is_not_found() => return Ok(None),
         Err(e) => return Err(e),
     };
     let len = file.size().await?;
-    let len = usize::try_from(len).map_err(|_| IoError {
-        op: "read",
-        path: path.to_owned(),
-        errno: None,
-        kind: std::io::ErrorKind::InvalidData,
-        message: format!("{len} bytes do not fit in memory"),
-    })?;
+    let len = usize::try_from(len)
+        .ok()
+        .filter(|&l| l <= bytes_max)
+        .ok_or_else(|| IoError {
+            op: "read",
+            path: path.to_owned(),
+            errno: None,
+            kind: std::io::ErrorKind::InvalidData,
+            message: format!("{len} bytes are more than the {bytes_max} this file may hold"),
+        })?;
     let mut out = Vec::with_capacity(len);
     while out.len() < len {
         let chunk = file.read_at(out.len() as u64, len - out.len()).await?;

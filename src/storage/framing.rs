@@ -35,6 +35,48 @@ pub fn unframe(bytes: &[u8]) -> Option<&[u8]> {
     }
 }
 
+/// Why replay refused a file of frames: the byte offset of the frame, and the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorruptFrame {
+    pub offset: usize,
+    pub reason: String,
+}
+
+/// Replays an append-only file of frames (the metadata log, Raft's log), decoding each payload
+/// with `decode`. Returns the items with the byte offset of each one's frame, and the length of
+/// the valid prefix: whatever follows it is a torn tail (the last append, cut short by a crash).
+/// A frame that fails while a valid frame follows it, or whose CRC holds but whose payload does
+/// not decode, is refused: appends are synced one at a time, so only the last frame can be
+/// torn, and cutting anywhere else would silently drop every later record.
+pub fn replay<T>(
+    bytes: &[u8],
+    payload_bytes_max: usize,
+    mut decode: impl FnMut(&[u8]) -> Result<T, String>,
+) -> Result<(Vec<(usize, T)>, usize), CorruptFrame> {
+    let mut items = Vec::new();
+    let mut pos = 0usize;
+    while pos < bytes.len() {
+        let Some((payload, total)) = unframe_prefix(&bytes[pos..], payload_bytes_max) else {
+            let followed = (pos + 1..bytes.len())
+                .any(|q| unframe_prefix(&bytes[q..], payload_bytes_max).is_some());
+            if followed {
+                return Err(CorruptFrame {
+                    offset: pos,
+                    reason: "its length or checksum is wrong and valid records follow it".into(),
+                });
+            }
+            return Ok((items, pos));
+        };
+        let item = decode(payload).map_err(|reason| CorruptFrame {
+            offset: pos,
+            reason,
+        })?;
+        items.push((pos, item));
+        pos += total;
+    }
+    Ok((items, pos))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

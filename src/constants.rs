@@ -76,6 +76,9 @@ pub const RAFT_ENTRY_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Largest snapshot of the metadata image (the records that rebuild it) a broker writes, reads
 /// or accepts from its leader.
 pub const RAFT_SNAPSHOT_BYTES_MAX: usize = 1024 * 1024 * 1024;
+/// Largest Raft message between brokers (a snapshot in JSON, escaped as a string, at most
+/// doubles in size).
+pub const RAFT_RPC_BYTES_MAX: usize = 2 * RAFT_SNAPSHOT_BYTES_MAX + 1024 * 1024;
 /// Most configs a topic may carry.
 pub const TOPIC_CONFIGS_MAX: usize = 64;
 /// Longest topic config key accepted (Kafka's keys are at most ~40 bytes).
@@ -136,6 +139,7 @@ const _: () = assert!(RESPONSE_BYTES_MAX <= i32::MAX as usize);
 // cut the log (and, before this bound, cost a topic and its acknowledged data).
 const _: () = assert!(METADATA_RECORD_BYTES_BOUND < METADATA_RECORD_BYTES_MAX as usize);
 const _: () = assert!(CLUSTER_ID_BYTES_MAX <= TOPIC_NAME_BYTES_MAX);
+const _: () = assert!(RAFT_RPC_BYTES_MAX <= u32::MAX as usize);
 // In JSON a record grows at most sixfold (a control character escapes as `\u00XX`): every
 // record the controller writes fits a Raft entry, and every image fits a snapshot.
 const _: () = assert!(6 * METADATA_RECORD_BYTES_BOUND + 4096 < RAFT_ENTRY_BYTES_MAX);

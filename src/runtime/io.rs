@@ -56,6 +56,16 @@ pub async fn yield_now() {
 
 pub use glommio::net::{TcpListener, TcpStream};
 
+/// Connects to `addr` from the current shard.
+pub async fn connect(addr: std::net::SocketAddr) -> std::io::Result<TcpStream> {
+    TcpStream::connect(addr).await.map_err(std::io::Error::from)
+}
+
+/// Listens on `addr` on the current shard only (no `SO_REUSEPORT` spreading).
+pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).map_err(std::io::Error::from)
+}
+
 /// A lock for one shard's tasks (never shared between shards): serializes control-plane work
 /// such as metadata changes across their awaits.
 pub struct LocalLock(glommio::sync::Semaphore);

@@ -1,5 +1,6 @@
 //! The metadata quorum's Raft, on openraft: the type configuration, the log and vote storage
-//! (`log_store`) and the state machine (`state_machine`), which is the metadata image. Runs on:
+//! (`log_store`), the state machine (`state_machine`), which is the metadata image, the
+//! messages between members (`network`) and a running member (`member`). Runs on:
 //! the controller shard of each broker (openraft's `single-threaded` build: every handle and
 //! task stays on the executor that made it). Invariants: a vote or an appended entry is
 //! acknowledged to openraft only once it is durable (fdatasync through the IO seam); a restart
@@ -7,11 +8,16 @@
 //! committed entries in log order, so every broker builds the same image.
 
 pub mod log_store;
+pub mod member;
+pub mod network;
+#[cfg(test)]
+mod quorum_tests;
 pub mod state_machine;
 #[cfg(test)]
 mod storage_tests;
 
 pub use log_store::RaftLogStore;
+pub use member::{QuorumConfig, QuorumMember};
 pub use state_machine::MetadataStateMachine;
 
 use super::records::MetadataRecord;
@@ -35,6 +41,8 @@ pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
 /// A snapshot's bytes, in memory: the image is small (it is bounded by the topic limits).
 pub type SnapshotData = std::io::Cursor<Vec<u8>>;
 pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotData>;
+/// A member's handle on the quorum's Raft.
+pub type MetadataRaft = openraft::Raft<TypeConfig, MetadataStateMachine>;
 
 /// The directory of the Raft files in a data directory.
 pub const RAFT_DIR: &str = "__raft";

@@ -1,0 +1,128 @@
+//! One member of the metadata quorum: its Raft on openraft, with the log store, the state
+//! machine and the network of this module, answering peers on the controller listener. Every
+//! voter is started with the same voter list and initializes the quorum with it if its log is
+//! empty (openraft allows identical initializations on every voter; only one leader is
+//! elected). Runs on: the controller shard. Invariants: election timeouts are at least 1 s and
+//! the heartbeat well below them, for a host shared with other brokers; the voter list is
+//! validated (ids unique and non-negative, this node among them) before anything starts.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use openraft::{BasicNode, SnapshotPolicy};
+
+use super::network::{serve, Network};
+use super::{MetadataRaft, MetadataStateMachine, RaftLogStore};
+use crate::runtime::env::Env;
+use crate::runtime::io::{self, TcpListener};
+
+/// What a member needs to know of the quorum.
+#[derive(Debug, Clone)]
+pub struct QuorumConfig {
+    pub node_id: u64,
+    /// Every voter's controller listener, by node id.
+    pub voters: BTreeMap<u64, SocketAddr>,
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+}
+
+impl QuorumConfig {
+    /// The defaults for a host shared with other brokers: an election after 1–2 s without a
+    /// leader, heartbeats every 250 ms.
+    pub fn new(node_id: u64, voters: BTreeMap<u64, SocketAddr>) -> QuorumConfig {
+        QuorumConfig {
+            node_id,
+            voters,
+            heartbeat_interval_ms: 250,
+            election_timeout_min_ms: 1000,
+            election_timeout_max_ms: 2000,
+        }
+    }
+
+    fn raft_config(&self) -> Result<openraft::Config, String> {
+        if !self.voters.contains_key(&self.node_id) {
+            return Err(format!(
+                "controller_quorum_voters: node {} is not among the voters {:?}",
+                self.node_id,
+                self.voters.keys().collect::<Vec<_>>()
+            ));
+        }
+        openraft::Config {
+            cluster_name: "tusk-metadata".into(),
+            heartbeat_interval: self.heartbeat_interval_ms,
+            election_timeout_min: self.election_timeout_min_ms,
+            election_timeout_max: self.election_timeout_max_ms,
+            // A snapshot every 1,000 applied records keeps the log (and a restart's replay)
+            // short; followers that fall further behind get the snapshot.
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(1000),
+            max_in_snapshot_log_to_keep: 100,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| format!("metadata quorum timeouts: {e}"))
+    }
+}
+
+/// A running member of the quorum. Dropping it stops answering peers; `stop` also stops Raft.
+pub struct QuorumMember {
+    pub raft: MetadataRaft,
+    pub state_machine: MetadataStateMachine,
+    _server: io::Task<()>,
+}
+
+impl QuorumMember {
+    /// Opens the member's storage under `data_dir`, starts Raft and answers peers on
+    /// `listener` (already bound, so a port in use fails the start before anything else).
+    pub async fn start(
+        env: &Env,
+        data_dir: &Path,
+        config: &QuorumConfig,
+        listener: TcpListener,
+    ) -> Result<QuorumMember, String> {
+        let raft_config = Arc::new(config.raft_config()?);
+        let log = RaftLogStore::open(env, data_dir)
+            .await
+            .map_err(|e| format!("metadata quorum log: {e}"))?;
+        let state_machine = MetadataStateMachine::open(env, data_dir)
+            .await
+            .map_err(|e| format!("metadata quorum snapshot: {e}"))?;
+        let raft = MetadataRaft::new(
+            config.node_id,
+            raft_config,
+            Network::new(env.clone()),
+            log,
+            state_machine.clone(),
+        )
+        .await
+        .map_err(|e| format!("metadata quorum: {e}"))?;
+        let server = serve(listener, raft.clone());
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| format!("metadata quorum: {e}"))?;
+        if !initialized {
+            let members: BTreeMap<u64, BasicNode> = config
+                .voters
+                .iter()
+                .map(|(id, addr)| (*id, BasicNode::new(addr)))
+                .collect();
+            // Another voter's identical initialization may have reached this one first.
+            if let Err(e) = raft.initialize(members).await {
+                tracing::debug!(error = %e, "metadata quorum already initialized");
+            }
+        }
+        Ok(QuorumMember {
+            raft,
+            state_machine,
+            _server: server,
+        })
+    }
+
+    /// Stops Raft and the listener.
+    pub async fn stop(self) {
+        let _ = self.raft.shutdown().await;
+    }
+}

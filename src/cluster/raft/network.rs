@@ -1,0 +1,354 @@
+//! Raft's messages between brokers, over TCP between their controller listeners. A message is
+//! one frame, `[length u32 BE][JSON]`, of a `Request` one way and a `Response` back; a
+//! connection carries one request at a time (openraft calls a peer's client sequentially).
+//! Runs on: the controller shard of each broker (client connections and the listener's
+//! connections alike). Invariants: a frame's length is checked against `RAFT_RPC_BYTES_MAX`
+//! before anything is allocated; a request that fails or times out drops its connection (its
+//! byte stream may be mid-frame), and the next request connects again; a peer that cannot be
+//! reached is reported `Unreachable`, so openraft backs off instead of spinning.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use openraft::errors::{
+    Fatal, NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable,
+};
+use openraft::network::v2::RaftNetworkV2;
+use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, OptionalSend};
+use serde::{Deserialize, Serialize};
+
+use super::{MetadataRaft, Snapshot, SnapshotData, SnapshotMeta, TypeConfig, Vote};
+use crate::constants::RAFT_RPC_BYTES_MAX;
+use crate::runtime::env::Env;
+use crate::runtime::io::{self, TcpListener, TcpStream};
+
+/// One Raft message to a peer.
+#[derive(Serialize, Deserialize)]
+enum Request {
+    Append(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<TypeConfig>),
+    PreVote(VoteRequest<TypeConfig>),
+    /// The snapshot's bytes are JSON text (`state_machine`), so they travel as a string: a
+    /// byte array in JSON would take four times the space.
+    Snapshot {
+        vote: Vote,
+        meta: SnapshotMeta,
+        data: String,
+    },
+}
+
+/// The peer's answer.
+#[derive(Serialize, Deserialize)]
+enum Response {
+    Append(AppendEntriesResponse<TypeConfig>),
+    Vote(VoteResponse<TypeConfig>),
+    Snapshot(SnapshotResponse<TypeConfig>),
+    /// The peer's Raft refused or failed (stopped, or a fatal storage error).
+    Error(String),
+}
+
+/// Why a call failed, before openraft's error types are chosen.
+enum CallError {
+    /// No connection could be made: back off.
+    Unreachable(String),
+    /// The connection broke mid-call, or the peer answered garbage: retry.
+    Network(String),
+    Timeout,
+}
+
+async fn write_frame<T: Serialize>(stream: &mut TcpStream, value: &T) -> std::io::Result<()> {
+    let body = serde_json::to_vec(value).map_err(std::io::Error::other)?;
+    if body.len() > RAFT_RPC_BYTES_MAX {
+        return Err(std::io::Error::other(format!(
+            "a Raft message of {} bytes is over the {RAFT_RPC_BYTES_MAX} a peer accepts",
+            body.len()
+        )));
+    }
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend((body.len() as u32).to_be_bytes());
+    frame.extend(body);
+    stream.write_all(&frame).await
+}
+
+/// Reads one frame; `Ok(None)` at a clean end of stream.
+async fn read_frame<T: for<'a> Deserialize<'a>>(
+    stream: &mut TcpStream,
+) -> std::io::Result<Option<T>> {
+    let mut size = [0u8; 4];
+    match stream.read_exact(&mut size).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes(size) as usize;
+    if len == 0 || len > RAFT_RPC_BYTES_MAX {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("a Raft frame of {len} bytes (at most {RAFT_RPC_BYTES_MAX})"),
+        ));
+    }
+    // Grown as bytes arrive, not reserved from the length: a peer that announces a large
+    // frame and sends nothing holds nothing.
+    let mut body = Vec::new();
+    (&mut *stream)
+        .take(len as u64)
+        .read_to_end(&mut body)
+        .await?;
+    if body.len() != len {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    serde_json::from_slice(&body)
+        .map(Some)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// Makes a client per peer (openraft's network factory).
+pub struct Network {
+    env: Env,
+}
+
+impl Network {
+    pub fn new(env: Env) -> Network {
+        Network { env }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> Peer {
+        Peer {
+            env: self.env.clone(),
+            target,
+            addr: node.addr.parse().ok(),
+            raw_addr: node.addr.clone(),
+            stream: None,
+        }
+    }
+}
+
+/// The client of one peer: at most one connection, one call at a time.
+pub struct Peer {
+    env: Env,
+    target: u64,
+    addr: Option<SocketAddr>,
+    raw_addr: String,
+    stream: Option<TcpStream>,
+}
+
+impl Peer {
+    async fn call(&mut self, request: &Request, ttl: Duration) -> Result<Response, CallError> {
+        let env = self.env.clone();
+        match env.timeout(ttl, self.call_once(request)).await {
+            Some(Ok(r)) => Ok(r),
+            Some(Err(e)) => {
+                self.stream = None;
+                Err(e)
+            }
+            None => {
+                self.stream = None;
+                Err(CallError::Timeout)
+            }
+        }
+    }
+
+    async fn call_once(&mut self, request: &Request) -> Result<Response, CallError> {
+        if self.stream.is_none() {
+            let addr = self.addr.ok_or_else(|| {
+                CallError::Unreachable(format!(
+                    "node {} has no usable address `{}`",
+                    self.target, self.raw_addr
+                ))
+            })?;
+            let stream = io::connect(addr).await.map_err(|e| {
+                CallError::Unreachable(format!("node {} at {addr}: {e}", self.target))
+            })?;
+            let _ = stream.set_nodelay(true);
+            self.stream = Some(stream);
+        }
+        let stream = self.stream.as_mut().expect("connected above");
+        let network = |e: std::io::Error| CallError::Network(e.to_string());
+        write_frame(stream, request).await.map_err(network)?;
+        match read_frame::<Response>(stream).await.map_err(network)? {
+            Some(Response::Error(why)) => Err(CallError::Unreachable(why)),
+            Some(r) => Ok(r),
+            None => Err(CallError::Network("the peer closed the connection".into())),
+        }
+    }
+
+    fn rpc_error(
+        &self,
+        e: CallError,
+        option: &RPCOption,
+        action: openraft::network::RPCTypes,
+    ) -> RPCError<TypeConfig> {
+        match e {
+            CallError::Unreachable(why) => {
+                RPCError::Unreachable(Unreachable::new(&std::io::Error::other(why)))
+            }
+            CallError::Network(why) => {
+                RPCError::Network(NetworkError::new(&std::io::Error::other(why)))
+            }
+            CallError::Timeout => RPCError::Timeout(openraft::errors::Timeout {
+                action,
+                id: 0,
+                target: self.target,
+                timeout: option.hard_ttl(),
+            }),
+        }
+    }
+
+    fn unexpected() -> CallError {
+        CallError::Network("the peer answered another kind of message".into())
+    }
+
+    async fn vote_call(
+        &mut self,
+        request: Request,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(&request, option.hard_ttl()).await {
+            Ok(Response::Vote(r)) => Ok(r),
+            Ok(_) => Err(self.rpc_error(
+                Self::unexpected(),
+                &option,
+                openraft::network::RPCTypes::Vote,
+            )),
+            Err(e) => Err(self.rpc_error(e, &option, openraft::network::RPCTypes::Vote)),
+        }
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for Peer {
+    type SnapshotData = SnapshotData;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let action = openraft::network::RPCTypes::AppendEntries;
+        match self.call(&Request::Append(rpc), option.hard_ttl()).await {
+            Ok(Response::Append(r)) => Ok(r),
+            Ok(_) => Err(self.rpc_error(Self::unexpected(), &option, action)),
+            Err(e) => Err(self.rpc_error(e, &option, action)),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.vote_call(Request::Vote(rpc), option).await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.vote_call(Request::PreVote(rpc), option).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        _cancel: impl std::future::Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let action = openraft::network::RPCTypes::InstallSnapshot;
+        let data = String::from_utf8(snapshot.snapshot.into_inner()).map_err(|_| {
+            StreamingError::from(self.rpc_error(
+                CallError::Network("a metadata snapshot that is not JSON text".into()),
+                &option,
+                action,
+            ))
+        })?;
+        let request = Request::Snapshot {
+            vote,
+            meta: snapshot.meta,
+            data,
+        };
+        match self.call(&request, option.hard_ttl()).await {
+            Ok(Response::Snapshot(r)) => Ok(r),
+            Ok(_) => Err(self.rpc_error(Self::unexpected(), &option, action).into()),
+            Err(e) => Err(self.rpc_error(e, &option, action).into()),
+        }
+    }
+}
+
+/// Answers Raft messages from peers on `listener` for as long as the returned task lives.
+pub fn serve(listener: TcpListener, raft: MetadataRaft) -> io::Task<()> {
+    io::spawn_joinable(async move {
+        loop {
+            match listener.accept().await {
+                Ok(stream) => {
+                    let raft = raft.clone();
+                    io::spawn(async move { serve_connection(stream, raft).await });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "controller listener accept failed; retrying");
+                    io::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    })
+}
+
+async fn serve_connection(mut stream: TcpStream, raft: MetadataRaft) {
+    let _ = stream.set_nodelay(true);
+    loop {
+        let request = match read_frame::<Request>(&mut stream).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "dropping a Raft connection that sent a bad frame");
+                return;
+            }
+        };
+        let response = answer(&raft, request).await;
+        if write_frame(&mut stream, &response).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn refused<E: std::fmt::Display>(e: E) -> Response {
+    Response::Error(e.to_string())
+}
+
+async fn answer(raft: &MetadataRaft, request: Request) -> Response {
+    match request {
+        Request::Append(rpc) => raft
+            .append_entries(rpc)
+            .await
+            .map_or_else(|e: RaftError<TypeConfig>| refused(e), Response::Append),
+        Request::Vote(rpc) => raft
+            .vote(rpc)
+            .await
+            .map_or_else(|e: RaftError<TypeConfig>| refused(e), Response::Vote),
+        Request::PreVote(rpc) => raft
+            .pre_vote(rpc)
+            .await
+            .map_or_else(|e: RaftError<TypeConfig>| refused(e), Response::Vote),
+        Request::Snapshot { vote, meta, data } => {
+            if data.len() > crate::constants::RAFT_SNAPSHOT_BYTES_MAX {
+                return refused("snapshot over RAFT_SNAPSHOT_BYTES_MAX");
+            }
+            let snapshot = Snapshot {
+                meta,
+                snapshot: std::io::Cursor::new(data.into_bytes()),
+            };
+            raft.install_full_snapshot(vote, snapshot)
+                .await
+                .map_or_else(|e: Fatal<TypeConfig>| refused(e), Response::Snapshot)
+        }
+    }
+}

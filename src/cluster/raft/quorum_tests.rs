@@ -1,0 +1,134 @@
+//! Three quorum members in one executor, over real TCP on loopback, each on its own faulty
+//! disk: they elect a leader, replicate a write to every image, elect a new leader when the
+//! old one stops, and the old one rejoins from what its disk held when it stopped.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use openraft::AsyncRuntime;
+
+use super::*;
+use crate::runtime::env::Env;
+use crate::runtime::fs::Fs;
+use crate::runtime::io;
+use crate::runtime::raft::GlommioRuntime;
+use crate::testing::FaultFs;
+
+const DIR: &str = "/data";
+
+/// The faulty disk with the real clock: Raft's timers and the network's timeouts must run.
+fn env(fs: &FaultFs) -> Env {
+    let real = Env::real();
+    Env {
+        fs: Rc::new(fs.clone()),
+        clock: real.clock,
+        rng: real.rng,
+    }
+}
+
+async fn start(fs: &FaultFs, id: u64, voters: &BTreeMap<u64, SocketAddr>) -> QuorumMember {
+    fs.create_dir_all(Path::new(DIR)).await.unwrap();
+    fs.sync_dir(Path::new("/")).await.unwrap();
+    let listener = io::listen(voters[&id]).expect("the member's port is free");
+    QuorumMember::start(
+        &env(fs),
+        Path::new(DIR),
+        &QuorumConfig::new(id, voters.clone()),
+        listener,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("member {id}: {e}"))
+}
+
+/// The leader every live member agrees on, other than `not`.
+async fn agreed_leader(members: &BTreeMap<u64, QuorumMember>, not: Option<u64>) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut seen = Vec::new();
+        for m in members.values() {
+            seen.push(m.raft.current_leader().await);
+        }
+        if let Some(Some(l)) = seen.first() {
+            if seen.iter().all(|s| *s == Some(*l)) && Some(*l) != not && members.contains_key(l) {
+                return *l;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no agreed leader after 20 s: {seen:?}"
+        );
+        io::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn topic(name: &str) -> MetadataRecord {
+    MetadataRecord::TopicCreated {
+        name: name.into(),
+        topic_id: [name.len() as u8; 16],
+        partitions: 1,
+        configs: vec![],
+    }
+}
+
+/// Waits until every member's image has every topic in `names`.
+async fn replicated(members: &BTreeMap<u64, QuorumMember>, names: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !members.values().all(|m| {
+        let image = m.state_machine.image();
+        names.iter().all(|n| image.topics.contains_key(*n))
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "{names:?} not on every member after 20 s"
+        );
+        io::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[test]
+fn three_members_elect_replicate_fail_over_and_rejoin() {
+    GlommioRuntime::new(1).block_on(async {
+        let disks: BTreeMap<u64, FaultFs> = (1..=3).map(|id| (id, FaultFs::new())).collect();
+        // Free ports, chosen by the kernel and released for the members to bind.
+        let voters: BTreeMap<u64, SocketAddr> = (1..=3)
+            .map(|id| {
+                let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                (id, probe.local_addr().unwrap())
+            })
+            .collect();
+        let mut members = BTreeMap::new();
+        for (id, fs) in &disks {
+            members.insert(*id, start(fs, *id, &voters).await);
+        }
+        let first = agreed_leader(&members, None).await;
+        members[&first]
+            .raft
+            .client_write(topic("a"))
+            .await
+            .expect("the leader commits");
+        replicated(&members, &["a"]).await;
+
+        let stopped_at = Instant::now();
+        members.remove(&first).expect("a member").stop().await;
+        let second = agreed_leader(&members, Some(first)).await;
+        let failover = stopped_at.elapsed();
+        members[&second]
+            .raft
+            .client_write(topic("bb"))
+            .await
+            .expect("the new leader commits with two of three");
+        replicated(&members, &["a", "bb"]).await;
+        eprintln!("leader {first} stopped; {second} leads after {failover:?}");
+
+        // The old leader restarts from what its disk surely held (unsynced writes dropped).
+        let disk = disks[&first].crash(9);
+        members.insert(first, start(&disk, first, &voters).await);
+        replicated(&members, &["a", "bb"]).await;
+        for (_, m) in std::mem::take(&mut members) {
+            m.stop().await;
+        }
+    });
+}

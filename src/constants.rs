@@ -79,6 +79,9 @@ pub const RAFT_SNAPSHOT_BYTES_MAX: usize = 1024 * 1024 * 1024;
 /// Largest Raft message between brokers (a snapshot in JSON, escaped as a string, at most
 /// doubles in size).
 pub const RAFT_RPC_BYTES_MAX: usize = 2 * RAFT_SNAPSHOT_BYTES_MAX + 1024 * 1024;
+/// Most voters of the metadata quorum (Raft's quorum grows with them; five tolerate two
+/// failures).
+pub const QUORUM_VOTERS_MAX: usize = 15;
 /// Most configs a topic may carry.
 pub const TOPIC_CONFIGS_MAX: usize = 64;
 /// Longest topic config key accepted (Kafka's keys are at most ~40 bytes).

@@ -523,6 +523,53 @@ fn unusable_start_conditions_are_refused_by_name() {
         "unknown config key: {}",
         out.stderr
     );
+
+    // A bad or inconsistent quorum fails at start naming the setting; a consistent one is
+    // refused as not served yet (never started half-way as a cluster).
+    let dir = other_dir.path().to_str().unwrap();
+    let voters = "1@127.0.0.1:19093,2@127.0.0.1:19193,3@127.0.0.1:19293";
+    for (args, setting) in [
+        (
+            vec![
+                "--controller-quorum-voters",
+                "1@127.0.0.1:19093,1@127.0.0.1:19193",
+                "--node-id",
+                "1",
+            ],
+            "controller_quorum_voters",
+        ),
+        (
+            vec![
+                "--controller-quorum-voters",
+                "one@127.0.0.1:19093",
+                "--node-id",
+                "1",
+            ],
+            "controller_quorum_voters",
+        ),
+        (vec!["--controller-quorum-voters", voters], "node_id"),
+        (
+            vec!["--controller-quorum-voters", voters, "--node-id", "7"],
+            "node_id",
+        ),
+        (
+            vec!["--controller-listen", "127.0.0.1:19093"],
+            "controller_listen",
+        ),
+        (
+            vec!["--controller-quorum-voters", voters, "--node-id", "1"],
+            "not served by this build yet",
+        ),
+    ] {
+        let mut all = vec!["--data-dir", dir, "--listen", &listen];
+        all.extend(args.iter().copied());
+        let out = serve_raw(&all);
+        assert!(
+            !out.status.success() && out.stderr.contains(setting),
+            "{args:?} should fail naming {setting}: {}",
+            out.stderr
+        );
+    }
 }
 
 /// Flexible request versions carry group ids with a varint length: a 70,000-byte group id in an

@@ -10,6 +10,9 @@ use serde::Deserialize;
 
 use crate::constants::*;
 
+pub mod quorum;
+pub use quorum::ClusterConfig;
+
 /// Settings as given by flags or the TOML file; `None` means "not given here".
 #[derive(Debug, Default, Clone, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
@@ -97,6 +100,17 @@ pub struct Settings {
     /// Most members in one group [default: 1000]
     #[arg(long)]
     pub group_members_max: Option<usize>,
+    /// This broker's id in a cluster, one of the ids in --controller-quorum-voters [default: 0]
+    #[arg(long, allow_negative_numbers = true)]
+    pub node_id: Option<i32>,
+    /// Where this broker answers the metadata quorum, HOST:PORT [default: its address in
+    /// --controller-quorum-voters]
+    #[arg(long)]
+    pub controller_listen: Option<String>,
+    /// The metadata quorum, ID@HOST:PORT,... (every voter is a broker); without it the broker is
+    /// a one-node cluster
+    #[arg(long)]
+    pub controller_quorum_voters: Option<String>,
 }
 
 impl Settings {
@@ -131,7 +145,10 @@ impl Settings {
             mesh_channel_depth,
             group_session_timeout_ms_min,
             group_session_timeout_ms_max,
-            group_members_max
+            group_members_max,
+            node_id,
+            controller_listen,
+            controller_quorum_voters
         )
     }
 }
@@ -217,6 +234,8 @@ pub struct Config {
     pub mesh_channel_depth: usize,
     pub retention_check_interval_ms: u64,
     pub node_id: crate::protocol::types::NodeId,
+    /// `None`: a one-node cluster.
+    pub cluster: Option<ClusterConfig>,
     pub group: GroupConfig,
 }
 
@@ -433,6 +452,12 @@ impl Config {
             return refuse("group_members_max", "must be at least 1");
         }
         let data_dir = s.data_dir.unwrap_or_else(|| PathBuf::from("./data"));
+        let cluster = quorum::cluster_config(
+            s.node_id,
+            s.controller_listen.as_deref(),
+            s.controller_quorum_voters.as_deref(),
+            listen,
+        )?;
         Ok(Config {
             data_dir,
             listen,
@@ -463,7 +488,8 @@ impl Config {
             spin_before_park_us: s.spin_before_park_us.unwrap_or(0),
             mesh_channel_depth,
             retention_check_interval_ms: s.retention_check_interval_ms.unwrap_or(30_000).max(100),
-            node_id: crate::protocol::types::NodeId(NODE_ID_DEFAULT),
+            node_id: crate::protocol::types::NodeId(s.node_id.unwrap_or(NODE_ID_DEFAULT)),
+            cluster,
             group: GroupConfig {
                 session_timeout_ms_min: session_min,
                 session_timeout_ms_max: session_max,

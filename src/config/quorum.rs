@@ -28,6 +28,12 @@ fn resolve(setting: &'static str, text: &str) -> Result<SocketAddr, ConfigError>
         .or_else(|_| refuse(setting, format!("`{text}` is not a HOST:PORT address")))
 }
 
+/// Whether two listeners would want the same socket: the same port on the same address, or
+/// on any address when either is a wildcard (0.0.0.0 or ::).
+fn clash(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
 /// Parses `ID@HOST:PORT,...`.
 pub fn parse_voters(text: &str) -> Result<BTreeMap<u64, SocketAddr>, ConfigError> {
     const S: &str = "controller_quorum_voters";
@@ -108,7 +114,7 @@ pub fn cluster_config(
             ),
         );
     }
-    if controller_listen == listen || own == listen {
+    if clash(controller_listen, listen) || clash(own, listen) {
         return refuse(
             "controller_listen",
             format!("{controller_listen} is also the Kafka listener (listen)"),
@@ -207,6 +213,12 @@ mod tests {
                 Some(1),
                 None,
                 Some("1@127.0.0.1:9092,2@127.0.0.1:9193"),
+                "controller_listen",
+            ),
+            (
+                Some(1),
+                Some("0.0.0.0:9092"),
+                Some("1@10.0.0.1:9092,2@10.0.0.2:9092"),
                 "controller_listen",
             ),
         ];

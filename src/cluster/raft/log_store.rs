@@ -39,6 +39,21 @@ struct Header {
     purged: Option<LogId>,
 }
 
+/// An entry's frame: the entry and the index of the first entry of the append it came in.
+/// One append is several frames under one fdatasync, which the disk may persist in any order;
+/// replay uses `batch_first` to tell a torn last append from damage to a synced one.
+#[derive(Serialize)]
+struct StoredRef<'a> {
+    batch_first: u64,
+    entry: &'a Entry,
+}
+
+#[derive(Deserialize)]
+struct Stored {
+    batch_first: u64,
+    entry: Entry,
+}
+
 /// One frame of the log file, as replay reads it.
 enum Item {
     Header(Header),
@@ -206,7 +221,10 @@ impl RaftLogStore {
             let mut offsets = Vec::with_capacity(state.entries.len());
             for (&index, (_, entry)) in &state.entries {
                 offsets.push((index, bytes.len() as u64));
-                bytes.extend(encode(entry)?);
+                bytes.extend(encode(&StoredRef {
+                    batch_first: index,
+                    entry,
+                })?);
             }
             (bytes, offsets)
         };
@@ -232,7 +250,67 @@ impl RaftLogStore {
 type Replayed = (Option<LogId>, BTreeMap<u64, (u64, Entry)>, usize);
 
 /// The purged id, the entries (contiguous, after the purged id) and the valid prefix's length.
+/// Damage followed by valid frames is a torn tail, cut, only when every frame after it belongs
+/// to one append that began at or before the damaged frame (that append was never reported
+/// flushed); anything else refuses the start.
 fn replay_log(path: &Path, bytes: &[u8]) -> io::Result<Replayed> {
+    match replay_prefix(path, bytes) {
+        Err(e) => {
+            let Some(offset) = torn_last_append(bytes, &e) else {
+                return Err(e);
+            };
+            let (purged, entries, valid) = replay_prefix(path, &bytes[..offset])?;
+            let last = entries
+                .last_key_value()
+                .map(|(i, _)| *i)
+                .or(purged.map(|p| p.index));
+            if batch_after(bytes, offset).is_some_and(|b| last.is_none_or(|l| b <= l + 1)) {
+                Ok((purged, entries, valid))
+            } else {
+                Err(e)
+            }
+        }
+        ok => ok,
+    }
+}
+
+/// The offset of the damaged frame if replay failed on a frame that does not unframe (not on
+/// one that unframes but does not decode, which is damage a CRC did not catch).
+fn torn_last_append(bytes: &[u8], e: &io::Error) -> Option<usize> {
+    let offset = e.get_ref()?.downcast_ref::<DamageAt>()?.0;
+    framing::unframe_prefix(&bytes[offset..], RAFT_ENTRY_BYTES_MAX)
+        .is_none()
+        .then_some(offset)
+}
+
+/// The `batch_first` shared by every valid frame after `offset`, if they all share one.
+fn batch_after(bytes: &[u8], offset: usize) -> Option<u64> {
+    let mut batch = None;
+    for q in offset + 1..bytes.len() {
+        if let Some((payload, _)) = framing::unframe_prefix(&bytes[q..], RAFT_ENTRY_BYTES_MAX) {
+            let stored: Stored = serde_json::from_slice(payload).ok()?;
+            if batch.is_some_and(|b| b != stored.batch_first) {
+                return None;
+            }
+            batch = Some(stored.batch_first);
+        }
+    }
+    batch
+}
+
+/// The byte offset a replay error is about (carried inside the `io::Error`).
+#[derive(Debug)]
+struct DamageAt(usize, String);
+
+impl std::fmt::Display for DamageAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.1)
+    }
+}
+
+impl std::error::Error for DamageAt {}
+
+fn replay_prefix(path: &Path, bytes: &[u8]) -> io::Result<Replayed> {
     let mut first = true;
     let (items, valid) = framing::replay(bytes, RAFT_ENTRY_BYTES_MAX, |payload| {
         let item = if std::mem::take(&mut first) {
@@ -246,14 +324,16 @@ fn replay_log(path: &Path, bytes: &[u8]) -> io::Result<Replayed> {
             }
             Item::Header(h)
         } else {
-            Item::Entry(Box::new(
-                serde_json::from_slice(payload)
-                    .map_err(|e| format!("an entry does not decode: {e}"))?,
-            ))
+            let stored: Stored = serde_json::from_slice(payload)
+                .map_err(|e| format!("an entry does not decode: {e}"))?;
+            Item::Entry(Box::new(stored.entry))
         };
         Ok(item)
     })
-    .map_err(|c| corrupt(path, c.offset, c.reason))?;
+    .map_err(|c| {
+        let message = corrupt(path, c.offset, &c.reason).to_string();
+        io::Error::new(io::ErrorKind::InvalidData, DamageAt(c.offset, message))
+    })?;
     let mut purged = None;
     let mut entries = BTreeMap::new();
     let mut next: Option<u64> = None;
@@ -361,6 +441,7 @@ impl RaftLogStorage<TypeConfig> for RaftLogStore {
         };
         let mut bytes = Vec::new();
         let mut offsets = Vec::with_capacity(entries.len());
+        let batch_first = entries.first().map_or(0, |e| e.log_id.index);
         for e in &entries {
             let index = e.log_id.index;
             if expected.is_some_and(|n| n != index) {
@@ -370,7 +451,10 @@ impl RaftLogStorage<TypeConfig> for RaftLogStore {
             }
             expected = Some(index + 1);
             offsets.push(at + bytes.len() as u64);
-            bytes.extend(encode(e)?);
+            bytes.extend(encode(&StoredRef {
+                batch_first,
+                entry: e,
+            })?);
         }
         let len = bytes.len() as u64;
         let written = async {

@@ -60,6 +60,10 @@ impl QuorumConfig {
             // short; followers that fall further behind get the snapshot.
             snapshot_policy: SnapshotPolicy::LogsSinceLast(1000),
             max_in_snapshot_log_to_keep: 100,
+            // A snapshot may be large (the whole image): give its transfer, and the follower's
+            // sync and rename, far longer than openraft's 200 ms, which a timeout would retry
+            // at once and forever.
+            install_snapshot_timeout: 30_000,
             ..Default::default()
         }
         .validate()
@@ -93,13 +97,13 @@ impl QuorumMember {
         let raft = MetadataRaft::new(
             config.node_id,
             raft_config,
-            Network::new(env.clone()),
+            Network::new(env.clone(), config.node_id),
             log,
             state_machine.clone(),
         )
         .await
         .map_err(|e| format!("metadata quorum: {e}"))?;
-        let server = serve(listener, raft.clone());
+        let server = serve(listener, raft.clone(), config.voters.len());
         let initialized = raft
             .is_initialized()
             .await
@@ -110,9 +114,14 @@ impl QuorumMember {
                 .iter()
                 .map(|(id, addr)| (*id, BasicNode::new(addr)))
                 .collect();
-            // Another voter's identical initialization may have reached this one first.
-            if let Err(e) = raft.initialize(members).await {
-                tracing::debug!(error = %e, "metadata quorum already initialized");
+            // Another voter's identical initialization may have reached this one first; any
+            // other failure stops the start.
+            match raft.initialize(members).await {
+                Ok(()) => {}
+                Err(openraft::errors::RaftError::APIError(
+                    openraft::errors::InitializeError::NotAllowed(e),
+                )) => tracing::debug!(error = %e, "metadata quorum already initialized"),
+                Err(e) => return Err(format!("metadata quorum: initialize: {e}")),
             }
         }
         Ok(QuorumMember {

@@ -27,6 +27,15 @@ use crate::constants::RAFT_RPC_BYTES_MAX;
 use crate::runtime::env::Env;
 use crate::runtime::io::{self, TcpListener, TcpStream};
 
+/// Largest answer a peer sends (votes, append and snapshot acknowledgements are small).
+const RESPONSE_BYTES_MAX: usize = 1024 * 1024;
+/// A peer's connection with no message for this long is closed (heartbeats come every
+/// 250 ms; a silent connection holds a task and a descriptor for nothing).
+const IDLE_CONNECTION_MS: u64 = 60_000;
+/// Connections one member answers at once: a few per voter (openraft opens a client per
+/// peer, and one more for snapshots), so a stray client cannot hold unbounded memory.
+const CONNECTIONS_PER_VOTER: usize = 4;
+
 /// One Raft message to a peer.
 #[derive(Serialize, Deserialize)]
 enum Request {
@@ -78,6 +87,7 @@ async fn write_frame<T: Serialize>(stream: &mut TcpStream, value: &T) -> std::io
 /// Reads one frame; `Ok(None)` at a clean end of stream.
 async fn read_frame<T: for<'a> Deserialize<'a>>(
     stream: &mut TcpStream,
+    bytes_max: usize,
 ) -> std::io::Result<Option<T>> {
     let mut size = [0u8; 4];
     match stream.read_exact(&mut size).await {
@@ -86,10 +96,10 @@ async fn read_frame<T: for<'a> Deserialize<'a>>(
         Err(e) => return Err(e),
     }
     let len = u32::from_be_bytes(size) as usize;
-    if len == 0 || len > RAFT_RPC_BYTES_MAX {
+    if len == 0 || len > bytes_max {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!("a Raft frame of {len} bytes (at most {RAFT_RPC_BYTES_MAX})"),
+            format!("a Raft frame of {len} bytes (at most {bytes_max})"),
         ));
     }
     // Grown as bytes arrive, not reserved from the length: a peer that announces a large
@@ -110,11 +120,12 @@ async fn read_frame<T: for<'a> Deserialize<'a>>(
 /// Makes a client per peer (openraft's network factory).
 pub struct Network {
     env: Env,
+    node_id: u64,
 }
 
 impl Network {
-    pub fn new(env: Env) -> Network {
-        Network { env }
+    pub fn new(env: Env, node_id: u64) -> Network {
+        Network { env, node_id }
     }
 }
 
@@ -124,6 +135,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> Peer {
         Peer {
             env: self.env.clone(),
+            node_id: self.node_id,
             target,
             addr: node.addr.parse().ok(),
             raw_addr: node.addr.clone(),
@@ -135,6 +147,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 /// The client of one peer: at most one connection, one call at a time.
 pub struct Peer {
     env: Env,
+    node_id: u64,
     target: u64,
     addr: Option<SocketAddr>,
     raw_addr: String,
@@ -174,7 +187,10 @@ impl Peer {
         let stream = self.stream.as_mut().expect("connected above");
         let network = |e: std::io::Error| CallError::Network(e.to_string());
         write_frame(stream, request).await.map_err(network)?;
-        match read_frame::<Response>(stream).await.map_err(network)? {
+        match read_frame::<Response>(stream, RESPONSE_BYTES_MAX)
+            .await
+            .map_err(network)?
+        {
             Some(Response::Error(why)) => Err(CallError::Unreachable(why)),
             Some(r) => Ok(r),
             None => Err(CallError::Network("the peer closed the connection".into())),
@@ -196,7 +212,7 @@ impl Peer {
             }
             CallError::Timeout => RPCError::Timeout(openraft::errors::Timeout {
                 action,
-                id: 0,
+                id: self.node_id,
                 target: self.target,
                 timeout: option.hard_ttl(),
             }),
@@ -284,14 +300,25 @@ impl RaftNetworkV2<TypeConfig> for Peer {
     }
 }
 
-/// Answers Raft messages from peers on `listener` for as long as the returned task lives.
-pub fn serve(listener: TcpListener, raft: MetadataRaft) -> io::Task<()> {
+/// Answers Raft messages from peers on `listener` for as long as the returned task lives, on
+/// at most `CONNECTIONS_PER_VOTER` connections per voter (more are closed at once).
+pub fn serve(listener: TcpListener, raft: MetadataRaft, voters: usize) -> io::Task<()> {
+    let open = std::rc::Rc::new(std::cell::Cell::new(0usize));
     io::spawn_joinable(async move {
         loop {
             match listener.accept().await {
+                Ok(stream) if open.get() >= CONNECTIONS_PER_VOTER * voters => {
+                    tracing::warn!("refusing a Raft connection: {} are open", open.get());
+                    drop(stream);
+                }
                 Ok(stream) => {
                     let raft = raft.clone();
-                    io::spawn(async move { serve_connection(stream, raft).await });
+                    let open = open.clone();
+                    open.set(open.get() + 1);
+                    io::spawn(async move {
+                        serve_connection(stream, raft).await;
+                        open.set(open.get() - 1);
+                    });
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "controller listener accept failed; retrying");
@@ -305,10 +332,13 @@ pub fn serve(listener: TcpListener, raft: MetadataRaft) -> io::Task<()> {
 async fn serve_connection(mut stream: TcpStream, raft: MetadataRaft) {
     let _ = stream.set_nodelay(true);
     loop {
-        let request = match read_frame::<Request>(&mut stream).await {
-            Ok(Some(r)) => r,
-            Ok(None) => return,
-            Err(e) => {
+        let idle = Duration::from_millis(IDLE_CONNECTION_MS);
+        let read = io::timeout(idle, read_frame::<Request>(&mut stream, RAFT_RPC_BYTES_MAX));
+        let request = match read.await {
+            None => return,
+            Some(Ok(Some(r))) => r,
+            Some(Ok(None)) => return,
+            Some(Err(e)) => {
                 tracing::debug!(error = %e, "dropping a Raft connection that sent a bad frame");
                 return;
             }

@@ -65,6 +65,9 @@ struct Shared {
     path: PathBuf,
     state: RefCell<State>,
     waiters: RefCell<Vec<Waker>>,
+    /// Held across a snapshot's write: openraft builds snapshots in a task of their own, which
+    /// may overlap an install, and both replace the same file.
+    saving: crate::runtime::io::LocalLock,
 }
 
 /// The state machine; clones share it (openraft's snapshot builder is a clone).
@@ -151,6 +154,7 @@ impl MetadataStateMachine {
                 path,
                 state: RefCell::new(state),
                 waiters: RefCell::new(Vec::new()),
+                saving: crate::runtime::io::LocalLock::new(),
             }),
         })
     }
@@ -208,6 +212,17 @@ impl MetadataStateMachine {
         }
     }
 
+    /// The current snapshot, if it covers at least what `meta` covers (a write of `meta`
+    /// would then only move the file backwards).
+    fn current_if_not_older_than(&self, meta: &SnapshotMeta) -> Option<Snapshot> {
+        let state = self.shared.state.borrow();
+        let (current, bytes) = state.snapshot.as_ref()?;
+        (current.last_log_id >= meta.last_log_id).then(|| Snapshot {
+            meta: current.clone(),
+            snapshot: std::io::Cursor::new(bytes.clone()),
+        })
+    }
+
     /// Persists `file` as the current snapshot and makes it the state's base.
     async fn save_snapshot(
         &self,
@@ -241,6 +256,7 @@ impl RaftSnapshotBuilder<TypeConfig> for MetadataStateMachine {
     type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let _saving = self.shared.saving.acquire().await;
         let (meta, records) = {
             let state = self.shared.state.borrow();
             let meta = SnapshotMeta {
@@ -249,6 +265,9 @@ impl RaftSnapshotBuilder<TypeConfig> for MetadataStateMachine {
             };
             (meta, image_records(&state.image))
         };
+        if let Some(current) = self.current_if_not_older_than(&meta) {
+            return Ok(current);
+        }
         let encoded = self.save_snapshot(meta.clone(), records).await?;
         let mut state = self.shared.state.borrow_mut();
         // The state may have moved on while the file was written: keep what came after.
@@ -328,6 +347,11 @@ impl RaftStateMachine<TypeConfig> for MetadataStateMachine {
         snapshot: SnapshotData,
     ) -> Result<(), io::Error> {
         let records = decode_records(snapshot.get_ref())?;
+        let _saving = self.shared.saving.acquire().await;
+        if self.current_if_not_older_than(meta).is_some() {
+            // Already at or past it (a snapshot built or installed meanwhile).
+            return Ok(());
+        }
         let encoded = self.save_snapshot(meta.clone(), records.clone()).await?;
         {
             let mut state = self.shared.state.borrow_mut();

@@ -151,8 +151,23 @@ fn truncation_and_purge_survive_reopen() {
     });
 }
 
-/// A torn last frame is cut; damage with valid frames after it refuses the start, naming
-/// the file.
+/// Byte offsets of the frames of a log file (header first).
+fn frame_offsets(bytes: &[u8]) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while let Some((_, total)) = crate::storage::framing::unframe_prefix(
+        &bytes[pos..],
+        crate::constants::RAFT_ENTRY_BYTES_MAX,
+    ) {
+        out.push(pos);
+        pos += total;
+    }
+    out
+}
+
+/// A torn last frame is cut, and so is damage inside the last append (its frames share one
+/// fdatasync, which the disk may persist in any order); damage to an earlier append, with
+/// valid frames after it, refuses the start, naming the file.
 #[test]
 fn torn_tail_is_cut_and_damage_refuses_the_start() {
     let fs = FaultFs::new();
@@ -162,23 +177,35 @@ fn torn_tail_is_cut_and_damage_refuses_the_start() {
         append(&mut log, (0..3).map(|i| topic("t", i)).collect())
             .await
             .unwrap();
+        append(&mut log, (3..6).map(|i| topic("t", i)).collect())
+            .await
+            .unwrap();
     });
-    let mut bytes = fs.contents(&path).unwrap();
-    let whole = bytes.len();
-    bytes.extend([0, 0, 0, 40, 1, 2, 3]);
-    fs.put(&path, &bytes);
+    let clean = fs.contents(&path).unwrap();
+    let frames = frame_offsets(&clean);
+    assert_eq!(frames.len(), 7, "a header and six entries");
+
+    let mut torn = clean.clone();
+    torn.extend([0, 0, 0, 40, 1, 2, 3]);
+    fs.put(&path, &torn);
     GlommioRuntime::new(1).block_on(async {
         let (mut log, _) = open(&fs).await.unwrap();
-        assert_eq!(indexes(&mut log).await, vec![0, 1, 2]);
+        assert_eq!(indexes(&mut log).await, vec![0, 1, 2, 3, 4, 5]);
     });
-    assert_eq!(
-        fs.contents(&path).unwrap().len(),
-        whole,
-        "the torn tail is cut"
-    );
-    let mut damaged = fs.contents(&path).unwrap();
-    let middle = whole / 2;
-    damaged[middle] ^= 0x55;
+    assert_eq!(fs.contents(&path).unwrap(), clean, "the torn tail is cut");
+
+    // Entry 4's frame lost, entry 5's persisted: the last append is cut from entry 4 on.
+    let mut last_append = clean.clone();
+    last_append[frames[5] + 9] ^= 0x55;
+    fs.put(&path, &last_append);
+    GlommioRuntime::new(1).block_on(async {
+        let (mut log, _) = open(&fs).await.unwrap();
+        assert_eq!(indexes(&mut log).await, vec![0, 1, 2, 3]);
+    });
+
+    // Entry 1 damaged, with the rest of its append and a later append after it: refused.
+    let mut damaged = clean.clone();
+    damaged[frames[2] + 9] ^= 0x55;
     fs.put(&path, &damaged);
     GlommioRuntime::new(1).block_on(async {
         let e = open(&fs).await.err().expect("damage refuses the start");

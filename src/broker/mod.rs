@@ -283,7 +283,7 @@ async fn starting_image(
             .await
             .map_err(|e| e.to_string())?;
         let mut image = MetadataImage::default();
-        for (_, record) in log.committed_from(0) {
+        for (_, record) in log.committed_from(0).over(&MetadataImage::default()) {
             image.apply(&record);
         }
         let image = Arc::new(image);

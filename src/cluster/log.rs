@@ -13,6 +13,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 
+use super::image::MetadataImage;
 use super::records::{decode_frames, encode_frame, MetadataRecord};
 use crate::constants::CLUSTER_ID_BYTES_MAX;
 use crate::runtime::env::Env;
@@ -43,13 +44,52 @@ impl std::error::Error for MetadataError {}
 /// A boxed future of the metadata log.
 pub type LogFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 
-/// The replicated, ordered log of metadata records. Records `0..committed_end()` are
-/// committed.
+/// What a reader of the log gets from `committed_from`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Committed {
+    /// The committed records from the reader's position on, with their indexes, in order,
+    /// up to `end` (exclusive: the reader's next position; entries in between that are not
+    /// records are skipped).
+    Records {
+        records: Vec<(u64, MetadataRecord)>,
+        end: u64,
+    },
+    /// The reader is behind the log's last snapshot (the records it needs were compacted):
+    /// the image after every record below `end`.
+    Image { image: MetadataImage, end: u64 },
+}
+
+impl Committed {
+    /// The reader's position after applying these.
+    pub fn end(&self) -> u64 {
+        match self {
+            Committed::Records { end, .. } | Committed::Image { end, .. } => *end,
+        }
+    }
+
+    /// The records to apply, in order, to a reader whose image is `current`: the records
+    /// themselves, or the changes that take `current` to the snapshot's image (each with the
+    /// snapshot's last index).
+    pub fn over(self, current: &MetadataImage) -> Vec<(u64, MetadataRecord)> {
+        match self {
+            Committed::Records { records, .. } => records,
+            Committed::Image { image, end } => current
+                .changes_to(&image)
+                .into_iter()
+                .map(|r| (end.saturating_sub(1), r))
+                .collect(),
+        }
+    }
+}
+
+/// The replicated, ordered log of metadata records. Records below `committed_end()` are
+/// committed; indexes increase but need not be dense (a Raft log also holds entries that are
+/// not records).
 pub trait MetadataLog {
     /// Proposes a record; resolves with its index once it is committed.
     fn propose(&self, record: MetadataRecord) -> LogFuture<'_, Result<u64, MetadataError>>;
-    /// The committed records from index `from` on, in order.
-    fn committed_from(&self, from: u64) -> Vec<(u64, MetadataRecord)>;
+    /// The committed records from index `from` on.
+    fn committed_from(&self, from: u64) -> Committed;
     fn committed_end(&self) -> u64;
     /// Resolves once `committed_end() > index`.
     fn wait_committed(&self, index: u64) -> LogFuture<'_, ()>;
@@ -178,14 +218,17 @@ impl MetadataLog for LocalMetadataLog {
         })
     }
 
-    fn committed_from(&self, from: u64) -> Vec<(u64, MetadataRecord)> {
+    fn committed_from(&self, from: u64) -> Committed {
         let records = self.records.borrow();
-        records
-            .iter()
-            .enumerate()
-            .skip(from as usize)
-            .map(|(i, r)| (i as u64, r.clone()))
-            .collect()
+        Committed::Records {
+            records: records
+                .iter()
+                .enumerate()
+                .skip(from as usize)
+                .map(|(i, r)| (i as u64, r.clone()))
+                .collect(),
+            end: records.len() as u64,
+        }
     }
 
     fn committed_end(&self) -> u64 {
@@ -242,7 +285,7 @@ mod tests {
         futures_lite::future::block_on(async {
             let log = LocalMetadataLog::open(&env, dir).await.unwrap();
             let mut image = crate::cluster::MetadataImage::default();
-            for (_, r) in log.committed_from(0) {
+            for (_, r) in log.committed_from(0).over(&MetadataImage::default()) {
                 image.apply(&r);
             }
             let t = &image.topics["a"];
@@ -286,6 +329,7 @@ mod tests {
                 assert_eq!(log.committed_end(), committed, "seed {seed}");
                 let names: Vec<String> = log
                     .committed_from(1)
+                    .over(&crate::cluster::MetadataImage::default())
                     .into_iter()
                     .filter_map(|(_, r)| match r {
                         MetadataRecord::TopicCreated { name, .. } => Some(name),

@@ -12,5 +12,5 @@ pub mod raft;
 pub mod records;
 
 pub use image::{MetadataImage, TopicMeta};
-pub use log::{LocalMetadataLog, MetadataError, MetadataLog};
+pub use log::{Committed, LocalMetadataLog, MetadataError, MetadataLog};
 pub use records::MetadataRecord;

@@ -56,15 +56,30 @@ impl ControllerService {
         loop {
             let from = service.applied.get();
             log.wait_committed(from).await;
-            for (index, record) in log.committed_from(from) {
+            let committed = log.committed_from(from);
+            let end = committed.end();
+            // A jump to a snapshot's image is one step: its changes all carry its last index,
+            // which counts as applied only once every change is.
+            let stepwise = matches!(committed, crate::cluster::Committed::Records { .. });
+            for (index, record) in committed.over(&shard.image()) {
                 if let Err(why) = apply(&shard, &record).await {
                     tracing::error!(index, error = %why, "applying a metadata record failed");
                     service.apply_failures.borrow_mut().insert(index, why);
                 }
-                service.applied.set(index + 1);
-                for w in service.waiters.borrow_mut().drain(..) {
-                    w.wake();
+                if stepwise {
+                    service.set_applied(index + 1);
                 }
+            }
+            // Entries that are not records (Raft's) move the position too.
+            service.set_applied(end.max(from));
+        }
+    }
+
+    fn set_applied(&self, next: u64) {
+        if next > self.applied.get() {
+            self.applied.set(next);
+            for w in self.waiters.borrow_mut().drain(..) {
+                w.wake();
             }
         }
     }

@@ -1,6 +1,7 @@
 //! The metadata quorum's Raft, on openraft: the type configuration, the log and vote storage
 //! (`log_store`), the state machine (`state_machine`), which is the metadata image, the
-//! messages between members (`network`) and a running member (`member`). Runs on:
+//! messages between members (`network`), a running member (`member`) and the `MetadataLog`
+//! over it (`metadata_log`). Runs on:
 //! the controller shard of each broker (openraft's `single-threaded` build: every handle and
 //! task stays on the executor that made it). Invariants: a vote or an appended entry is
 //! acknowledged to openraft only once it is durable (fdatasync through the IO seam); a restart
@@ -9,6 +10,7 @@
 
 pub mod log_store;
 pub mod member;
+pub mod metadata_log;
 pub mod network;
 #[cfg(test)]
 mod quorum_tests;
@@ -18,6 +20,7 @@ mod storage_tests;
 
 pub use log_store::RaftLogStore;
 pub use member::{QuorumConfig, QuorumMember};
+pub use metadata_log::RaftMetadataLog;
 pub use state_machine::MetadataStateMachine;
 
 use super::records::MetadataRecord;

@@ -1,5 +1,6 @@
 //! Three quorum members in one executor, over real TCP on loopback, each on its own faulty
-//! disk: they elect a leader, replicate a write to every image, elect a new leader when the
+//! disk: they elect a leader, replicate a write to every image (also through the metadata
+//! log seam, which a follower refuses), elect a new leader when the
 //! old one stops, and the old one rejoins from what its disk held when it stopped.
 
 use std::collections::BTreeMap;
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use openraft::AsyncRuntime;
 
 use super::*;
+use crate::cluster::MetadataLog;
 use crate::runtime::env::Env;
 use crate::runtime::fs::Fs;
 use crate::runtime::io;
@@ -110,6 +112,56 @@ fn three_members_elect_replicate_fail_over_and_rejoin() {
             .await
             .expect("the leader commits");
         replicated(&members, &["a"]).await;
+
+        // Through the metadata log seam, as the controller proposes: a follower refuses and
+        // names the leader; the leader's record reaches every member's committed records.
+        let logs: BTreeMap<u64, RaftMetadataLog> = members
+            .iter()
+            .map(|(id, m)| {
+                let log =
+                    RaftMetadataLog::new(m.raft.clone(), m.state_machine.clone(), Path::new(DIR));
+                (*id, log)
+            })
+            .collect();
+        let follower = logs
+            .keys()
+            .copied()
+            .find(|id| *id != first)
+            .expect("two followers");
+        let refused = logs[&follower]
+            .propose(topic("no"))
+            .await
+            .expect_err("a follower refuses");
+        assert!(
+            refused
+                .detail
+                .contains(&format!("not the controller: node {first} is")),
+            "{refused}"
+        );
+        let index = logs[&first]
+            .propose(topic("via-log"))
+            .await
+            .expect("the leader commits");
+        for log in logs.values() {
+            log.wait_committed(index).await;
+            assert!(log.committed_end() > index);
+            let records = log
+                .committed_from(0)
+                .over(&crate::cluster::MetadataImage::default());
+            let names: Vec<String> = records
+                .into_iter()
+                .filter_map(|(_, r)| match r {
+                    MetadataRecord::TopicCreated { name, .. } => Some(name),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(names, vec!["a".to_string(), "via-log".to_string()]);
+            assert!(log
+                .committed_from(index + 1)
+                .over(&Default::default())
+                .is_empty());
+        }
+        drop(logs);
 
         let stopped_at = Instant::now();
         members.remove(&first).expect("a member").stop().await;

@@ -27,6 +27,10 @@ pub struct QuorumConfig {
     pub heartbeat_interval_ms: u64,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
+    /// A snapshot is built after this many applied entries; the log keeps a tenth of them
+    /// behind it (for followers slightly behind), and a follower further behind gets the
+    /// snapshot.
+    pub snapshot_every_entries: u64,
 }
 
 impl QuorumConfig {
@@ -40,6 +44,7 @@ impl QuorumConfig {
             heartbeat_interval_ms: 250,
             election_timeout_min_ms: 1000,
             election_timeout_max_ms: 1500,
+            snapshot_every_entries: 1000,
         }
     }
 
@@ -56,10 +61,10 @@ impl QuorumConfig {
             heartbeat_interval: self.heartbeat_interval_ms,
             election_timeout_min: self.election_timeout_min_ms,
             election_timeout_max: self.election_timeout_max_ms,
-            // A snapshot every 1,000 applied records keeps the log (and a restart's replay)
-            // short; followers that fall further behind get the snapshot.
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(1000),
-            max_in_snapshot_log_to_keep: 100,
+            // Regular snapshots keep the log (and a restart's replay) short.
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every_entries),
+            max_in_snapshot_log_to_keep: self.snapshot_every_entries / 10,
+            purge_batch_size: 1,
             // A snapshot may be large (the whole image): give its transfer, and the follower's
             // sync and rename, far longer than openraft's 200 ms, which a timeout would retry
             // at once and forever.

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use openraft::async_runtime::WatchReceiver;
 use openraft::AsyncRuntime;
 
 use super::*;
@@ -32,17 +33,17 @@ fn env(fs: &FaultFs) -> Env {
 }
 
 async fn start(fs: &FaultFs, id: u64, voters: &BTreeMap<u64, SocketAddr>) -> QuorumMember {
+    start_with(fs, QuorumConfig::new(id, voters.clone())).await
+}
+
+async fn start_with(fs: &FaultFs, config: QuorumConfig) -> QuorumMember {
+    let id = config.node_id;
     fs.create_dir_all(Path::new(DIR)).await.unwrap();
     fs.sync_dir(Path::new("/")).await.unwrap();
-    let listener = io::listen(voters[&id]).expect("the member's port is free");
-    QuorumMember::start(
-        &env(fs),
-        Path::new(DIR),
-        &QuorumConfig::new(id, voters.clone()),
-        listener,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("member {id}: {e}"))
+    let listener = io::listen(config.voters[&id]).expect("the member's port is free");
+    QuorumMember::start(&env(fs), Path::new(DIR), &config, listener)
+        .await
+        .unwrap_or_else(|e| panic!("member {id}: {e}"))
 }
 
 /// The leader every live member agrees on, other than `not`.
@@ -90,17 +91,97 @@ async fn replicated(members: &BTreeMap<u64, QuorumMember>, names: &[&str]) {
     }
 }
 
+/// Free ports, chosen by the kernel and released for the members to bind.
+fn free_voters(n: u64) -> BTreeMap<u64, SocketAddr> {
+    (1..=n)
+        .map(|id| {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            (id, probe.local_addr().unwrap())
+        })
+        .collect()
+}
+
+fn topic_names(records: Vec<(u64, MetadataRecord)>) -> Vec<String> {
+    records
+        .into_iter()
+        .filter_map(|(_, r)| match r {
+            MetadataRecord::TopicCreated { name, .. } => Some(name),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A member that was down while the others compacted their logs past its position catches up
+/// from the leader's snapshot (sent over the network), and a reader of its metadata log that
+/// was behind the snapshot gets the image, whose changes create what it missed.
+#[test]
+fn a_member_behind_the_compacted_log_catches_up_from_a_snapshot() {
+    GlommioRuntime::new(1).block_on(async {
+        let disks: BTreeMap<u64, FaultFs> = (1..=3).map(|id| (id, FaultFs::new())).collect();
+        let voters = free_voters(3);
+        let config = |id| QuorumConfig {
+            snapshot_every_entries: 20,
+            ..QuorumConfig::new(id, voters.clone())
+        };
+        let mut members = BTreeMap::new();
+        for (id, fs) in &disks {
+            members.insert(*id, start_with(fs, config(*id)).await);
+        }
+        let leader = agreed_leader(&members, None).await;
+        members[&leader]
+            .raft
+            .client_write(topic("early"))
+            .await
+            .unwrap();
+        replicated(&members, &["early"]).await;
+        let behind = *members.keys().find(|id| **id != leader).unwrap();
+        members.remove(&behind).unwrap().stop().await;
+        for i in 0..60 {
+            members[&leader]
+                .raft
+                .client_write(topic(&format!("late-{i}")))
+                .await
+                .unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let metrics = members[&leader].raft.metrics().borrow_watched().clone();
+            if metrics.purged.is_some_and(|p| p.index > 10) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the leader did not compact its log: snapshot {:?}, purged {:?}",
+                metrics.snapshot,
+                metrics.purged
+            );
+            io::sleep(Duration::from_millis(20)).await;
+        }
+        members.insert(behind, start_with(&disks[&behind], config(behind)).await);
+        replicated(&members, &["early", "late-0", "late-59"]).await;
+        let m = &members[&behind];
+        let log = RaftMetadataLog::new(m.raft.clone(), m.state_machine.clone(), Path::new(DIR));
+        let mut before = crate::cluster::MetadataImage::default();
+        before.apply(&topic("early"));
+        let committed = log.committed_from(2);
+        assert!(
+            matches!(committed, crate::cluster::Committed::Image { .. }),
+            "a reader behind the snapshot gets the image"
+        );
+        let created = topic_names(committed.over(&before));
+        assert_eq!(created.len(), 60, "{created:?}");
+        assert!(!created.contains(&"early".to_string()));
+        for (_, m) in std::mem::take(&mut members) {
+            m.stop().await;
+        }
+    });
+}
+
 #[test]
 fn three_members_elect_replicate_fail_over_and_rejoin() {
     GlommioRuntime::new(1).block_on(async {
         let disks: BTreeMap<u64, FaultFs> = (1..=3).map(|id| (id, FaultFs::new())).collect();
-        // Free ports, chosen by the kernel and released for the members to bind.
-        let voters: BTreeMap<u64, SocketAddr> = (1..=3)
-            .map(|id| {
-                let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-                (id, probe.local_addr().unwrap())
-            })
-            .collect();
+        let voters = free_voters(3);
         let mut members = BTreeMap::new();
         for (id, fs) in &disks {
             members.insert(*id, start(fs, *id, &voters).await);

@@ -95,6 +95,36 @@ fn until(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
 }
 
+/// How soon openraft's task queue must get the CPU once one of its tasks is runnable: well
+/// under the heartbeat (250 ms), so partition work on the same shard cannot delay heartbeats
+/// into an election.
+const RAFT_QUEUE_LATENCY_MS: u64 = 5;
+
+thread_local! {
+    /// The current executor's task queue for openraft's tasks, with the executor's id (a test
+    /// thread runs several executors, one after another).
+    static RAFT_QUEUE: std::cell::Cell<Option<(usize, glommio::TaskQueueHandle)>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// openraft's task queue on this executor: latency-sensitive (glommio preempts other queues'
+/// tasks for it at their next yield point), created on first use.
+pub fn raft_task_queue() -> glommio::TaskQueueHandle {
+    let executor = glommio::executor().id();
+    RAFT_QUEUE.with(|q| match q.get() {
+        Some((id, handle)) if id == executor => handle,
+        _ => {
+            let handle = glommio::executor().create_task_queue(
+                glommio::Shares::Static(1000),
+                glommio::Latency::Matters(Duration::from_millis(RAFT_QUEUE_LATENCY_MS)),
+                "openraft",
+            );
+            q.set(Some((executor, handle)));
+            handle
+        }
+    })
+}
+
 impl AsyncRuntime for GlommioRuntime {
     type JoinError = JoinError;
     type JoinHandle<T: OptionalSend + 'static> = JoinHandle<T>;
@@ -113,7 +143,9 @@ impl AsyncRuntime for GlommioRuntime {
         T: Future + OptionalSend + 'static,
         T::Output: OptionalSend + 'static,
     {
-        JoinHandle(glommio::spawn_local(future).detach())
+        let task = glommio::spawn_local_into(future, raft_task_queue())
+            .expect("openraft's task queue belongs to this executor");
+        JoinHandle(task.detach())
     }
 
     fn sleep(duration: Duration) -> Self::Sleep {
@@ -333,6 +365,29 @@ mod tests {
     #[test]
     fn openraft_runtime_conformance_suite() {
         openraft_rt::testing::Suite::<GlommioRuntime>::test_all();
+    }
+
+    /// openraft's tasks run in a latency-sensitive queue of their own, a new one for each
+    /// executor a thread runs.
+    #[test]
+    fn openraft_tasks_run_in_a_latency_queue() {
+        for _ in 0..2 {
+            let mut rt = GlommioRuntime::new(1);
+            rt.block_on(async {
+                let default = glommio::executor().current_task_queue();
+                let spawned =
+                    GlommioRuntime::spawn(async { glommio::executor().current_task_queue() })
+                        .await
+                        .expect("the task ran");
+                assert_eq!(spawned, raft_task_queue());
+                assert_ne!(spawned, default, "not the executor's default queue");
+                let stats = glommio::executor()
+                    .task_queue_stats(spawned)
+                    .expect("the queue exists");
+                assert_eq!(stats.index(), spawned);
+                assert_eq!(stats.current_shares(), 1000);
+            });
+        }
     }
 
     #[test]

@@ -76,6 +76,51 @@ impl QuorumConfig {
     }
 }
 
+/// Refuses a voter list that differs from the membership this member's storage holds: the
+/// quorum's membership lives in its log, and a changed flag would otherwise be ignored
+/// silently (membership changes are not offered yet).
+async fn check_stored_voters(
+    config: &QuorumConfig,
+    log: &RaftLogStore,
+    state_machine: &MetadataStateMachine,
+) -> Result<(), String> {
+    use openraft::storage::RaftStateMachine;
+    use openraft::{EntryPayload, RaftLogReader};
+    let io = |e: std::io::Error| format!("metadata quorum: {e}");
+    let mut reader = log.clone();
+    let entries = reader.try_get_log_entries(..).await.map_err(io)?;
+    let from_log = entries.into_iter().rev().find_map(|e| match e.payload {
+        EntryPayload::Membership(m) => Some(m),
+        _ => None,
+    });
+    let stored = match from_log {
+        Some(m) => m,
+        None => {
+            let (_, applied) = state_machine.clone().applied_state().await.map_err(io)?;
+            applied.membership().clone()
+        }
+    };
+    let stored: BTreeMap<u64, String> = stored
+        .nodes()
+        .map(|(id, n)| (*id, n.addr.clone()))
+        .collect();
+    if stored.is_empty() {
+        return Ok(());
+    }
+    let given: BTreeMap<u64, String> = config
+        .voters
+        .iter()
+        .map(|(id, a)| (*id, a.to_string()))
+        .collect();
+    if stored != given {
+        return Err(format!(
+            "controller_quorum_voters: {given:?} differs from the quorum this data directory \
+             belongs to, {stored:?} (changing the voters is not supported yet)"
+        ));
+    }
+    Ok(())
+}
+
 /// A running member of the quorum. Dropping it stops answering peers; `stop` also stops Raft.
 pub struct QuorumMember {
     pub raft: MetadataRaft,
@@ -99,6 +144,7 @@ impl QuorumMember {
         let state_machine = MetadataStateMachine::open(env, data_dir)
             .await
             .map_err(|e| format!("metadata quorum snapshot: {e}"))?;
+        check_stored_voters(config, &log, &state_machine).await?;
         let raft = MetadataRaft::new(
             config.node_id,
             raft_config,

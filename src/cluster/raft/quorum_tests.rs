@@ -256,8 +256,23 @@ fn three_members_elect_replicate_fail_over_and_rejoin() {
         replicated(&members, &["a", "bb"]).await;
         eprintln!("leader {first} stopped; {second} leads after {failover:?}");
 
-        // The old leader restarts from what its disk surely held (unsynced writes dropped).
+        // The old leader restarts from what its disk surely held (unsynced writes dropped);
+        // with another voter list it refuses to start, naming the setting.
         let disk = disks[&first].crash(9);
+        let mut moved = voters.clone();
+        let spare = free_voters(1)[&1];
+        moved.insert(first % 3 + 1, spare);
+        let listener = io::listen(voters[&first]).unwrap();
+        let refused = QuorumMember::start(
+            &env(&disk),
+            Path::new(DIR),
+            &QuorumConfig::new(first, moved),
+            listener,
+        )
+        .await
+        .err()
+        .expect("a changed voter list is refused");
+        assert!(refused.contains("controller_quorum_voters"), "{refused}");
         members.insert(first, start(&disk, first, &voters).await);
         replicated(&members, &["a", "bb"]).await;
         for (_, m) in std::mem::take(&mut members) {

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::{corrupt, io_error, Entry, LogId, TypeConfig, Vote, RAFT_DIR};
 use crate::constants::RAFT_ENTRY_BYTES_MAX;
 use crate::runtime::env::Env;
-use crate::runtime::fs::{read_bounded, write_atomic, write_synced, File, OpenOptions};
+use crate::runtime::fs::{read_bounded, read_whole, write_atomic, write_synced, File, OpenOptions};
 use crate::storage::framing;
 
 const LOG_FILE: &str = "log";
@@ -128,71 +128,46 @@ impl RaftLogStore {
             .await
             .unwrap_or(None);
         let path = dir.join(LOG_FILE);
-        let bytes = read_bounded(fs, &path, usize::MAX)
+        let bytes = read_whole(fs, &path)
             .await
             .map_err(io_error)?
             .unwrap_or_default();
-        if bytes.is_empty() {
+        let (purged, entries, valid) = replay_log(&path, &bytes)?;
+        let len = if bytes.is_empty() {
             let header = encode(&Header {
                 version: LOG_FORMAT_VERSION,
                 purged: None,
             })?;
+            let len = header.len() as u64;
             write_atomic(fs, &path, header).await.map_err(io_error)?;
-        }
+            len
+        } else {
+            valid as u64
+        };
         let file = fs
             .open(&path, OpenOptions::buffered(true))
             .await
             .map_err(io_error)?;
-        let (purged, entries, valid) = replay_log(&path, &bytes)?;
-        if bytes.is_empty() {
-            // The header just written.
-            let len = file.size().await.map_err(io_error)?;
-            return Ok(Self::new(
-                env, dir, file, len, entries, purged, vote, committed,
-            ));
-        }
         if valid < bytes.len() {
             tracing::warn!(path = %path.display(), valid, total = bytes.len(), "cutting a torn Raft log tail");
-            file.truncate(valid as u64).await.map_err(io_error)?;
+            file.truncate(len).await.map_err(io_error)?;
             file.fdatasync().await.map_err(io_error)?;
         }
-        Ok(Self::new(
-            env,
-            dir,
+        let state = State {
             file,
-            valid as u64,
+            len,
             entries,
             purged,
             vote,
             committed,
-        ))
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        env: &Env,
-        dir: PathBuf,
-        file: Rc<dyn File>,
-        len: u64,
-        entries: BTreeMap<u64, (u64, Entry)>,
-        purged: Option<LogId>,
-        vote: Option<Vote>,
-        committed: Option<LogId>,
-    ) -> RaftLogStore {
-        RaftLogStore {
+        };
+        Ok(RaftLogStore {
             shared: Rc::new(Shared {
                 env: env.clone(),
                 dir,
-                state: RefCell::new(State {
-                    file,
-                    len,
-                    entries,
-                    purged,
-                    vote,
-                    committed,
-                }),
+                state: RefCell::new(state),
             }),
-        }
+        })
     }
 
     fn path(&self, name: &str) -> PathBuf {

@@ -82,6 +82,9 @@ pub const RAFT_RPC_BYTES_MAX: usize = 2 * RAFT_SNAPSHOT_BYTES_MAX + 1024 * 1024;
 /// Most voters of the metadata quorum (Raft's quorum grows with them; five tolerate two
 /// failures).
 pub const QUORUM_VOTERS_MAX: usize = 15;
+/// Most partition assignments one metadata record carries (a larger change is several
+/// records), so that every record stays within `METADATA_RECORD_BYTES_BOUND`.
+pub const ASSIGNMENTS_PER_RECORD_MAX: usize = 64;
 /// Most configs a topic may carry.
 pub const TOPIC_CONFIGS_MAX: usize = 64;
 /// Longest topic config key accepted (Kafka's keys are at most ~40 bytes).
@@ -117,6 +120,8 @@ pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 pub const OFFSETS_PARTITIONS: u32 = 16;
 /// The internal topic's id (owns its partition directories).
 pub const OFFSETS_TOPIC_ID: [u8; 16] = [0xff; 16];
+/// Producer ids a broker of a cluster takes from the controller at a time (KIP-730).
+pub const PRODUCER_ID_BLOCK: i64 = 1000;
 /// Node id of this broker in a one-node cluster.
 pub const NODE_ID_DEFAULT: i32 = 0;
 /// Allocations of at least this size are reserved as no-reserve mappings; see `runtime::alloc`.
@@ -138,6 +143,12 @@ const _: () = assert!(SOCKET_REQUEST_MAX_BYTES_DEFAULT <= SOCKET_REQUEST_MAX_BYT
 const _: () = assert!(SEGMENT_BYTES_MIN.is_multiple_of(DIRECT_IO_ALIGNMENT_BYTES));
 const _: () = assert!(TAIL_CACHE_BYTES_DEFAULT >= MESSAGE_MAX_BYTES_DEFAULT as u64);
 const _: () = assert!(RESPONSE_BYTES_MAX <= i32::MAX as usize);
+// An assignment record (64 partitions, each naming every voter) is smaller than the largest
+// topic creation the bound covers.
+const _: () = assert!(
+    ASSIGNMENTS_PER_RECORD_MAX * (32 + 4 * QUORUM_VOTERS_MAX)
+        <= TOPIC_CONFIGS_MAX * (TOPIC_CONFIG_KEY_BYTES_MAX + TOPIC_CONFIG_VALUE_BYTES_MAX + 2 * 16)
+);
 // Every record the metadata log writes is one replay accepts: a record replay refuses would
 // cut the log (and, before this bound, cost a topic and its acknowledged data).
 const _: () = assert!(METADATA_RECORD_BYTES_BOUND < METADATA_RECORD_BYTES_MAX as usize);

@@ -524,8 +524,8 @@ fn unusable_start_conditions_are_refused_by_name() {
         out.stderr
     );
 
-    // A bad or inconsistent quorum fails at start naming the setting; a consistent one is
-    // refused as not served yet (never started half-way as a cluster).
+    // A bad or inconsistent quorum, or a session timeout out of range, fails at start naming
+    // the setting.
     let dir = other_dir.path().to_str().unwrap();
     let voters = "1@127.0.0.1:19093,2@127.0.0.1:19193,3@127.0.0.1:19293";
     for (args, setting) in [
@@ -557,8 +557,15 @@ fn unusable_start_conditions_are_refused_by_name() {
             "controller_listen",
         ),
         (
-            vec!["--controller-quorum-voters", voters, "--node-id", "1"],
-            "not served by this build yet",
+            vec![
+                "--controller-quorum-voters",
+                voters,
+                "--node-id",
+                "1",
+                "--broker-session-timeout-ms",
+                "10",
+            ],
+            "broker_session_timeout_ms",
         ),
     ] {
         let mut all = vec!["--data-dir", dir, "--listen", &listen];

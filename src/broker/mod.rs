@@ -13,6 +13,7 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use crate::cluster::controller::Controller;
+use crate::cluster::raft::{QuorumConfig, QuorumMember, RaftMetadataLog};
 use crate::cluster::{LocalMetadataLog, MetadataImage, MetadataLog};
 use crate::config::Config;
 use crate::placement::CONTROLLER_SHARD;
@@ -20,6 +21,7 @@ use crate::protocol::types::{ShardId, TopicPartition};
 use crate::runtime::env::Env;
 use crate::runtime::io;
 use crate::runtime::mesh::{self, Mesh, MeshEnds, Receiver};
+use crate::shard::cluster::QuorumRole;
 use crate::shard::messages::ShardMessage;
 use crate::shard::metadata::ControllerService;
 use crate::shard::Shard;
@@ -103,21 +105,6 @@ fn raise_open_files_limit() {
 
 /// Runs the broker until SIGTERM or SIGINT.
 pub fn run(config: Config) -> Result<(), StartError> {
-    if let Some(cluster) = &config.cluster {
-        // The metadata quorum itself runs (cluster::raft, tested with three members), but
-        // placement, registration and request routing do not yet: serving a cluster without
-        // them would let every broker claim every partition. Refuse rather than pretend.
-        return Err(StartError::Unsupported {
-            setting: "controller_quorum_voters",
-            reason: format!(
-                "node {} of a {}-voter quorum: multi-broker clusters are not served by this \
-                 build yet (issue 11 is in progress); start without controller_quorum_voters \
-                 for a one-node cluster",
-                cluster.node_id,
-                cluster.voters.len()
-            ),
-        });
-    }
     let _lock = prepare_data_dir(&config.data_dir)?;
     refuse_live_listener(config.listen)?;
     raise_open_files_limit();
@@ -144,7 +131,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
         None => None,
     };
     let (ready_tx, ready_rx) = mpsc::channel::<Result<Started, String>>();
-    let handles = spawn_shards(&config, &stop, &registry, ready_tx)?;
+    // This incarnation's broker epoch: the start time, so a restart's is always newer.
+    let epoch = Env::real().wall_ms();
+    let handles = spawn_shards(&config, &stop, &registry, ready_tx, epoch)?;
     let mut failure = match wait_started(&config, &stop, ready_rx) {
         Ok(topics) => {
             if let Some(listener) = metrics_listener {
@@ -179,6 +168,7 @@ fn spawn_shards(
     stop: &Arc<AtomicBool>,
     registry: &crate::metrics::Registry,
     ready: mpsc::Sender<Result<Started, String>>,
+    epoch: i64,
 ) -> Result<Vec<crate::runtime::executor::ShardThread>, StartError> {
     let mut handles = Vec::new();
     let ends = mesh::build::<ShardMessage>(config.shards, config.mesh_channel_depth);
@@ -189,7 +179,8 @@ fn spawn_shards(
         let handle = crate::runtime::executor::spawn_shard(i, spin, move || async move {
             crate::metrics::install(metrics);
             let shard = ShardId(i);
-            if let Err(e) = shard_main(shard, ends, config, stop.clone(), ready.clone()).await {
+            let started = shard_main(shard, ends, config, stop.clone(), ready.clone(), epoch);
+            if let Err(e) = started.await {
                 let _ = ready.send(Err(format!("shard {i}: {e}")));
                 stop.store(true, Ordering::SeqCst);
             }
@@ -277,11 +268,10 @@ async fn starting_image(
     config: &Arc<Config>,
     mesh: &Mesh<ShardMessage>,
     receivers: &[Receiver<ShardMessage>],
+    start: &Start,
 ) -> Result<(Arc<MetadataImage>, Option<ControllerService>), String> {
     if id == CONTROLLER_SHARD {
-        let log = LocalMetadataLog::open(env, &config.data_dir)
-            .await
-            .map_err(|e| e.to_string())?;
+        let (log, quorum) = open_metadata_log(env, config, start).await?;
         let mut image = MetadataImage::default();
         for (_, record) in log.committed_from(0).over(&MetadataImage::default()) {
             image.apply(&record);
@@ -297,9 +287,8 @@ async fn starting_image(
                 mesh.send(other, message).await;
             }
         }
-        let log: Rc<dyn MetadataLog> = log;
         let controller = Controller::new(log, (*image).clone(), config.clone(), env.clone());
-        return Ok((image, Some(ControllerService::new(controller))));
+        return Ok((image, Some(ControllerService::new(controller, quorum))));
     }
     // The controller shard's channel is the first of this shard's receivers.
     match receivers[CONTROLLER_SHARD.0].recv().await {
@@ -312,19 +301,135 @@ async fn starting_image(
     }
 }
 
+/// What every shard knows of this start.
+struct Start {
+    stop: Arc<AtomicBool>,
+    /// This incarnation's broker epoch.
+    epoch: i64,
+}
+
+/// The controller shard's metadata log: the local file on one node; in a cluster, this
+/// broker's member of the quorum, once a leader is known and this member has applied what the
+/// quorum had committed (so the starting image is current).
+async fn open_metadata_log(
+    env: &Env,
+    config: &Arc<Config>,
+    start: &Start,
+) -> Result<(Rc<dyn MetadataLog>, Option<QuorumRole>), String> {
+    let raft_dir = config.data_dir.join(crate::cluster::raft::RAFT_DIR);
+    let local_file = config.data_dir.join(crate::cluster::log::METADATA_LOG_FILE);
+    let Some(cluster) = &config.cluster else {
+        if raft_dir.exists() {
+            return Err(format!(
+                "data_dir {} belongs to a member of a multi-broker cluster ({} exists): start \
+                 it with its node_id and controller_quorum_voters",
+                config.data_dir.display(),
+                raft_dir.display()
+            ));
+        }
+        let log = LocalMetadataLog::open(env, &config.data_dir)
+            .await
+            .map_err(|e| e.to_string())?;
+        return Ok((log, None));
+    };
+    if local_file.exists() {
+        return Err(format!(
+            "controller_quorum_voters: data_dir {} holds a one-node cluster ({} exists); a \
+             member of a multi-broker cluster starts from its own empty data directory",
+            config.data_dir.display(),
+            local_file.display()
+        ));
+    }
+    let listener = io::TcpListener::bind(cluster.controller_listen)
+        .map_err(|e| format!("controller_listen {}: {e}", cluster.controller_listen))?;
+    let quorum = QuorumConfig::new(cluster.node_id, cluster.voters.clone());
+    let member = QuorumMember::start(env, &config.data_dir, &quorum, listener).await?;
+    wait_caught_up(env, &member, &start.stop).await?;
+    let log = Rc::new(RaftMetadataLog::new(
+        member.raft.clone(),
+        member.state_machine.clone(),
+        &config.data_dir,
+    ));
+    let role = QuorumRole::new(
+        member,
+        cluster,
+        start.epoch,
+        config.broker_session_timeout_ms,
+    );
+    Ok((log, Some(role)))
+}
+
+/// Waits until a leader is known and this member has applied everything the quorum
+/// committed (logging while it waits: without a quorum the cluster cannot serve).
+async fn wait_caught_up(env: &Env, member: &QuorumMember, stop: &AtomicBool) -> Result<(), String> {
+    use openraft::async_runtime::WatchReceiver;
+    let began = env.monotonic();
+    let mut logged = began;
+    loop {
+        let m = member.raft.metrics().borrow_watched().clone();
+        let applied = m.last_applied.map(|l| l.index);
+        let committed = m.cluster_committed.map(|l| l.index);
+        if m.current_leader.is_some() && applied >= committed {
+            tracing::info!(leader = ?m.current_leader, applied = ?applied, "metadata quorum ready");
+            return Ok(());
+        }
+        if stop.load(Ordering::SeqCst) {
+            return Err("stopped while waiting for the metadata quorum".into());
+        }
+        let now = env.monotonic();
+        if now.saturating_sub(logged) >= Duration::from_secs(5) {
+            logged = now;
+            tracing::warn!(
+                waited_ms = now.saturating_sub(began).as_millis() as u64,
+                leader = ?m.current_leader,
+                "waiting for the metadata quorum (a majority of controller_quorum_voters)"
+            );
+        }
+        env.sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// In a cluster, waits until the image lists this broker's incarnation (registered by its
+/// first heartbeat) and the cluster id, so a client of this broker finds it in Metadata.
+async fn wait_registered(shard: &Rc<Shard>, start: &Start) -> Result<(), String> {
+    if shard.config.cluster.is_none() {
+        return Ok(());
+    }
+    let me = shard.config.node_id.0;
+    loop {
+        let image = shard.image();
+        let registered = image
+            .brokers
+            .get(&me)
+            .is_some_and(|b| b.epoch == start.epoch && !b.fenced);
+        if registered && !image.cluster_id.is_empty() {
+            return Ok(());
+        }
+        if start.stop.load(Ordering::SeqCst) {
+            return Err("stopped while registering with the controller".into());
+        }
+        shard.env.sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn shard_main(
     id: ShardId,
     ends: MeshEnds<ShardMessage>,
     config: Arc<Config>,
     stop: Arc<AtomicBool>,
     ready: mpsc::Sender<Result<Started, String>>,
+    epoch: i64,
 ) -> Result<(), String> {
     let env = Env::real();
     io::prime_device_probe(&config.data_dir, id.0)
         .await
         .map_err(|e| e.to_string())?;
+    let start = Start {
+        stop: stop.clone(),
+        epoch,
+    };
     let (mesh, receivers) = Mesh::connect(ends).await;
-    let (image, controller) = starting_image(id, &env, &config, &mesh, &receivers).await?;
+    let (image, controller) = starting_image(id, &env, &config, &mesh, &receivers, &start).await?;
     let shard = Rc::new(Shard::new(
         id,
         config.clone(),
@@ -345,7 +450,10 @@ async fn shard_main(
     }
     if shard.controller.is_some() {
         io::spawn(ControllerService::apply_committed(shard.clone()));
+        crate::shard::cluster::install_forward_handler(&shard);
+        crate::shard::cluster::spawn_cluster_tasks(&shard);
     }
+    wait_registered(&shard, &start).await?;
     let listener = io::TcpListener::bind(config.listen)
         .map_err(|e| format!("listen {}: {e}", config.listen))?;
     shard.update_metrics();
@@ -380,7 +488,7 @@ async fn recover_partitions(shard: &Rc<Shard>, image: &MetadataImage) {
         let log = shard.config.topic_log_config(&topic.configs);
         for p in 0..topic.partitions {
             let tp = TopicPartition::new(topic.name.as_str(), p as i32);
-            if shard.owner(&tp) == shard.id {
+            if shard.owner(&tp) == shard.id && shard.hosts(image, &tp) {
                 owned.push(crate::shard::messages::OpenPartition {
                     tp,
                     log: log.clone(),

@@ -121,7 +121,14 @@ impl std::io::Write for LossyStderr {
 
 /// Structured logs on stderr: `level` is a tracing filter (validated by `Config`).
 fn init_logging(level: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
+    // openraft warns on every failed message to a peer that is down (several a second for as
+    // long as it is down): its errors only, unless the filter names openraft itself.
+    let level = if level.contains("openraft") {
+        level.to_string()
+    } else {
+        format!("{level},openraft=error")
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -14,12 +14,13 @@ use super::log::{MetadataError, MetadataLog};
 use super::records::MetadataRecord;
 use crate::config::{validate_topic_config, Config};
 use crate::constants::{
-    OFFSETS_TOPIC, PARTITIONS_PER_TOPIC_MAX, TOPICS_MAX, TOPIC_CONFIGS_MAX, TOPIC_NAME_BYTES_MAX,
+    ASSIGNMENTS_PER_RECORD_MAX, OFFSETS_TOPIC, PARTITIONS_PER_TOPIC_MAX, TOPICS_MAX,
+    TOPIC_CONFIGS_MAX, TOPIC_NAME_BYTES_MAX,
 };
 use crate::runtime::env::Env;
 
 /// A topic to create, as CreateTopics (or auto-creation) asks.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct NewTopic {
     pub name: String,
     /// -1 means the broker default.
@@ -32,8 +33,72 @@ pub struct NewTopic {
 /// Config keys to set (`Some`) or remove (`None`).
 pub type ConfigChanges = Vec<(String, Option<String>)>;
 
+/// A change asked of the active controller: by a shard of its own broker, or forwarded by
+/// another broker over the controller listener (so it is plain data).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub enum ControllerOp {
+    CreateTopics {
+        topics: Vec<NewTopic>,
+        validate_only: bool,
+    },
+    DeleteTopics {
+        names: Vec<String>,
+    },
+    CreatePartitions {
+        topics: Vec<(String, u32)>,
+        validate_only: bool,
+    },
+    /// Per topic: configs to set (`Some`) or remove (`None`).
+    AlterTopicConfigs {
+        topics: Vec<(String, ConfigChanges)>,
+        validate_only: bool,
+    },
+    /// A broker's heartbeat; the first of an incarnation registers it.
+    BrokerHeartbeat {
+        node_id: i32,
+        epoch: i64,
+        host: String,
+        port: u16,
+    },
+    /// A block of producer ids for one broker: the answer is its first id.
+    AllocateProducerIds {
+        node_id: i32,
+    },
+    /// Places the offsets partitions (the group coordinators) if they are not yet.
+    PlaceOffsets,
+}
+
+impl ControllerOp {
+    /// How many answers the change gets.
+    pub fn len(&self) -> usize {
+        match self {
+            ControllerOp::CreateTopics { topics, .. } => topics.len(),
+            ControllerOp::DeleteTopics { names } => names.len(),
+            ControllerOp::CreatePartitions { topics, .. } => topics.len(),
+            ControllerOp::AlterTopicConfigs { topics, .. } => topics.len(),
+            ControllerOp::BrokerHeartbeat { .. }
+            | ControllerOp::AllocateProducerIds { .. }
+            | ControllerOp::PlaceOffsets => 1,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the answers are record indexes (a broker that forwarded the change waits until
+    /// it has applied them); an allocation answers with ids instead.
+    pub fn answers_are_indexes(&self) -> bool {
+        !matches!(self, ControllerOp::AllocateProducerIds { .. })
+    }
+}
+
+/// One answer per item of a `ControllerOp`: the index of the item's last committed record
+/// (`-1` if nothing was written), or the first producer id of an allocated block.
+pub type ControllerAnswer = Vec<Result<i64, ControllerError>>;
+
 /// Why the controller refused a change (the server layer picks the Kafka error code).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ControllerError {
     InvalidTopic(String),
     TopicExists(String),
@@ -46,6 +111,12 @@ pub enum ControllerError {
     Log(String),
     /// The record committed, but applying it failed (a partition could not be opened).
     Apply(String),
+    /// Too few live brokers for the placement asked (the offsets partitions wait for them).
+    NotEnoughBrokers(String),
+    /// A heartbeat from an incarnation a newer one replaced.
+    StaleBrokerEpoch(String),
+    /// No active controller could be reached.
+    NotController(String),
 }
 
 impl ControllerError {
@@ -59,14 +130,25 @@ impl ControllerError {
             | ControllerError::InvalidConfig(m)
             | ControllerError::PolicyViolation(m)
             | ControllerError::Log(m)
-            | ControllerError::Apply(m) => m,
+            | ControllerError::Apply(m)
+            | ControllerError::NotEnoughBrokers(m)
+            | ControllerError::StaleBrokerEpoch(m)
+            | ControllerError::NotController(m) => m,
         }
     }
 }
 
 impl From<MetadataError> for ControllerError {
     fn from(e: MetadataError) -> Self {
-        ControllerError::Log(e.to_string())
+        // The quorum's log refuses proposals on a member that is not the leader (or stopped
+        // being it): the change may be retried at the active controller.
+        if e.detail
+            .starts_with(crate::cluster::log::NOT_THE_CONTROLLER)
+        {
+            ControllerError::NotController(e.detail)
+        } else {
+            ControllerError::Log(e.to_string())
+        }
     }
 }
 
@@ -100,6 +182,8 @@ pub struct Controller {
     log: Rc<dyn MetadataLog>,
     /// The committed records applied, as the controller validates against them.
     image: RefCell<MetadataImage>,
+    /// The log position `image` reflects (records below it are applied).
+    image_end: std::cell::Cell<u64>,
     config: Arc<Config>,
     env: Env,
 }
@@ -113,6 +197,7 @@ impl Controller {
         env: Env,
     ) -> Controller {
         Controller {
+            image_end: std::cell::Cell::new(log.committed_end()),
             log,
             image: RefCell::new(image),
             config,
@@ -124,10 +209,31 @@ impl Controller {
         &self.log
     }
 
+    /// The controller's view: the committed records applied.
+    pub fn image(&self) -> std::cell::Ref<'_, MetadataImage> {
+        self.image.borrow()
+    }
+
+    /// Catches the view up with every committed record, those other brokers wrote as the
+    /// active controller included: run before validating a change.
+    pub async fn catch_up(&self) -> Result<(), ControllerError> {
+        self.log.sync().await?;
+        let committed = self.log.committed_from(self.image_end.get());
+        let end = committed.end();
+        let records = committed.over(&self.image.borrow());
+        let mut image = self.image.borrow_mut();
+        for (_, record) in records {
+            image.apply(&record);
+        }
+        self.image_end.set(end.max(self.image_end.get()));
+        Ok(())
+    }
+
     /// Proposes `record` and applies it to the controller's view once committed.
     async fn propose(&self, record: MetadataRecord) -> Result<u64, ControllerError> {
         let index = self.log.propose(record.clone()).await?;
         self.image.borrow_mut().apply(&record);
+        self.image_end.set(index + 1);
         Ok(index)
     }
 
@@ -160,12 +266,7 @@ impl Controller {
                 )))
             }
         };
-        if t.replication_factor != -1 && t.replication_factor != 1 {
-            return Err(InvalidReplicationFactor(format!(
-                "replication factor {} is not possible on a one-broker cluster",
-                t.replication_factor
-            )));
-        }
+        self.check_replication_factor(&image, t.replication_factor)?;
         if t.configs.len() > TOPIC_CONFIGS_MAX {
             return Err(InvalidConfig(format!(
                 "more than {TOPIC_CONFIGS_MAX} configs"
@@ -175,6 +276,194 @@ impl Controller {
             validate_topic_config(k, v, &self.config).map_err(InvalidConfig)?;
         }
         Ok(partitions)
+    }
+
+    /// The replication factor a topic gets (-1: the default, 1 until partitions replicate),
+    /// checked against the live brokers.
+    fn check_replication_factor(
+        &self,
+        image: &MetadataImage,
+        asked: i16,
+    ) -> Result<usize, ControllerError> {
+        use ControllerError::InvalidReplicationFactor;
+        let rf = if asked == -1 { 1 } else { asked };
+        if self.config.cluster.is_none() {
+            return match rf {
+                1 => Ok(1),
+                _ => Err(InvalidReplicationFactor(format!(
+                    "replication factor {rf} is not possible on a one-broker cluster"
+                ))),
+            };
+        }
+        let live = image.live_brokers().count();
+        if rf < 1 || rf as usize > live {
+            return Err(InvalidReplicationFactor(format!(
+                "replication factor {rf} with {live} live broker(s)"
+            )));
+        }
+        if rf > 1 {
+            return Err(InvalidReplicationFactor(format!(
+                "replication factor {rf}: partitions are not replicated by this build yet \
+                 (only 1 is accepted, never a replication factor silently not kept)"
+            )));
+        }
+        Ok(rf as usize)
+    }
+
+    /// In a cluster, proposes the assignments of partitions `first..first + count` of `name`
+    /// (in records of at most `ASSIGNMENTS_PER_RECORD_MAX`): the last record's index, or
+    /// `None` on one node (every partition is this broker's) or if nothing is to assign.
+    async fn assign(
+        &self,
+        name: &str,
+        first: u32,
+        count: u32,
+    ) -> Result<Option<u64>, ControllerError> {
+        if self.config.cluster.is_none() || count == 0 {
+            return Ok(None);
+        }
+        let (topic_id, is_offsets) = if name == OFFSETS_TOPIC {
+            (crate::constants::OFFSETS_TOPIC_ID, true)
+        } else {
+            match self.image.borrow().topics.get(name) {
+                Some(t) => (t.topic_id.0, false),
+                None => return Ok(None),
+            }
+        };
+        let placed = super::assign::place(&self.image.borrow(), count, 1);
+        let Some(placed) = placed else {
+            return Err(ControllerError::NotEnoughBrokers(format!(
+                "no live broker to place {name} on{}",
+                if is_offsets {
+                    " (group coordinators)"
+                } else {
+                    ""
+                }
+            )));
+        };
+        let mut last = None;
+        for (i, chunk) in placed.chunks(ASSIGNMENTS_PER_RECORD_MAX).enumerate() {
+            let record = MetadataRecord::PartitionsAssigned {
+                name: name.to_string(),
+                topic_id,
+                first: first + (i * ASSIGNMENTS_PER_RECORD_MAX) as u32,
+                assignments: chunk.to_vec(),
+            };
+            last = Some(self.propose(record).await?);
+        }
+        Ok(last)
+    }
+
+    /// Assigns the partitions a controller that died between a topic's records left
+    /// unassigned (run by each new active controller, and before each change).
+    pub async fn repair_assignments(&self) -> Result<Option<u64>, ControllerError> {
+        if self.config.cluster.is_none() {
+            return Ok(None);
+        }
+        let missing: Vec<(String, u32, u32)> = self
+            .image
+            .borrow()
+            .topics
+            .values()
+            .filter_map(|t| {
+                let first = (0..t.partitions).find(|p| !t.assignments.contains_key(p))?;
+                Some((t.name.clone(), first, t.partitions - first))
+            })
+            .collect();
+        let mut last = None;
+        for (name, first, count) in missing {
+            tracing::info!(topic = %name, first, count, "assigning partitions left unassigned");
+            last = self.assign(&name, first, count).await?.or(last);
+        }
+        Ok(last)
+    }
+
+    /// Records the cluster id if the log has none yet (the first active controller).
+    pub async fn ensure_cluster_id(&self, id: &str) -> Result<Option<u64>, ControllerError> {
+        if !self.image.borrow().cluster_id.is_empty() {
+            return Ok(None);
+        }
+        let record = MetadataRecord::ClusterCreated {
+            cluster_id: id.to_string(),
+        };
+        Ok(Some(self.propose(record).await?))
+    }
+
+    /// A broker's heartbeat: registers a new incarnation, unfences a fenced one that is back;
+    /// the record's index if one was written.
+    pub async fn broker_heartbeat(
+        &self,
+        node_id: i32,
+        epoch: i64,
+        host: &str,
+        port: u16,
+    ) -> Result<Option<u64>, ControllerError> {
+        let known = self.image.borrow().brokers.get(&node_id).cloned();
+        let record = match known {
+            Some(b) if b.epoch > epoch => {
+                return Err(ControllerError::StaleBrokerEpoch(format!(
+                    "broker {node_id} epoch {epoch} was replaced by epoch {}",
+                    b.epoch
+                )))
+            }
+            Some(b) if b.epoch == epoch && b.host == host && b.port == port => {
+                if !b.fenced {
+                    return Ok(None);
+                }
+                tracing::info!(node_id, epoch, "broker is back; unfencing it");
+                MetadataRecord::BrokerUnfenced { node_id, epoch }
+            }
+            _ => {
+                tracing::info!(node_id, epoch, host, port, "registering broker");
+                MetadataRecord::BrokerRegistered {
+                    node_id,
+                    epoch,
+                    host: host.to_string(),
+                    port,
+                }
+            }
+        };
+        Ok(Some(self.propose(record).await?))
+    }
+
+    /// Fences a broker's incarnation (its session expired).
+    pub async fn fence(&self, node_id: i32, epoch: i64) -> Result<u64, ControllerError> {
+        tracing::warn!(node_id, epoch, "fencing broker: its session expired");
+        self.propose(MetadataRecord::BrokerFenced { node_id, epoch })
+            .await
+    }
+
+    /// Gives broker `node_id` the next block of producer ids: (record index, first id).
+    pub async fn allocate_producer_ids(&self, node_id: i32) -> Result<(u64, i64), ControllerError> {
+        let first = self.image.borrow().next_producer_id;
+        let next = first + crate::constants::PRODUCER_ID_BLOCK;
+        let index = self
+            .propose(MetadataRecord::ProducerIdsAllocated { node_id, next })
+            .await?;
+        Ok((index, first))
+    }
+
+    /// Places the offsets partitions once `min(3, voters)` brokers are live, so the group
+    /// coordinators spread over them and not over whoever started first.
+    pub async fn place_offsets(&self) -> Result<Option<u64>, ControllerError> {
+        let Some(cluster) = &self.config.cluster else {
+            return Ok(None);
+        };
+        let (placed, live) = {
+            let image = self.image.borrow();
+            (image.offsets.len() as u32, image.live_brokers().count())
+        };
+        if placed >= crate::constants::OFFSETS_PARTITIONS {
+            return Ok(None);
+        }
+        let wanted = cluster.voters.len().min(3);
+        if live < wanted {
+            return Err(ControllerError::NotEnoughBrokers(format!(
+                "{live} of the {wanted} brokers the group coordinators spread over are live"
+            )));
+        }
+        let count = crate::constants::OFFSETS_PARTITIONS - placed;
+        self.assign(OFFSETS_TOPIC, placed, count).await
     }
 
     /// Creates a topic: the index of its committed record, or `None` if only validated.
@@ -194,8 +483,9 @@ impl Controller {
             configs: t.configs,
         };
         let index = self.propose(record).await?;
+        let assigned = self.assign(&t.name, 0, partitions).await?;
         tracing::info!(topic = %t.name, partitions, "created topic");
-        Ok(Some(index))
+        Ok(Some(assigned.unwrap_or(index)))
     }
 
     /// Grows a topic to `total` partitions.
@@ -222,11 +512,17 @@ impl Controller {
             Some(_) if validate_only => return Ok(None),
             Some(_) => {}
         }
+        let old = current.unwrap_or(0);
+        if self.config.cluster.is_some() && self.image.borrow().live_brokers().next().is_none() {
+            return Err(NotEnoughBrokers("no live broker".into()));
+        }
         let record = MetadataRecord::PartitionsCreated {
             name: name.to_string(),
             total,
         };
-        Ok(Some(self.propose(record).await?))
+        let index = self.propose(record).await?;
+        let assigned = self.assign(name, old, total - old).await?;
+        Ok(Some(assigned.unwrap_or(index)))
     }
 
     /// Applies config changes to a topic; `None` if only validated or nothing changes.

@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use super::records::MetadataRecord;
+use super::records::{Assignment, MetadataRecord};
+use crate::constants::{ASSIGNMENTS_PER_RECORD_MAX, OFFSETS_TOPIC, OFFSETS_TOPIC_ID};
 use crate::protocol::types::TopicId;
 
 /// A topic as the cluster knows it.
@@ -14,6 +15,20 @@ pub struct TopicMeta {
     pub topic_id: TopicId,
     pub partitions: u32,
     pub configs: BTreeMap<String, String>,
+    /// Where each partition lives, by partition index. Empty on a one-node cluster (every
+    /// partition is this broker's); in a cluster a partition without one is not served yet.
+    pub assignments: BTreeMap<u32, Assignment>,
+}
+
+/// A registered broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerMeta {
+    pub node_id: i32,
+    /// Its current incarnation (a new one at every start).
+    pub epoch: i64,
+    pub host: String,
+    pub port: u16,
+    pub fenced: bool,
 }
 
 /// The state of the cluster metadata after applying every record.
@@ -21,6 +36,12 @@ pub struct TopicMeta {
 pub struct MetadataImage {
     pub cluster_id: String,
     pub topics: BTreeMap<String, TopicMeta>,
+    /// Registered brokers by node id (none on a one-node cluster).
+    pub brokers: BTreeMap<i32, BrokerMeta>,
+    /// Where the group coordinators live: the offsets partitions' assignments.
+    pub offsets: BTreeMap<u32, Assignment>,
+    /// The first producer id no broker has been given yet.
+    pub next_producer_id: i64,
     /// Number of records applied: a version clients never see, used in logs.
     pub records_applied: u64,
 }
@@ -43,6 +64,7 @@ impl MetadataImage {
                         topic_id: TopicId(*topic_id),
                         partitions: *partitions,
                         configs: configs.iter().cloned().collect(),
+                        assignments: BTreeMap::new(),
                     },
                 );
             }
@@ -59,7 +81,68 @@ impl MetadataImage {
                     t.partitions = (*total).max(t.partitions);
                 }
             }
+            MetadataRecord::BrokerRegistered {
+                node_id,
+                epoch,
+                host,
+                port,
+            } => {
+                self.brokers.insert(
+                    *node_id,
+                    BrokerMeta {
+                        node_id: *node_id,
+                        epoch: *epoch,
+                        host: host.clone(),
+                        port: *port,
+                        fenced: false,
+                    },
+                );
+            }
+            MetadataRecord::BrokerFenced { node_id, epoch }
+            | MetadataRecord::BrokerUnfenced { node_id, epoch } => {
+                let fenced = matches!(record, MetadataRecord::BrokerFenced { .. });
+                if let Some(b) = self.brokers.get_mut(node_id).filter(|b| b.epoch == *epoch) {
+                    b.fenced = fenced;
+                }
+            }
+            MetadataRecord::PartitionsAssigned {
+                name,
+                topic_id,
+                first,
+                assignments,
+            } => {
+                let (target, partitions) = if name == OFFSETS_TOPIC && *topic_id == OFFSETS_TOPIC_ID
+                {
+                    (&mut self.offsets, crate::constants::OFFSETS_PARTITIONS)
+                } else {
+                    match self.topics.get_mut(name) {
+                        Some(t) if t.topic_id.0 == *topic_id => (&mut t.assignments, t.partitions),
+                        _ => return,
+                    }
+                };
+                for (i, a) in assignments.iter().enumerate() {
+                    let p = first.saturating_add(i as u32);
+                    if p < partitions {
+                        target.insert(p, a.clone());
+                    }
+                }
+            }
+            MetadataRecord::ProducerIdsAllocated { next, .. } => {
+                self.next_producer_id = self.next_producer_id.max(*next);
+            }
         }
+    }
+
+    /// The live (unfenced) brokers.
+    pub fn live_brokers(&self) -> impl Iterator<Item = &BrokerMeta> {
+        self.brokers.values().filter(|b| !b.fenced)
+    }
+
+    /// The live broker leading `topic`/`partition` in a cluster (`None`: unassigned, or its
+    /// leader is fenced).
+    pub fn live_leader(&self, topic: &str, partition: u32) -> Option<&BrokerMeta> {
+        let a = self.topics.get(topic)?.assignments.get(&partition)?;
+        self.brokers.get(&a.leader).filter(|b| !b.fenced)
     }
 
     /// The records that take this image to `target` (for a reader that jumps to a snapshot
@@ -117,6 +200,47 @@ impl MetadataImage {
                     }
                 }
             }
+            let empty = BTreeMap::new();
+            let old = self
+                .topics
+                .get(&t.name)
+                .filter(|old| old.topic_id == t.topic_id)
+                .map_or(&empty, |old| &old.assignments);
+            assignment_changes(&t.name, t.topic_id.0, old, &t.assignments, &mut out);
+        }
+        for b in target.brokers.values() {
+            let old = self.brokers.get(&b.node_id);
+            let (node_id, epoch) = (b.node_id, b.epoch);
+            if old.is_none_or(|o| (o.epoch, &o.host, o.port) != (b.epoch, &b.host, b.port)) {
+                out.push(MetadataRecord::BrokerRegistered {
+                    node_id,
+                    epoch,
+                    host: b.host.clone(),
+                    port: b.port,
+                });
+                if b.fenced {
+                    out.push(MetadataRecord::BrokerFenced { node_id, epoch });
+                }
+            } else if old.is_some_and(|o| o.fenced != b.fenced) {
+                out.push(if b.fenced {
+                    MetadataRecord::BrokerFenced { node_id, epoch }
+                } else {
+                    MetadataRecord::BrokerUnfenced { node_id, epoch }
+                });
+            }
+        }
+        assignment_changes(
+            OFFSETS_TOPIC,
+            OFFSETS_TOPIC_ID,
+            &self.offsets,
+            &target.offsets,
+            &mut out,
+        );
+        if target.next_producer_id > self.next_producer_id {
+            out.push(MetadataRecord::ProducerIdsAllocated {
+                node_id: -1,
+                next: target.next_producer_id,
+            });
         }
         out
     }
@@ -124,6 +248,39 @@ impl MetadataImage {
     pub fn topic_by_id(&self, id: &TopicId) -> Option<&TopicMeta> {
         self.topics.values().find(|t| &t.topic_id == id)
     }
+}
+
+/// `PartitionsAssigned` records (runs of consecutive partitions, at most
+/// `ASSIGNMENTS_PER_RECORD_MAX` each) for the partitions whose assignment differs.
+fn assignment_changes(
+    name: &str,
+    topic_id: [u8; 16],
+    old: &BTreeMap<u32, Assignment>,
+    new: &BTreeMap<u32, Assignment>,
+    out: &mut Vec<MetadataRecord>,
+) {
+    let mut run: Option<(u32, Vec<Assignment>)> = None;
+    let flush = |run: &mut Option<(u32, Vec<Assignment>)>, out: &mut Vec<MetadataRecord>| {
+        if let Some((first, assignments)) = run.take() {
+            out.push(MetadataRecord::PartitionsAssigned {
+                name: name.to_string(),
+                topic_id,
+                first,
+                assignments,
+            });
+        }
+    };
+    for (p, a) in new.iter().filter(|(p, a)| old.get(p) != Some(a)) {
+        let extends = run.as_ref().is_some_and(|(first, list)| {
+            *first as usize + list.len() == *p as usize && list.len() < ASSIGNMENTS_PER_RECORD_MAX
+        });
+        if !extends {
+            flush(&mut run, out);
+            run = Some((*p, Vec::new()));
+        }
+        run.as_mut().expect("started above").1.push(a.clone());
+    }
+    flush(&mut run, out);
 }
 
 #[cfg(test)]
@@ -177,5 +334,90 @@ mod tests {
         assert_eq!(reached.topics, to.topics);
         assert_eq!(reached.cluster_id, to.cluster_id);
         assert!(to.changes_to(&to).is_empty());
+    }
+
+    fn assigned(name: &str, id: u8, first: u32, leaders: &[i32]) -> MetadataRecord {
+        MetadataRecord::PartitionsAssigned {
+            name: name.into(),
+            topic_id: [id; 16],
+            first,
+            assignments: leaders
+                .iter()
+                .map(|l| Assignment {
+                    replicas: vec![*l],
+                    leader: *l,
+                    leader_epoch: 0,
+                })
+                .collect(),
+        }
+    }
+
+    fn registered(node_id: i32, epoch: i64) -> MetadataRecord {
+        MetadataRecord::BrokerRegistered {
+            node_id,
+            epoch,
+            host: "h".into(),
+            port: 9092,
+        }
+    }
+
+    /// Brokers (new, re-registered, fenced), assignments (topics and the offsets partitions,
+    /// more than one record's worth) and producer id blocks reach the target too; an
+    /// assignment for an older topic of the same name is ignored.
+    #[test]
+    fn changes_to_carries_brokers_assignments_and_producer_ids() {
+        let offsets = |first, leaders: &[i32]| MetadataRecord::PartitionsAssigned {
+            name: OFFSETS_TOPIC.into(),
+            topic_id: OFFSETS_TOPIC_ID,
+            first,
+            assignments: match assigned("x", 0, 0, leaders) {
+                MetadataRecord::PartitionsAssigned { assignments, .. } => assignments,
+                _ => unreachable!(),
+            },
+        };
+        let many: Vec<i32> = (0..200).map(|i| i % 3).collect();
+        let from = image(&[
+            registered(1, 10),
+            registered(2, 20),
+            created("t", 1, 200, "1"),
+            assigned("t", 1, 0, &many[..100]),
+            offsets(0, &[1, 2]),
+        ]);
+        let to = image(&[
+            registered(1, 11),
+            registered(2, 20),
+            MetadataRecord::BrokerFenced {
+                node_id: 2,
+                epoch: 20,
+            },
+            registered(3, 30),
+            created("t", 1, 200, "1"),
+            assigned("t", 1, 0, &many),
+            assigned("t", 9, 0, &[7]),
+            offsets(0, &[1, 3]),
+            MetadataRecord::ProducerIdsAllocated {
+                node_id: 1,
+                next: 1000,
+            },
+        ]);
+        assert_eq!(to.topics["t"].assignments.len(), 200);
+        assert_eq!(to.topics["t"].assignments[&0].leader, 0);
+        assert!(to.brokers[&2].fenced);
+        assert_eq!(to.live_brokers().count(), 2);
+        let mut reached = from.clone();
+        for r in from.changes_to(&to) {
+            reached.apply(&r);
+        }
+        assert_eq!(reached.topics, to.topics);
+        assert_eq!(reached.brokers, to.brokers);
+        assert_eq!(reached.offsets, to.offsets);
+        assert_eq!(reached.next_producer_id, 1000);
+        assert!(to.changes_to(&to).is_empty());
+        let mut fresh = MetadataImage::default();
+        for r in MetadataImage::default().changes_to(&to) {
+            fresh.apply(&r);
+        }
+        assert_eq!(fresh.topics, to.topics);
+        assert_eq!(fresh.brokers, to.brokers);
     }
 }

@@ -41,6 +41,10 @@ impl std::fmt::Display for MetadataError {
 
 impl std::error::Error for MetadataError {}
 
+/// How a `MetadataError`'s detail starts when the log refused because this member is not
+/// the quorum's leader.
+pub const NOT_THE_CONTROLLER: &str = "not the controller";
+
 /// A boxed future of the metadata log.
 pub type LogFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 
@@ -93,6 +97,13 @@ pub trait MetadataLog {
     fn committed_end(&self) -> u64;
     /// Resolves once `committed_end() > index`.
     fn wait_committed(&self, index: u64) -> LogFuture<'_, ()>;
+    /// Resolves once every record committed anywhere before the call is in
+    /// `committed_from` here (a new Raft leader may not have applied its predecessor's last
+    /// records yet); fails if this member cannot tell (it is not the leader). Immediate on
+    /// one node.
+    fn sync(&self) -> LogFuture<'_, Result<(), MetadataError>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// The one-node metadata log: a local file, fdatasynced on every append.

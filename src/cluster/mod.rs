@@ -5,11 +5,13 @@
 //! restart) builds the same image from the same log. The `MetadataLog` trait is the seam the
 //! Raft-replicated log implements when the cluster arrives.
 
+pub mod assign;
 pub mod controller;
 pub mod image;
 pub mod log;
 pub mod raft;
 pub mod records;
+pub mod sessions;
 
 pub use image::{MetadataImage, TopicMeta};
 pub use log::{Committed, LocalMetadataLog, MetadataError, MetadataLog};

@@ -40,6 +40,57 @@ pub enum MetadataRecord {
         name: String,
         configs: Vec<(String, String)>,
     },
+    /// A broker's incarnation: a new `epoch` at every start supersedes (fences) the previous
+    /// one at once. Registered brokers are live until fenced.
+    BrokerRegistered {
+        node_id: i32,
+        epoch: i64,
+        host: String,
+        port: u16,
+    },
+    /// The broker's session ended (it died or hung): it leads nothing clients are sent to.
+    BrokerFenced {
+        node_id: i32,
+        epoch: i64,
+    },
+    /// A fenced broker's incarnation heartbeats again.
+    BrokerUnfenced {
+        node_id: i32,
+        epoch: i64,
+    },
+    /// Replicas, leader and leader epoch of partitions `first..first + assignments.len()` of
+    /// topic `name` (whose id is `topic_id`: an assignment for an older topic of the same
+    /// name is ignored). In a cluster a partition is served only once assigned.
+    PartitionsAssigned {
+        name: String,
+        topic_id: [u8; 16],
+        first: u32,
+        assignments: Vec<Assignment>,
+    },
+    /// Producer ids `image.next_producer_id..next` go to broker `node_id` (KIP-730's blocks).
+    ProducerIdsAllocated {
+        node_id: i32,
+        next: i64,
+    },
+}
+
+/// Where one partition lives.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+pub struct Assignment {
+    /// Broker ids, the preferred leader first.
+    pub replicas: Vec<i32>,
+    pub leader: i32,
+    pub leader_epoch: i32,
 }
 
 /// A short form for Raft's logs (openraft's application data must be `Display`).
@@ -58,6 +109,34 @@ impl std::fmt::Display for MetadataRecord {
             }
             MetadataRecord::TopicConfigsChanged { name, .. } => {
                 write!(f, "topic {name} configs changed")
+            }
+            MetadataRecord::BrokerRegistered {
+                node_id,
+                epoch,
+                host,
+                port,
+            } => write!(
+                f,
+                "broker {node_id} registered at {host}:{port}, epoch {epoch}"
+            ),
+            MetadataRecord::BrokerFenced { node_id, epoch } => {
+                write!(f, "broker {node_id} (epoch {epoch}) fenced")
+            }
+            MetadataRecord::BrokerUnfenced { node_id, epoch } => {
+                write!(f, "broker {node_id} (epoch {epoch}) unfenced")
+            }
+            MetadataRecord::PartitionsAssigned {
+                name,
+                first,
+                assignments,
+                ..
+            } => write!(
+                f,
+                "topic {name} partitions {first}..{} assigned",
+                *first as usize + assignments.len()
+            ),
+            MetadataRecord::ProducerIdsAllocated { node_id, next } => {
+                write!(f, "producer ids below {next} allocated to broker {node_id}")
             }
         }
     }
@@ -136,6 +215,25 @@ mod tests {
         assert!(
             frame.len() <= METADATA_RECORD_BYTES_BOUND,
             "largest record {} bytes, bound {METADATA_RECORD_BYTES_BOUND}",
+            frame.len()
+        );
+        let assignment = Assignment {
+            replicas: (0..QUORUM_VOTERS_MAX as i32)
+                .map(|i| i32::MAX - i)
+                .collect(),
+            leader: i32::MAX,
+            leader_epoch: i32::MAX,
+        };
+        let assigned = MetadataRecord::PartitionsAssigned {
+            name: "t".repeat(TOPIC_NAME_BYTES_MAX),
+            topic_id: [7; 16],
+            first: u32::MAX,
+            assignments: vec![assignment; ASSIGNMENTS_PER_RECORD_MAX],
+        };
+        let frame = encode_frame(&assigned).expect("within the bound");
+        assert!(
+            frame.len() <= METADATA_RECORD_BYTES_BOUND,
+            "{}",
             frame.len()
         );
         assert!(encode_frame(&MetadataRecord::ClusterCreated {

@@ -20,6 +20,28 @@ pub struct ClusterConfig {
     pub voters: BTreeMap<u64, SocketAddr>,
 }
 
+impl ClusterConfig {
+    /// The cluster's id, derived from the voter list, so every voter records the same one
+    /// whichever becomes the first controller (32 hex digits, two FNV-1a hashes).
+    pub fn cluster_id(&self) -> String {
+        let text: String = self
+            .voters
+            .iter()
+            .map(|(id, addr)| format!("{id}@{addr},"))
+            .collect();
+        let hash = |seed: u64| {
+            text.bytes().fold(seed, |h, b| {
+                (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+            })
+        };
+        format!(
+            "{:016x}{:016x}",
+            hash(0xcbf2_9ce4_8422_2325),
+            hash(0x8422_2325_cbf2_9ce4)
+        )
+    }
+}
+
 fn resolve(setting: &'static str, text: &str) -> Result<SocketAddr, ConfigError> {
     text.to_socket_addrs()
         .ok()

@@ -15,6 +15,8 @@ pub enum GroupCode {
     MemberIdRequired,
     FencedInstanceId,
     CoordinatorNotAvailable,
+    /// Another broker of the cluster coordinates the group.
+    NotCoordinator,
     InvalidGroupId,
     GroupIdNotFound,
     NonEmptyGroup,

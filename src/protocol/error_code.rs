@@ -51,6 +51,7 @@ pub enum ErrorCode {
     InvalidTimestamp = 32,
     InvalidRecord = 87,
     UnknownTopicId = 100,
+    StaleBrokerEpoch = 77,
 }
 
 impl ErrorCode {
@@ -107,6 +108,7 @@ impl ErrorCode {
         ErrorCode::InvalidTimestamp,
         ErrorCode::InvalidRecord,
         ErrorCode::UnknownTopicId,
+        ErrorCode::StaleBrokerEpoch,
     ];
 
     pub fn from_code(code: i16) -> Option<ErrorCode> {

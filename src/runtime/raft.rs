@@ -125,6 +125,19 @@ pub fn raft_task_queue() -> glommio::TaskQueueHandle {
     })
 }
 
+/// Runs `future` in openraft's latency-sensitive task queue (the cluster's heartbeats and
+/// session checks, which must not wait behind partition work either).
+pub fn spawn_urgent<F: std::future::Future<Output = ()> + 'static>(future: F) {
+    glommio::spawn_local_into(future, raft_task_queue())
+        .expect("openraft's task queue exists on this executor")
+        .detach();
+}
+
+/// How long ago `instant` (one of openraft's metrics timestamps) was.
+pub fn elapsed_since(instant: Instant) -> Duration {
+    Instant::now().saturating_duration_since(instant)
+}
+
 impl AsyncRuntime for GlommioRuntime {
     type JoinError = JoinError;
     type JoinHandle<T: OptionalSend + 'static> = JoinHandle<T>;

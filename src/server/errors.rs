@@ -39,6 +39,8 @@ pub fn partition_code(e: &Option<PartitionError>) -> ErrorCode {
         Some(PartitionError::OwnerGone) => ErrorCode::NotLeaderOrFollower,
         Some(PartitionError::InvalidTimestamp) => ErrorCode::InvalidRequest,
         Some(PartitionError::Storage(e)) => storage_code(e),
+        // Led by another broker, or not yet assigned: clients refresh metadata and retry.
+        Some(PartitionError::NotLeader) => ErrorCode::NotLeaderOrFollower,
     }
 }
 
@@ -56,6 +58,10 @@ pub fn controller_answer(r: &Result<(), ControllerError>) -> (ErrorCode, Option<
         ControllerError::InvalidConfig(_) => ErrorCode::InvalidConfig,
         ControllerError::PolicyViolation(_) => ErrorCode::PolicyViolation,
         ControllerError::Log(_) | ControllerError::Apply(_) => ErrorCode::KafkaStorageError,
+        ControllerError::NotEnoughBrokers(_) => ErrorCode::InvalidReplicationFactor,
+        ControllerError::StaleBrokerEpoch(_) => ErrorCode::StaleBrokerEpoch,
+        // No controller could be reached within the wait: the client may retry.
+        ControllerError::NotController(_) => ErrorCode::RequestTimedOut,
     };
     (code, Some(e.message().to_string()))
 }
@@ -73,6 +79,7 @@ pub fn group_code(c: GroupCode) -> ErrorCode {
         GroupCode::MemberIdRequired => ErrorCode::MemberIdRequired,
         GroupCode::FencedInstanceId => ErrorCode::FencedInstanceId,
         GroupCode::CoordinatorNotAvailable => ErrorCode::CoordinatorNotAvailable,
+        GroupCode::NotCoordinator => ErrorCode::NotCoordinator,
         GroupCode::InvalidGroupId => ErrorCode::InvalidGroupId,
         GroupCode::GroupIdNotFound => ErrorCode::GroupIdNotFound,
         GroupCode::NonEmptyGroup => ErrorCode::NonEmptyGroup,

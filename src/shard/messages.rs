@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_channel::oneshot;
 
-use crate::cluster::controller::{ConfigChanges, ControllerError, NewTopic};
+use crate::cluster::controller::{ControllerAnswer, ControllerOp};
 use crate::cluster::MetadataImage;
 use crate::protocol::types::{Offset, TopicPartition};
 use crate::storage::{FetchRecords, LogConfig};
@@ -43,6 +43,8 @@ pub enum PartitionError {
     OwnerGone,
     /// A ListOffsets timestamp that means nothing.
     InvalidTimestamp,
+    /// Another broker of the cluster leads it (or none does yet).
+    NotLeader,
     Storage(crate::storage::Error),
 }
 
@@ -101,32 +103,11 @@ pub struct OpenPartition {
     pub topic_id: crate::protocol::types::TopicId,
 }
 
-/// One answer per item of a controller request.
-pub type ControllerReply = oneshot::Sender<Vec<Result<(), ControllerError>>>;
-
-/// Metadata changes asked of the controller shard.
+/// A change for the controller, with the channel its answer goes back on.
 #[derive(Debug)]
-pub enum ControllerRequest {
-    CreateTopics {
-        topics: Vec<NewTopic>,
-        validate_only: bool,
-        reply: ControllerReply,
-    },
-    DeleteTopics {
-        names: Vec<String>,
-        reply: ControllerReply,
-    },
-    CreatePartitions {
-        topics: Vec<(String, u32)>,
-        validate_only: bool,
-        reply: ControllerReply,
-    },
-    /// Per topic: configs to set (`Some`) or remove (`None`).
-    AlterTopicConfigs {
-        topics: Vec<(String, ConfigChanges)>,
-        validate_only: bool,
-        reply: ControllerReply,
-    },
+pub struct ControllerRequest {
+    pub op: ControllerOp,
+    pub reply: oneshot::Sender<ControllerAnswer>,
 }
 
 /// A message between shards.
@@ -154,6 +135,10 @@ pub enum ShardMessage {
         reply: oneshot::Sender<()>,
     },
     Controller(ControllerRequest),
+    /// The active controller changed (in a cluster; -1: none known).
+    ControllerMoved {
+        node_id: i32,
+    },
     /// Work for the coordinator of a group this shard owns.
     /// (The call carries the sender of its own typed reply.)
     Group(crate::group::calls::GroupCall),

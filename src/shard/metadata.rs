@@ -14,9 +14,10 @@ use std::task::{Poll, Waker};
 
 use futures_channel::oneshot;
 
+use super::cluster::QuorumRole;
 use super::messages::{ControllerRequest, OpenPartition, ShardMessage};
 use super::Shard;
-use crate::cluster::controller::{Controller, ControllerError};
+use crate::cluster::controller::{Controller, ControllerAnswer, ControllerError, ControllerOp};
 use crate::cluster::{MetadataImage, MetadataRecord};
 use crate::placement::CONTROLLER_SHARD;
 use crate::protocol::types::{ShardId, TopicPartition};
@@ -31,13 +32,16 @@ pub struct ControllerService {
     /// Why applying a record failed (a partition could not be opened), by index.
     apply_failures: RefCell<HashMap<u64, String>>,
     waiters: RefCell<Vec<Waker>>,
+    /// In a cluster: this broker's member of the metadata quorum and its duties.
+    pub quorum: Option<QuorumRole>,
 }
 
 impl ControllerService {
     /// Wraps a controller whose log's committed records are all in the starting image.
-    pub fn new(controller: Controller) -> ControllerService {
+    pub fn new(controller: Controller, quorum: Option<QuorumRole>) -> ControllerService {
         let applied = controller.log().committed_end();
         ControllerService {
+            quorum,
             controller,
             lock: LocalLock::new(),
             applied: Cell::new(applied),
@@ -105,63 +109,150 @@ impl ControllerService {
     async fn settle(
         &self,
         proposed: Result<Option<u64>, ControllerError>,
-    ) -> Result<(), ControllerError> {
+    ) -> Result<i64, ControllerError> {
         match proposed? {
-            Some(index) => self.wait_applied(index).await,
-            None => Ok(()),
+            Some(index) => self.wait_applied(index).await.map(|_| index as i64),
+            None => Ok(-1),
         }
     }
 
-    pub async fn handle(&self, _shard: &Rc<Shard>, request: ControllerRequest) {
+    /// Answers a change: here, or (in a cluster) at the active controller.
+    pub async fn handle(&self, shard: &Rc<Shard>, request: ControllerRequest) {
+        let ControllerRequest { op, reply } = request;
+        let answer = match &self.quorum {
+            Some(role) => role.run_anywhere(shard, self, op, CHANGE_WAIT_MS).await,
+            None => self.run_local(shard, op).await,
+        };
+        let _ = reply.send(answer);
+    }
+
+    /// Runs a change on this broker's controller (the active one), under the lock, after
+    /// catching its view up with every committed record.
+    pub async fn run_local(&self, shard: &Rc<Shard>, op: ControllerOp) -> ControllerAnswer {
+        if let (
+            Some(role),
+            ControllerOp::BrokerHeartbeat {
+                node_id,
+                epoch,
+                host,
+                port,
+            },
+        ) = (&self.quorum, &op)
+        {
+            // Most heartbeats change nothing: answer them without waiting for the lock.
+            role.heard(*node_id, shard.env.monotonic());
+            let image = self.controller.image();
+            let same = image.brokers.get(node_id).is_some_and(|b| {
+                (b.epoch, &b.host, b.port, b.fenced) == (*epoch, host, *port, false)
+            });
+            if same {
+                return vec![Ok(-1)];
+            }
+        }
+        let items = op.len();
         let _guard = self.lock.acquire().await;
         let c = &self.controller;
-        match request {
-            ControllerRequest::CreateTopics {
+        if let Err(e) = c.catch_up().await {
+            return vec![Err(e); items];
+        }
+        let mut answers = Vec::with_capacity(items);
+        match op {
+            ControllerOp::CreateTopics {
                 topics,
                 validate_only,
-                reply,
             } => {
-                let mut answers = Vec::with_capacity(topics.len());
                 for t in topics {
                     answers.push(self.settle(c.create_topic(t, validate_only).await).await);
                 }
-                let _ = reply.send(answers);
             }
-            ControllerRequest::DeleteTopics { names, reply } => {
-                let mut answers = Vec::with_capacity(names.len());
+            ControllerOp::DeleteTopics { names } => {
                 for name in names {
                     let proposed = c.delete_topic(&name).await.map(Some);
                     answers.push(self.settle(proposed).await);
                 }
-                let _ = reply.send(answers);
             }
-            ControllerRequest::CreatePartitions {
+            ControllerOp::CreatePartitions {
                 topics,
                 validate_only,
-                reply,
             } => {
-                let mut answers = Vec::with_capacity(topics.len());
                 for (name, total) in topics {
                     let proposed = c.create_partitions(&name, total, validate_only).await;
                     answers.push(self.settle(proposed).await);
                 }
-                let _ = reply.send(answers);
             }
-            ControllerRequest::AlterTopicConfigs {
+            ControllerOp::AlterTopicConfigs {
                 topics,
                 validate_only,
-                reply,
             } => {
-                let mut answers = Vec::with_capacity(topics.len());
                 for (name, changes) in topics {
                     let proposed = c.alter_configs(&name, changes, validate_only).await;
                     answers.push(self.settle(proposed).await);
                 }
-                let _ = reply.send(answers);
+            }
+            ControllerOp::BrokerHeartbeat {
+                node_id,
+                epoch,
+                host,
+                port,
+            } => {
+                let proposed = c.broker_heartbeat(node_id, epoch, &host, port).await;
+                answers.push(self.settle(proposed).await);
+            }
+            ControllerOp::AllocateProducerIds { node_id } => {
+                answers.push(match c.allocate_producer_ids(node_id).await {
+                    Ok((_, first)) => Ok(first),
+                    Err(e) => Err(e),
+                });
+            }
+            ControllerOp::PlaceOffsets => {
+                answers.push(self.settle(c.place_offsets().await).await);
+            }
+        }
+        answers
+    }
+
+    /// The active controller's standing duties, under the lock: the cluster id, partitions a
+    /// predecessor left unassigned, and fencing the brokers whose sessions expired.
+    pub async fn lead(&self, cluster_id: &str, fence: &[(i32, i64)]) {
+        let _guard = self.lock.acquire().await;
+        let c = &self.controller;
+        if let Err(e) = c.catch_up().await {
+            tracing::debug!(error = %e.message(), "controller duties skipped");
+            return;
+        }
+        let mut results = vec![c.ensure_cluster_id(cluster_id).await];
+        results.push(c.repair_assignments().await);
+        for (node_id, epoch) in fence {
+            let still = c
+                .image()
+                .brokers
+                .get(node_id)
+                .is_some_and(|b| b.epoch == *epoch && !b.fenced);
+            if still {
+                results.push(c.fence(*node_id, *epoch).await.map(Some));
+            }
+        }
+        for r in results {
+            if let Err(e) = self.settle(r).await {
+                tracing::warn!(error = %e.message(), "a controller duty failed");
             }
         }
     }
+
+    /// The controller's view of the metadata (what it validates against).
+    pub fn controller_image(&self) -> MetadataImage {
+        self.controller.image().clone()
+    }
+
+    /// Waits (at most `wait_ms`) until record `index` is applied here.
+    pub async fn wait_applied_for(&self, env: &crate::runtime::env::Env, index: u64, wait_ms: u64) {
+        let wait = std::time::Duration::from_millis(wait_ms);
+        let _ = env.timeout(wait, self.wait_applied(index)).await;
+    }
 }
+
+/// How long a change waits for an active controller to be elected or reached.
+const CHANGE_WAIT_MS: u64 = 10_000;
 
 /// Applies one committed record: the next image, the partitions it opens or deletes, and its
 /// publication to every shard.
@@ -193,7 +284,23 @@ async fn apply(shard: &Rc<Shard>, record: &MetadataRecord) -> Result<(), String>
             }
             Ok(())
         }
-        MetadataRecord::TopicConfigsChanged { .. } | MetadataRecord::ClusterCreated { .. } => {
+        MetadataRecord::PartitionsAssigned {
+            name,
+            first,
+            assignments,
+            ..
+        } => {
+            let end = first.saturating_add(assignments.len() as u32);
+            let opened = open_on_owners(shard, &next, name, *first..end).await;
+            publish(shard, next).await;
+            opened
+        }
+        MetadataRecord::TopicConfigsChanged { .. }
+        | MetadataRecord::ClusterCreated { .. }
+        | MetadataRecord::BrokerRegistered { .. }
+        | MetadataRecord::BrokerFenced { .. }
+        | MetadataRecord::BrokerUnfenced { .. }
+        | MetadataRecord::ProducerIdsAllocated { .. } => {
             publish(shard, next).await;
             Ok(())
         }
@@ -215,6 +322,9 @@ async fn open_on_owners(
         (0..shard.shard_count).map(|_| Vec::new()).collect();
     for p in range {
         let tp = TopicPartition::new(topic, p as i32);
+        if !shard.hosts(image, &tp) {
+            continue;
+        }
         by_owner[shard.owner(&tp).0].push(OpenPartition {
             tp,
             log: log.clone(),
@@ -287,19 +397,24 @@ async fn publish(shard: &Rc<Shard>, image: Arc<MetadataImage>) {
     }
 }
 
-/// Sends a controller request from any shard. On the controller shard the work runs as its own
-/// task: the caller awaits only the reply inside the request, so a caller that goes away (its
-/// connection closed) cannot cancel a metadata change halfway.
-pub async fn call(shard: &Rc<Shard>, request: ControllerRequest) {
+/// Asks the controller for a change from any shard: its answer, or `None` if the controller
+/// shard is gone. On the controller shard the work runs as its own task: the caller awaits
+/// only the answer, so a caller that goes away (its connection closed) cannot cancel a
+/// metadata change halfway.
+pub async fn ask(shard: &Rc<Shard>, op: ControllerOp) -> Option<ControllerAnswer> {
+    let (reply, answer) = oneshot::channel();
+    let request = ControllerRequest { op, reply };
     if shard.controller.is_some() {
         let shard = shard.clone();
         crate::runtime::io::spawn(async move {
             let service = shard.controller.as_ref().expect("checked above");
             service.handle(&shard, request).await;
         });
-    } else {
-        shard
-            .send(CONTROLLER_SHARD, ShardMessage::Controller(request))
-            .await;
+    } else if !shard
+        .send(CONTROLLER_SHARD, ShardMessage::Controller(request))
+        .await
+    {
+        return None;
     }
+    answer.await.ok()
 }

@@ -5,6 +5,7 @@
 //! partition)`; answers to a request that was split across shards are merged back in request
 //! order; no borrow is held across an `.await`.
 
+pub mod cluster;
 pub mod local;
 pub mod messages;
 pub mod metadata;
@@ -46,6 +47,10 @@ pub struct Shard {
     /// Present on the controller shard only.
     pub controller: Option<metadata::ControllerService>,
     next_producer_id: Cell<i64>,
+    /// In a cluster: this shard's block of producer ids from the controller, `next..end`.
+    producer_block: Cell<(i64, i64)>,
+    /// In a cluster: the active controller's node id, as the controller shard reports it.
+    pub controller_id: Cell<i32>,
     /// Partitions being opened now (an open awaits; a second one must not start meanwhile).
     opening: RefCell<std::collections::HashSet<TopicPartition>>,
     /// When an offline partition was last tried again (see `reopen_missing`), monotonic.
@@ -82,6 +87,8 @@ impl Shard {
             image: RefCell::new(image),
             controller,
             next_producer_id: Cell::new(counter_start),
+            producer_block: Cell::new((0, 0)),
+            controller_id: Cell::new(-1),
             opening: RefCell::new(Default::default()),
             reopen_tried: RefCell::new(HashMap::new()),
             coordinator: std::cell::OnceCell::new(),
@@ -130,6 +137,37 @@ impl Shard {
         }
     }
 
+    /// Whether this broker holds `tp` (in a cluster: among its assigned replicas; on one
+    /// node: every partition of the image).
+    pub fn hosts(&self, image: &MetadataImage, tp: &TopicPartition) -> bool {
+        if self.config.cluster.is_none() {
+            return true;
+        }
+        let me = self.config.node_id.0;
+        image
+            .topics
+            .get(&tp.topic)
+            .and_then(|t| t.assignments.get(&(tp.partition.0.max(0) as u32)))
+            .is_some_and(|a| a.replicas.contains(&me))
+    }
+
+    /// Whether produce, fetch and offset requests for `tp` are this broker's to answer: on one
+    /// node every partition; in a cluster those it leads, and unknown ones (answered as such
+    /// by their owner shard).
+    pub fn leads(&self, image: &MetadataImage, tp: &TopicPartition) -> bool {
+        if self.config.cluster.is_none() {
+            return true;
+        }
+        match image.topics.get(&tp.topic) {
+            None => true,
+            Some(t) if tp.partition.0 < 0 || tp.partition.0 as u32 >= t.partitions => true,
+            Some(t) => t
+                .assignments
+                .get(&(tp.partition.0 as u32))
+                .is_some_and(|a| a.leader == self.config.node_id.0),
+        }
+    }
+
     pub fn owner(&self, tp: &TopicPartition) -> ShardId {
         partition_owner(&tp.topic, tp.partition, self.shard_count)
     }
@@ -160,8 +198,38 @@ impl Shard {
         logs
     }
 
-    /// A new producer id (InitProducerId).
-    pub fn allocate_producer_id(&self) -> crate::protocol::types::ProducerId {
+    /// A new producer id (InitProducerId): from this shard's counter on one node; in a
+    /// cluster from this shard's block, taking the next block from the controller when it runs
+    /// out (`None`: no controller answered).
+    pub async fn next_producer_id(self: &Rc<Self>) -> Option<crate::protocol::types::ProducerId> {
+        if self.config.cluster.is_none() {
+            return Some(self.allocate_producer_id());
+        }
+        let (next, end) = self.producer_block.get();
+        if next < end {
+            self.producer_block.set((next + 1, end));
+            return Some(crate::protocol::types::ProducerId(next));
+        }
+        let op = crate::cluster::controller::ControllerOp::AllocateProducerIds {
+            node_id: self.config.node_id.0,
+        };
+        let answer = metadata::ask(self, op).await?;
+        let first = *answer.first()?.as_ref().ok()?;
+        let end = first + crate::constants::PRODUCER_ID_BLOCK;
+        self.producer_block.set((first + 1, end));
+        Some(crate::protocol::types::ProducerId(first))
+    }
+
+    /// The active controller as the controller shard last reported it (-1: none known).
+    pub fn controller_id(&self) -> i32 {
+        match &self.config.cluster {
+            None => self.config.node_id.0,
+            Some(_) => self.controller_id.get(),
+        }
+    }
+
+    /// A one-node producer id from this shard's counter.
+    fn allocate_producer_id(&self) -> crate::protocol::types::ProducerId {
         let counter = self.next_producer_id.get();
         self.next_producer_id.set(counter + 1);
         crate::protocol::types::ProducerId(counter * self.shard_count as i64 + self.id.0 as i64)
@@ -204,10 +272,20 @@ impl Shard {
         let count = items.len();
         let mut groups: Vec<Vec<(usize, TopicPartition, PartitionRequest)>> =
             (0..self.shard_count).map(|_| Vec::new()).collect();
-        for (i, (tp, req)) in items.into_iter().enumerate() {
-            groups[self.owner(&tp).0].push((i, tp, req));
-        }
+        let image = self.image();
         let mut parts = Vec::new();
+        let mut elsewhere = Vec::new();
+        for (i, (tp, req)) in items.into_iter().enumerate() {
+            if self.leads(&image, &tp) {
+                groups[self.owner(&tp).0].push((i, tp, req));
+            } else {
+                let answer = PartitionResponse::error_for(&req, PartitionError::NotLeader);
+                elsewhere.push((i, answer));
+            }
+        }
+        if !elsewhere.is_empty() {
+            parts.push((elsewhere, None));
+        }
         for (shard, group) in groups.into_iter().enumerate() {
             if group.is_empty() {
                 continue;
@@ -316,9 +394,29 @@ impl Shard {
         }
     }
 
-    /// Runs a group request on the shard that coordinates its group (here or over the mesh).
+    /// In a cluster, the broker coordinating `group` (the leader of its offsets partition),
+    /// if the offsets partitions are placed and it is live; on one node, this broker.
+    pub fn coordinator_of(&self, image: &MetadataImage, group: &str) -> Option<i32> {
+        if self.config.cluster.is_none() {
+            return Some(self.config.node_id.0);
+        }
+        let p = crate::group::offsets::offsets_partition(group);
+        let leader = image.offsets.get(&p)?.leader;
+        image
+            .brokers
+            .get(&leader)
+            .filter(|b| !b.fenced)
+            .map(|b| b.node_id)
+    }
+
+    /// Runs a group request on the shard that coordinates its group (here or over the mesh);
+    /// in a cluster a group another broker coordinates is refused with NOT_COORDINATOR.
     pub async fn group_call<C: Call>(self: &Rc<Self>, call: C) -> C::Reply {
-        let owner = group_owner(call.group_id().unwrap_or_default(), self.shard_count);
+        let group = call.group_id().unwrap_or_default();
+        if self.coordinator_of(&self.image(), group) != Some(self.config.node_id.0) {
+            return call.refused(crate::group::GroupCode::NotCoordinator);
+        }
+        let owner = group_owner(group, self.shard_count);
         self.group_call_on(owner, call).await
     }
 
@@ -359,6 +457,7 @@ impl Shard {
                 self.set_image(image);
                 let _ = reply.send(());
             }
+            ShardMessage::ControllerMoved { node_id } => self.controller_id.set(node_id),
             ShardMessage::Group(call) => match self.coordinator.get() {
                 Some(c) => c.clone().handle(call).await,
                 None => call.refuse(UNAVAILABLE),

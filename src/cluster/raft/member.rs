@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use openraft::{BasicNode, SnapshotPolicy};
 
-use super::network::{serve, Network};
+use super::network::{serve, HandlerSlot, Network};
 use super::{MetadataRaft, MetadataStateMachine, RaftLogStore};
 use crate::runtime::env::Env;
 use crate::runtime::io::{self, TcpListener};
@@ -125,6 +125,8 @@ async fn check_stored_voters(
 pub struct QuorumMember {
     pub raft: MetadataRaft,
     pub state_machine: MetadataStateMachine,
+    /// Where the listener finds the handler of forwarded controller changes.
+    pub handler: HandlerSlot,
     _server: io::Task<()>,
 }
 
@@ -154,7 +156,8 @@ impl QuorumMember {
         )
         .await
         .map_err(|e| format!("metadata quorum: {e}"))?;
-        let server = serve(listener, raft.clone(), config.voters.len());
+        let handler = HandlerSlot::default();
+        let server = serve(listener, raft.clone(), config.voters.len(), handler.clone());
         let initialized = raft
             .is_initialized()
             .await
@@ -178,6 +181,7 @@ impl QuorumMember {
         Ok(QuorumMember {
             raft,
             state_machine,
+            handler,
             _server: server,
         })
     }

@@ -11,7 +11,7 @@ use openraft::errors::{ClientWriteError, RaftError};
 
 use super::state_machine::Applied;
 use super::{MetadataRaft, MetadataStateMachine, RAFT_DIR};
-use crate::cluster::log::{Committed, LogFuture, MetadataError, MetadataLog};
+use crate::cluster::log::{Committed, LogFuture, MetadataError, MetadataLog, NOT_THE_CONTROLLER};
 use crate::cluster::MetadataRecord;
 
 pub struct RaftMetadataLog {
@@ -50,8 +50,8 @@ impl MetadataLog for RaftMetadataLog {
                 Ok(written) => Ok(written.log_id.index),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                     Err(self.error(match f.leader_id {
-                        Some(leader) => format!("not the controller: node {leader} is"),
-                        None => "not the controller, and no controller is known".into(),
+                        Some(leader) => format!("{NOT_THE_CONTROLLER}: node {leader} is"),
+                        None => format!("{NOT_THE_CONTROLLER}, and no controller is known"),
                     }))
                 }
                 Err(e) => Err(self.error(e.to_string())),
@@ -75,6 +75,20 @@ impl MetadataLog for RaftMetadataLog {
 
     fn committed_end(&self) -> u64 {
         self.state_machine.applied_index().map_or(0, |i| i + 1)
+    }
+
+    fn sync(&self) -> LogFuture<'_, Result<(), MetadataError>> {
+        Box::pin(async move {
+            let read = self
+                .raft
+                .ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex)
+                .await
+                .map_err(|e| self.error(format!("{NOT_THE_CONTROLLER}: {e}")))?;
+            self.state_machine
+                .wait_applied_past(read.index().checked_sub(1))
+                .await;
+            Ok(())
+        })
     }
 
     fn wait_committed(&self, index: u64) -> LogFuture<'_, ()> {

@@ -37,6 +37,8 @@ openraft::declare_raft_types!(
 );
 
 pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
+/// Raft's view of the quorum as one member sees it.
+pub type Metrics = openraft::RaftMetrics<TypeConfig>;
 pub type Vote = openraft::alias::VoteOf<TypeConfig>;
 pub type Entry = openraft::alias::EntryOf<TypeConfig>;
 pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;

@@ -23,6 +23,7 @@ use openraft::{BasicNode, OptionalSend};
 use serde::{Deserialize, Serialize};
 
 use super::{MetadataRaft, Snapshot, SnapshotData, SnapshotMeta, TypeConfig, Vote};
+use crate::cluster::controller::{ControllerAnswer, ControllerOp};
 use crate::constants::RAFT_RPC_BYTES_MAX;
 use crate::runtime::env::Env;
 use crate::runtime::io::{self, TcpListener, TcpStream};
@@ -49,6 +50,9 @@ enum Request {
         meta: SnapshotMeta,
         data: String,
     },
+    /// A change for the active controller, forwarded by another broker (KIP-590's
+    /// forwarding), or a broker's heartbeat.
+    Controller(ControllerOp),
 }
 
 /// The peer's answer.
@@ -57,8 +61,50 @@ enum Response {
     Append(AppendEntriesResponse<TypeConfig>),
     Vote(VoteResponse<TypeConfig>),
     Snapshot(SnapshotResponse<TypeConfig>),
+    Controller(ControllerAnswer),
     /// The peer's Raft refused or failed (stopped, or a fatal storage error).
     Error(String),
+}
+
+/// What answers forwarded controller changes on this broker (set once the broker's shards
+/// run; until then a forwarded change is refused).
+pub type ControllerHandler = std::rc::Rc<
+    dyn Fn(ControllerOp) -> std::pin::Pin<Box<dyn std::future::Future<Output = ControllerAnswer>>>,
+>;
+
+/// The slot the listener looks the handler up in.
+pub type HandlerSlot = std::rc::Rc<std::cell::RefCell<Option<ControllerHandler>>>;
+
+/// Longest a forwarded change may take (a topic of 10,000 partitions is 157 records).
+const FORWARD_TIMEOUT_MS: u64 = 30_000;
+/// Largest answer to a forwarded change (one result per item of a bounded request).
+const FORWARD_ANSWER_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// Sends `op` to the controller listener at `addr` and returns its answer: one connection per
+/// call (changes and heartbeats are few), closed after it.
+pub async fn forward(
+    env: &Env,
+    addr: SocketAddr,
+    op: ControllerOp,
+) -> Result<ControllerAnswer, String> {
+    let call = async {
+        let mut stream = io::connect(addr)
+            .await
+            .map_err(|e| format!("{addr}: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        write_frame(&mut stream, &Request::Controller(op))
+            .await
+            .map_err(|e| format!("{addr}: {e}"))?;
+        match read_frame::<Response>(&mut stream, FORWARD_ANSWER_BYTES_MAX).await {
+            Ok(Some(Response::Controller(answer))) => Ok(answer),
+            Ok(Some(Response::Error(why))) => Err(why),
+            Ok(_) => Err(format!("{addr}: no answer")),
+            Err(e) => Err(format!("{addr}: {e}")),
+        }
+    };
+    env.timeout(Duration::from_millis(FORWARD_TIMEOUT_MS), call)
+        .await
+        .unwrap_or_else(|| Err(format!("{addr}: no answer within {FORWARD_TIMEOUT_MS} ms")))
 }
 
 /// Why a call failed, before openraft's error types are chosen.
@@ -302,7 +348,12 @@ impl RaftNetworkV2<TypeConfig> for Peer {
 
 /// Answers Raft messages from peers on `listener` for as long as the returned task lives, on
 /// at most `CONNECTIONS_PER_VOTER` connections per voter (more are closed at once).
-pub fn serve(listener: TcpListener, raft: MetadataRaft, voters: usize) -> io::Task<()> {
+pub fn serve(
+    listener: TcpListener,
+    raft: MetadataRaft,
+    voters: usize,
+    handler: HandlerSlot,
+) -> io::Task<()> {
     let open = std::rc::Rc::new(std::cell::Cell::new(0usize));
     io::spawn_joinable(async move {
         loop {
@@ -314,9 +365,10 @@ pub fn serve(listener: TcpListener, raft: MetadataRaft, voters: usize) -> io::Ta
                 Ok(stream) => {
                     let raft = raft.clone();
                     let open = open.clone();
+                    let handler = handler.clone();
                     open.set(open.get() + 1);
                     io::spawn(async move {
-                        serve_connection(stream, raft).await;
+                        serve_connection(stream, raft, handler).await;
                         open.set(open.get() - 1);
                     });
                 }
@@ -329,7 +381,7 @@ pub fn serve(listener: TcpListener, raft: MetadataRaft, voters: usize) -> io::Ta
     })
 }
 
-async fn serve_connection(mut stream: TcpStream, raft: MetadataRaft) {
+async fn serve_connection(mut stream: TcpStream, raft: MetadataRaft, handler: HandlerSlot) {
     let _ = stream.set_nodelay(true);
     loop {
         let idle = Duration::from_millis(IDLE_CONNECTION_MS);
@@ -343,7 +395,16 @@ async fn serve_connection(mut stream: TcpStream, raft: MetadataRaft) {
                 return;
             }
         };
-        let response = answer(&raft, request).await;
+        let response = match request {
+            Request::Controller(op) => {
+                let handler = handler.borrow().clone();
+                match handler {
+                    Some(h) => Response::Controller(h(op).await),
+                    None => Response::Error("this broker is still starting".into()),
+                }
+            }
+            other => answer(&raft, other).await,
+        };
         if write_frame(&mut stream, &response).await.is_err() {
             return;
         }
@@ -380,5 +441,6 @@ async fn answer(raft: &MetadataRaft, request: Request) -> Response {
                 .await
                 .map_or_else(|e: Fatal<TypeConfig>| refused(e), Response::Snapshot)
         }
+        Request::Controller(_) => refused("a controller change reached Raft's handler"),
     }
 }

@@ -76,27 +76,9 @@ pub struct MetadataStateMachine {
     shared: Rc<Shared>,
 }
 
-/// The records that rebuild `image`.
+/// The records that rebuild `image` from nothing.
 fn image_records(image: &MetadataImage) -> Vec<MetadataRecord> {
-    let mut out = Vec::with_capacity(1 + image.topics.len());
-    if !image.cluster_id.is_empty() {
-        out.push(MetadataRecord::ClusterCreated {
-            cluster_id: image.cluster_id.clone(),
-        });
-    }
-    out.extend(image.topics.values().map(|t| {
-        MetadataRecord::TopicCreated {
-            name: t.name.clone(),
-            topic_id: t.topic_id.0,
-            partitions: t.partitions,
-            configs: t
-                .configs
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        }
-    }));
-    out
+    MetadataImage::default().changes_to(image)
 }
 
 fn image_of(records: &[MetadataRecord]) -> MetadataImage {

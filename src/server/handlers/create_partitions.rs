@@ -7,7 +7,7 @@ use kafka_protocol::messages::create_partitions_response::{
 use kafka_protocol::messages::{CreatePartitionsRequest, ResponseKind};
 
 use super::str_bytes;
-use crate::shard::messages::ControllerRequest;
+use crate::cluster::controller::ControllerOp;
 use crate::shard::ShardRef;
 
 pub async fn handle(shard: &ShardRef, request: CreatePartitionsRequest) -> ResponseKind {
@@ -18,13 +18,15 @@ pub async fn handle(shard: &ShardRef, request: CreatePartitionsRequest) -> Respo
         .collect();
     let count = topics.len();
     let validate_only = request.validate_only;
-    let answers =
-        super::ask_controller(shard, count, |reply| ControllerRequest::CreatePartitions {
+    let answers = super::ask_controller(
+        shard,
+        count,
+        ControllerOp::CreatePartitions {
             topics,
             validate_only,
-            reply,
-        })
-        .await;
+        },
+    )
+    .await;
     let results = request
         .topics
         .into_iter()

@@ -7,9 +7,9 @@ use kafka_protocol::messages::create_topics_response::{
 use kafka_protocol::messages::{CreateTopicsRequest, ResponseKind};
 
 use super::{str_bytes, uuid};
+use crate::cluster::controller::ControllerOp;
 use crate::cluster::controller::{self, NewTopic};
 use crate::protocol::ErrorCode;
-use crate::shard::messages::ControllerRequest;
 use crate::shard::ShardRef;
 
 /// Asks the controller to create `topics`; one answer per topic.
@@ -19,11 +19,14 @@ pub async fn create(
     validate_only: bool,
 ) -> Vec<(ErrorCode, Option<String>)> {
     let count = topics.len();
-    super::ask_controller(shard, count, |reply| ControllerRequest::CreateTopics {
-        topics,
-        validate_only,
-        reply,
-    })
+    super::ask_controller(
+        shard,
+        count,
+        ControllerOp::CreateTopics {
+            topics,
+            validate_only,
+        },
+    )
     .await
 }
 

@@ -7,8 +7,8 @@ use kafka_protocol::messages::delete_topics_response::{
 use kafka_protocol::messages::{DeleteTopicsRequest, ResponseKind, TopicName};
 
 use super::{str_bytes, uuid};
+use crate::cluster::controller::ControllerOp;
 use crate::protocol::ErrorCode;
-use crate::shard::messages::ControllerRequest;
 use crate::shard::ShardRef;
 
 pub async fn handle(shard: &ShardRef, request: DeleteTopicsRequest) -> ResponseKind {
@@ -31,12 +31,11 @@ pub async fn handle(shard: &ShardRef, request: DeleteTopicsRequest) -> ResponseK
         .map(|n| image.topics.get(n).map(|m| m.topic_id))
         .collect();
     let asked = names.clone();
-    let codes: Vec<ErrorCode> = super::ask_controller(shard, names.len(), |reply| {
-        ControllerRequest::DeleteTopics {
-            names: asked,
-            reply,
-        }
-    })
+    let codes: Vec<ErrorCode> = super::ask_controller(
+        shard,
+        names.len(),
+        ControllerOp::DeleteTopics { names: asked },
+    )
     .await
     .into_iter()
     .map(|(code, _)| code)

@@ -9,8 +9,8 @@ use kafka_protocol::messages::incremental_alter_configs_response::{
 use kafka_protocol::messages::{IncrementalAlterConfigsRequest, ResponseKind};
 
 use super::str_bytes;
+use crate::cluster::controller::ControllerOp;
 use crate::protocol::ErrorCode;
-use crate::shard::messages::ControllerRequest;
 use crate::shard::ShardRef;
 
 /// Kafka's ConfigResource.Type for topics.
@@ -34,14 +34,16 @@ pub async fn handle(shard: &ShardRef, request: IncrementalAlterConfigsRequest) -
     if !topics.is_empty() {
         let count = topics.len();
         let validate_only = request.validate_only;
-        answers =
-            super::ask_controller(shard, count, |reply| ControllerRequest::AlterTopicConfigs {
+        answers = super::ask_controller(
+            shard,
+            count,
+            ControllerOp::AlterTopicConfigs {
                 topics,
                 validate_only,
-                reply,
-            })
-            .await
-            .into_iter();
+            },
+        )
+        .await
+        .into_iter();
     }
     let responses = request
         .resources

@@ -1,4 +1,6 @@
-//! Metadata: brokers (this one), topics and partitions (all led by this node), with
+//! Metadata: brokers (this one on one node; the live ones in a cluster), topics and partitions
+//! (all led by this node on one node; their assigned replicas and leaders in a cluster, a
+//! partition whose leader is fenced or not yet assigned answered LEADER_NOT_AVAILABLE), with
 //! auto-creation of unknown topics. Runs on: the connection's shard.
 
 use kafka_protocol::messages::metadata_response::{
@@ -51,6 +53,7 @@ pub async fn handle(shard: &ShardRef, request: MetadataRequest, version: i16) ->
         _ => image,
     };
     let node = shard.config.node_id.0;
+    let cluster = shard.config.cluster.is_some();
     let names = requested.unwrap_or_else(|| image.topics.keys().cloned().collect());
     let topics = names
         .into_iter()
@@ -61,12 +64,16 @@ pub async fn handle(shard: &ShardRef, request: MetadataRequest, version: i16) ->
                     t.topic_id = uuid(meta.topic_id);
                     t.partitions = (0..meta.partitions as i32)
                         .map(|p| {
-                            MetadataResponsePartition::default()
-                                .with_partition_index(p)
-                                .with_leader_id(BrokerId(node))
-                                .with_leader_epoch(0)
-                                .with_replica_nodes(vec![BrokerId(node)])
-                                .with_isr_nodes(vec![BrokerId(node)])
+                            let partition =
+                                MetadataResponsePartition::default().with_partition_index(p);
+                            if !cluster {
+                                return partition
+                                    .with_leader_id(BrokerId(node))
+                                    .with_leader_epoch(0)
+                                    .with_replica_nodes(vec![BrokerId(node)])
+                                    .with_isr_nodes(vec![BrokerId(node)]);
+                            }
+                            cluster_partition(&image, meta, p, partition)
                         })
                         .collect();
                 }
@@ -82,15 +89,61 @@ pub async fn handle(shard: &ShardRef, request: MetadataRequest, version: i16) ->
             t
         })
         .collect();
-    let broker = MetadataResponseBroker::default()
-        .with_node_id(BrokerId(node))
-        .with_host(str_bytes(&shard.config.advertise_host))
-        .with_port(shard.config.advertise_port as i32);
+    let brokers = if cluster {
+        image
+            .live_brokers()
+            .map(|b| {
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(b.node_id))
+                    .with_host(str_bytes(&b.host))
+                    .with_port(b.port as i32)
+            })
+            .collect()
+    } else {
+        vec![MetadataResponseBroker::default()
+            .with_node_id(BrokerId(node))
+            .with_host(str_bytes(&shard.config.advertise_host))
+            .with_port(shard.config.advertise_port as i32)]
+    };
     ResponseKind::Metadata(
         MetadataResponse::default()
-            .with_brokers(vec![broker])
+            .with_brokers(brokers)
             .with_cluster_id(Some(str_bytes(&image.cluster_id)))
-            .with_controller_id(BrokerId(node))
+            .with_controller_id(BrokerId(shard.controller_id()))
             .with_topics(topics),
     )
+}
+
+/// A partition as a cluster's image places it: its replicas, its leader if live (else -1 and
+/// LEADER_NOT_AVAILABLE, so clients wait and ask again), the live replicas as the ISR.
+fn cluster_partition(
+    image: &crate::cluster::MetadataImage,
+    meta: &crate::cluster::TopicMeta,
+    p: i32,
+    partition: MetadataResponsePartition,
+) -> MetadataResponsePartition {
+    let Some(a) = meta.assignments.get(&(p as u32)) else {
+        return partition
+            .with_error_code(ErrorCode::LeaderNotAvailable.code())
+            .with_leader_id(BrokerId(-1));
+    };
+    let live = |id: &i32| image.brokers.get(id).is_some_and(|b| !b.fenced);
+    let replicas = a.replicas.iter().map(|r| BrokerId(*r)).collect();
+    let isr = a
+        .replicas
+        .iter()
+        .filter(|r| live(r))
+        .map(|r| BrokerId(*r))
+        .collect();
+    let partition = partition
+        .with_leader_epoch(a.leader_epoch)
+        .with_replica_nodes(replicas)
+        .with_isr_nodes(isr);
+    if live(&a.leader) {
+        partition.with_leader_id(BrokerId(a.leader))
+    } else {
+        partition
+            .with_error_code(ErrorCode::LeaderNotAvailable.code())
+            .with_leader_id(BrokerId(-1))
+    }
 }

@@ -152,13 +152,13 @@ pub async fn handle(
         RequestKind::CreateTopics(r) => create_topics::handle(shard, r).await,
         RequestKind::DeleteTopics(r) => delete_topics::handle(shard, r).await,
         RequestKind::CreatePartitions(r) => create_partitions::handle(shard, r).await,
-        RequestKind::InitProducerId(r) => init_producer_id::handle(shard, r),
+        RequestKind::InitProducerId(r) => init_producer_id::handle(shard, r).await,
         RequestKind::DescribeConfigs(r) => describe_configs::handle(shard, r),
         RequestKind::IncrementalAlterConfigs(r) => {
             incremental_alter_configs::handle(shard, r).await
         }
-        RequestKind::DescribeCluster(_) => describe_cluster::handle(shard),
-        RequestKind::FindCoordinator(r) => find_coordinator::handle(shard, r, version),
+        RequestKind::DescribeCluster(_) => describe_cluster::handle(shard).await,
+        RequestKind::FindCoordinator(r) => find_coordinator::handle(shard, r, version).await,
         RequestKind::JoinGroup(r) => {
             join_group::handle(shard, r, version, client_id, peer_host.to_string()).await
         }
@@ -275,18 +275,14 @@ pub fn topic_name_fits(name: &str) -> bool {
 pub async fn ask_controller(
     shard: &ShardRef,
     count: usize,
-    request: impl FnOnce(
-        crate::shard::messages::ControllerReply,
-    ) -> crate::shard::messages::ControllerRequest,
+    op: crate::cluster::controller::ControllerOp,
 ) -> Vec<(crate::protocol::ErrorCode, Option<String>)> {
-    let (tx, rx) = futures_channel::oneshot::channel();
-    crate::shard::metadata::call(shard, request(tx)).await;
-    match rx.await {
-        Ok(answers) => answers
+    match crate::shard::metadata::ask(shard, op).await {
+        Some(answers) => answers
             .iter()
-            .map(crate::server::errors::controller_answer)
+            .map(|a| crate::server::errors::controller_answer(&a.clone().map(|_| ())))
             .collect(),
-        Err(_) => vec![
+        None => vec![
             (
                 crate::protocol::ErrorCode::UnknownServerError,
                 Some("controller unavailable".into())

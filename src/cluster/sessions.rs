@@ -1,0 +1,129 @@
+//! Broker sessions as the active controller sees them: when each broker last heartbeated, and
+//! which ones to fence. Pure: callers pass the monotonic time and how long ago Raft last heard
+//! from each voter. Runs on: the controller shard of the active controller. Invariants: a
+//! broker is fenced only after a whole grace period of this controller's session (a new
+//! controller, or one that regained its quorum, restarts every session: heartbeats it could not
+//! receive are not missed); a broker whose process is gone (no heartbeat and no Raft answer for
+//! `fast_ms`) is fenced in about `fast_ms`, one that only stopped heartbeating (hung, its Raft
+//! still answering) after `session_ms`; this controller's own broker is never fenced by itself.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::image::MetadataImage;
+
+/// How long silence lasts before a broker is fenced.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionTimeouts {
+    /// No heartbeat and no Raft answer: the process died.
+    pub fast_ms: u64,
+    /// No heartbeat at all (`broker_session_timeout_ms`).
+    pub session_ms: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Sessions {
+    /// When this controller's sessions (re)started.
+    since: Duration,
+    last_seen: HashMap<i32, Duration>,
+}
+
+impl Sessions {
+    /// Starts every session again at `now` (a grace period for every broker).
+    pub fn restart(&mut self, now: Duration) {
+        self.since = now;
+        self.last_seen.clear();
+    }
+
+    pub fn heard(&mut self, node_id: i32, now: Duration) {
+        self.last_seen.insert(node_id, now);
+    }
+
+    /// The live brokers (`node_id`, `epoch`) to fence now. `raft_silence` is how long since
+    /// Raft last heard from a voter (`None`: not yet in this term).
+    pub fn expired(
+        &self,
+        image: &MetadataImage,
+        me: i32,
+        now: Duration,
+        timeouts: SessionTimeouts,
+        raft_silence: impl Fn(i32) -> Option<Duration>,
+    ) -> Vec<(i32, i64)> {
+        let in_session = now.saturating_sub(self.since);
+        image
+            .live_brokers()
+            .filter(|b| b.node_id != me)
+            .filter(|b| {
+                let seen = self
+                    .last_seen
+                    .get(&b.node_id)
+                    .copied()
+                    .unwrap_or(self.since);
+                let silent = now.saturating_sub(seen);
+                let raft = raft_silence(b.node_id)
+                    .unwrap_or(in_session)
+                    .min(in_session);
+                let fast = Duration::from_millis(timeouts.fast_ms);
+                silent > fast && raft > fast || silent > Duration::from_millis(timeouts.session_ms)
+            })
+            .map(|b| (b.node_id, b.epoch))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::MetadataRecord;
+
+    const T: SessionTimeouts = SessionTimeouts {
+        fast_ms: 1500,
+        session_ms: 9000,
+    };
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn dead_brokers_fast_hung_ones_after_the_session_and_a_grace_for_new_controllers() {
+        let mut image = MetadataImage::default();
+        for id in 1..=3 {
+            image.apply(&MetadataRecord::BrokerRegistered {
+                node_id: id,
+                epoch: 10 + id as i64,
+                host: "h".into(),
+                port: 1,
+            });
+        }
+        let mut s = Sessions::default();
+        s.restart(ms(1000));
+        // A new controller hears nothing for 1.4 s: still within its grace.
+        assert!(s.expired(&image, 1, ms(2400), T, |_| None).is_empty());
+        // Broker 2 heartbeats, broker 3 neither heartbeats nor answers Raft: fenced at 1.5 s.
+        s.heard(2, ms(2400));
+        assert_eq!(s.expired(&image, 1, ms(2600), T, |_| None), vec![(3, 13)]);
+        // Broker 2 stops heartbeating but Raft still hears it (a hung broker shard): fenced
+        // only after the session timeout.
+        let raft_alive = |_| Some(ms(100));
+        assert_eq!(
+            s.expired(&image, 1, ms(9000), T, raft_alive),
+            vec![] as Vec<(i32, i64)>
+        );
+        assert_eq!(
+            s.expired(&image, 1, ms(11_500), T, raft_alive),
+            vec![(2, 12), (3, 13)]
+        );
+        // Regaining the quorum restarts every session.
+        s.restart(ms(20_000));
+        assert!(s
+            .expired(&image, 1, ms(21_000), T, |_| Some(ms(60_000)))
+            .is_empty());
+        // The controller's own broker is never fenced; fenced brokers are not fenced again.
+        image.apply(&MetadataRecord::BrokerFenced {
+            node_id: 3,
+            epoch: 13,
+        });
+        assert_eq!(s.expired(&image, 1, ms(40_000), T, |_| None), vec![(2, 12)]);
+    }
+}

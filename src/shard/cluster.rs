@@ -1,0 +1,296 @@
+//! This broker's part in a multi-broker cluster, on the controller shard: its member of the
+//! metadata quorum; where a change goes (this broker's controller when it is the active one,
+//! the Raft leader, otherwise forwarded to that broker's controller listener, as KIP-590
+//! forwards); the active controller's duties (the cluster id, broker sessions and fencing,
+//! partitions a predecessor left unassigned); and this broker's own heartbeat. Runs on: the
+//! controller shard (shard 0). Invariants: only the Raft leader proposes (a forwarded change
+//! that reaches a broker which is no longer the leader is refused, and the sender retries at
+//! the new one); heartbeats and session checks run in openraft's latency-sensitive queue; a
+//! broker that forwarded a change answers its client only once it has applied the change
+//! itself (bounded), so the client's next request here sees it.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use openraft::async_runtime::WatchReceiver;
+
+use super::messages::ShardMessage;
+use super::metadata::ControllerService;
+use super::Shard;
+use crate::cluster::controller::{ControllerAnswer, ControllerError, ControllerOp};
+use crate::cluster::raft::QuorumMember;
+use crate::cluster::sessions::{SessionTimeouts, Sessions};
+
+/// How often brokers heartbeat and the active controller checks sessions.
+pub const HEARTBEAT_INTERVAL_MS: u64 = 250;
+/// A broker whose process is gone (no heartbeat, no Raft answer) is fenced after this long.
+pub const DEAD_BROKER_MS: u64 = 1500;
+/// The active controller that heard no quorum for this long restarts every session (missed
+/// heartbeats while the quorum was lost do not count).
+const QUORUM_SILENCE_MS: u64 = 1000;
+/// How long a broker that forwarded a change waits to apply it itself before answering.
+const APPLY_AFTER_FORWARD_MS: u64 = 5000;
+
+/// The quorum member and the cluster state of this broker's controller shard.
+pub struct QuorumRole {
+    pub member: QuorumMember,
+    pub node_id: i32,
+    voters: BTreeMap<u64, SocketAddr>,
+    pub cluster_id: String,
+    /// This incarnation's broker epoch.
+    pub epoch: i64,
+    timeouts: SessionTimeouts,
+    sessions: RefCell<Sessions>,
+    /// Whether this broker was the active controller at the last check.
+    leading: Cell<bool>,
+}
+
+impl QuorumRole {
+    pub fn new(
+        member: QuorumMember,
+        cluster: &crate::config::ClusterConfig,
+        epoch: i64,
+        session_timeout_ms: u64,
+    ) -> QuorumRole {
+        QuorumRole {
+            member,
+            node_id: cluster.node_id as i32,
+            voters: cluster.voters.clone(),
+            cluster_id: cluster.cluster_id(),
+            epoch,
+            timeouts: SessionTimeouts {
+                fast_ms: DEAD_BROKER_MS,
+                session_ms: session_timeout_ms,
+            },
+            sessions: RefCell::new(Sessions::default()),
+            leading: Cell::new(false),
+        }
+    }
+
+    /// The active controller (the Raft leader) as this member knows it.
+    pub fn leader(&self) -> Option<i32> {
+        let metrics = self.member.raft.metrics();
+        let leader = metrics.borrow_watched().current_leader;
+        leader.map(|l| l as i32)
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leader() == Some(self.node_id)
+    }
+
+    pub fn heard(&self, node_id: i32, now: Duration) {
+        self.sessions.borrow_mut().heard(node_id, now);
+    }
+
+    /// Raft's metrics as this member sees them (for `cluster info` and `/metrics`).
+    pub fn metrics(&self) -> crate::cluster::raft::Metrics {
+        self.member.raft.metrics().borrow_watched().clone()
+    }
+
+    /// Runs `op` at the active controller, waiting up to `wait_ms` for one to be elected or
+    /// reached.
+    pub async fn run_anywhere(
+        &self,
+        shard: &Rc<Shard>,
+        service: &ControllerService,
+        op: ControllerOp,
+        wait_ms: u64,
+    ) -> ControllerAnswer {
+        let env = &shard.env;
+        let deadline = env.monotonic() + Duration::from_millis(wait_ms);
+        let mut why = "no controller is elected".to_string();
+        loop {
+            match self.leader() {
+                Some(l) if l == self.node_id => {
+                    let answer = service.run_local(shard, op.clone()).await;
+                    let moved = answer
+                        .iter()
+                        .any(|a| matches!(a, Err(ControllerError::NotController(_))));
+                    if !moved || env.monotonic() >= deadline {
+                        return answer;
+                    }
+                    why = "the controller moved during the change".into();
+                }
+                Some(l) => match self.voters.get(&(l as u64)) {
+                    Some(addr) => {
+                        match crate::cluster::raft::network::forward(env, *addr, op.clone()).await {
+                            Ok(answer)
+                                if answer.iter().any(|a| {
+                                    matches!(a, Err(ControllerError::NotController(_)))
+                                }) =>
+                            {
+                                why = format!("node {l} is no longer the controller");
+                            }
+                            Ok(answer) => {
+                                if op.answers_are_indexes() {
+                                    let last = answer.iter().filter_map(|a| a.as_ref().ok()).max();
+                                    if let Some(index) = last.filter(|i| **i >= 0) {
+                                        service
+                                            .wait_applied_for(
+                                                env,
+                                                *index as u64,
+                                                APPLY_AFTER_FORWARD_MS,
+                                            )
+                                            .await;
+                                    }
+                                }
+                                return answer;
+                            }
+                            Err(e) => why = format!("forwarding to node {l}: {e}"),
+                        }
+                    }
+                    None => why = format!("node {l} is not a voter this broker knows"),
+                },
+                None => {}
+            }
+            if env.monotonic() >= deadline {
+                let e = ControllerError::NotController(format!(
+                    "no active controller within {wait_ms} ms: {why}"
+                ));
+                return vec![Err(e); op.len()];
+            }
+            env.sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// How long since Raft last heard from voter `node_id` (this member leading).
+    fn raft_silence(&self, node_id: i32) -> Option<Duration> {
+        let metrics = self.member.raft.metrics();
+        let m = metrics.borrow_watched();
+        let acked = m.heartbeat.as_ref()?.get(&(node_id as u64))?.as_ref()?;
+        Some(crate::runtime::raft::elapsed_since(**acked))
+    }
+
+    fn quorum_silence(&self) -> Option<Duration> {
+        let metrics = self.member.raft.metrics();
+        let m = metrics.borrow_watched();
+        let acked = m.last_quorum_acked.as_ref()?;
+        Some(crate::runtime::raft::elapsed_since(**acked))
+    }
+}
+
+/// Answers changes forwarded by other brokers, for as long as the broker runs: only while
+/// this broker is the active controller.
+pub fn install_forward_handler(shard: &Rc<Shard>) {
+    let Some(role) = shard.controller.as_ref().and_then(|c| c.quorum.as_ref()) else {
+        return;
+    };
+    let me = shard.clone();
+    let handler: crate::cluster::raft::network::ControllerHandler = Rc::new(move |op| {
+        let shard = me.clone();
+        Box::pin(async move {
+            let service = shard.controller.as_ref().expect("the controller shard");
+            let role = service.quorum.as_ref().expect("a cluster");
+            if !role.is_leader() {
+                let e = ControllerError::NotController(format!(
+                    "node {} is not the active controller",
+                    role.node_id
+                ));
+                return vec![Err(e); op.len()];
+            }
+            // Its own task: a forwarding broker that goes away cannot cancel the change.
+            let (tx, rx) = futures_channel::oneshot::channel();
+            let s = shard.clone();
+            crate::runtime::io::spawn(async move {
+                let service = s.controller.as_ref().expect("the controller shard");
+                let _ = tx.send(service.run_local(&s, op).await);
+            });
+            rx.await.unwrap_or_default()
+        })
+    });
+    *role.member.handler.borrow_mut() = Some(handler);
+}
+
+/// The active controller's duties and this broker's heartbeat, every
+/// `HEARTBEAT_INTERVAL_MS`, in openraft's latency queue.
+pub fn spawn_cluster_tasks(shard: &Rc<Shard>) {
+    if shard
+        .controller
+        .as_ref()
+        .and_then(|c| c.quorum.as_ref())
+        .is_none()
+    {
+        return;
+    }
+    let s = shard.clone();
+    crate::runtime::raft::spawn_urgent(async move {
+        loop {
+            s.env
+                .sleep(Duration::from_millis(HEARTBEAT_INTERVAL_MS))
+                .await;
+            lead_once(&s).await;
+        }
+    });
+    let s = shard.clone();
+    crate::runtime::raft::spawn_urgent(async move {
+        loop {
+            heartbeat_once(&s).await;
+            s.env
+                .sleep(Duration::from_millis(HEARTBEAT_INTERVAL_MS))
+                .await;
+        }
+    });
+}
+
+async fn lead_once(shard: &Rc<Shard>) {
+    let service = shard.controller.as_ref().expect("the controller shard");
+    let role = service.quorum.as_ref().expect("a cluster");
+    let leader = role.leader().unwrap_or(-1);
+    if shard.controller_id.replace(leader) != leader {
+        for other in (0..shard.shard_count).filter(|s| *s != shard.id.0) {
+            let moved = ShardMessage::ControllerMoved { node_id: leader };
+            shard
+                .send(crate::protocol::types::ShardId(other), moved)
+                .await;
+        }
+    }
+    if !role.is_leader() {
+        role.leading.set(false);
+        return;
+    }
+    let now = shard.env.monotonic();
+    let became = !role.leading.replace(true);
+    let lost_quorum = role
+        .quorum_silence()
+        .is_some_and(|d| d > Duration::from_millis(QUORUM_SILENCE_MS));
+    if became || lost_quorum {
+        tracing::info!(
+            node_id = role.node_id,
+            became,
+            "active controller: broker sessions start now"
+        );
+        role.sessions.borrow_mut().restart(now);
+    }
+    let expired = role.sessions.borrow().expired(
+        &service.controller_image(),
+        role.node_id,
+        now,
+        role.timeouts,
+        |n| role.raft_silence(n),
+    );
+    service.lead(&role.cluster_id, &expired).await;
+}
+
+async fn heartbeat_once(shard: &Rc<Shard>) {
+    let service = shard.controller.as_ref().expect("the controller shard");
+    let role = service.quorum.as_ref().expect("a cluster");
+    let op = ControllerOp::BrokerHeartbeat {
+        node_id: role.node_id,
+        epoch: role.epoch,
+        host: shard.config.advertise_host.clone(),
+        port: shard.config.advertise_port,
+    };
+    let answer = role
+        .run_anywhere(shard, service, op, 2 * HEARTBEAT_INTERVAL_MS)
+        .await;
+    match answer.first() {
+        Some(Err(ControllerError::StaleBrokerEpoch(why))) => {
+            tracing::error!(reason = %why, "this broker's incarnation was replaced by a newer one");
+        }
+        Some(Err(e)) => tracing::debug!(error = %e.message(), "heartbeat not answered"),
+        _ => {}
+    }
+}

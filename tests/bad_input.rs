@@ -567,6 +567,10 @@ fn unusable_start_conditions_are_refused_by_name() {
             ],
             "broker_session_timeout_ms",
         ),
+        (
+            vec!["--default-replication-factor", "3"],
+            "default_replication_factor",
+        ),
     ] {
         let mut all = vec!["--data-dir", dir, "--listen", &listen];
         all.extend(args.iter().copied());

@@ -1,16 +1,64 @@
-//! `tusk cluster info`: the cluster id, controller and brokers, from Metadata. Runs on: the CLI
-//! thread.
+//! `tusk cluster info`: the cluster id, the controller and every broker (id, address, alive,
+//! controller, Raft role, committed metadata offset), from Metadata and each broker's own
+//! DescribeConfigs (its `tusk.raft.*` and `tusk.metadata.*` entries). Runs on: the CLI thread.
 
 use clap::Subcommand;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::{ApiKey, DescribeConfigsRequest};
+use kafka_protocol::protocol::StrBytes;
 use serde_json::json;
 
 use super::output::{emit, Table};
 use super::topic::{metadata, ClientArgs};
+use crate::client::Connection;
 
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
-    /// Cluster id, controller, brokers and topic count
+    /// Cluster id, controller, brokers (alive, Raft role, committed metadata) and topic count
     Info,
+}
+
+/// One broker as the table shows it.
+struct BrokerRow {
+    node_id: i32,
+    address: String,
+    alive: bool,
+    role: String,
+    committed: String,
+}
+
+/// The `tusk.*` broker entries `node_id` reports about itself (empty if it cannot answer).
+fn broker_entries(conn: &mut Connection, node_id: i32) -> Vec<(String, String)> {
+    let request =
+        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(4)
+            .with_resource_name(StrBytes::from_string(node_id.to_string()))
+            .with_configuration_keys(None)]);
+    let Ok(v) = conn.version(ApiKey::DescribeConfigs, 4) else {
+        return Vec::new();
+    };
+    let Ok(r) = conn.call(request, v) else {
+        return Vec::new();
+    };
+    r.results
+        .into_iter()
+        .flat_map(|res| res.configs)
+        .filter(|c| c.name.starts_with("tusk."))
+        .map(|c| {
+            (
+                c.name.to_string(),
+                c.value.map(|v| v.to_string()).unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+fn entry(entries: &[(String, String)], key: &str) -> String {
+    entries
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| "-".into())
 }
 
 pub fn run(command: ClusterCommand, client: &ClientArgs) -> anyhow::Result<()> {
@@ -22,22 +70,69 @@ pub fn run(command: ClusterCommand, client: &ClientArgs) -> anyhow::Result<()> {
         .as_ref()
         .map(|c| c.to_string())
         .unwrap_or_default();
-    let brokers: Vec<(i32, String, i32)> = r
-        .brokers
-        .iter()
-        .map(|b| (b.node_id.0, b.host.to_string(), b.port))
-        .collect();
+    let mut rows = Vec::new();
+    for b in &r.brokers {
+        let address = format!("{}:{}", b.host, b.port);
+        let entries = match Connection::connect(&address, "tusk-cli") {
+            Ok(mut c) => broker_entries(&mut c, b.node_id.0),
+            Err(_) => Vec::new(),
+        };
+        rows.push(BrokerRow {
+            node_id: b.node_id.0,
+            address,
+            alive: true,
+            role: entry(&entries, "tusk.raft.role"),
+            committed: entry(&entries, "tusk.metadata.committed.offset"),
+        });
+    }
+    let own = broker_entries(&mut conn, -1);
+    let fenced = entry(&own, "tusk.cluster.fenced.brokers");
+    for item in fenced.split(',').filter(|s| !s.is_empty() && *s != "-") {
+        if let Some((id, address)) = item.split_once('@') {
+            rows.push(BrokerRow {
+                node_id: id.parse().unwrap_or(-1),
+                address: address.to_string(),
+                alive: false,
+                role: "-".into(),
+                committed: "-".into(),
+            });
+        }
+    }
+    rows.sort_by_key(|b| b.node_id);
+    let controller = r.controller_id.0;
     let value = json!({
         "cluster_id": cluster_id,
-        "controller_id": r.controller_id.0,
-        "brokers": brokers.iter().map(|(id, h, p)| json!({"node_id": id, "host": h, "port": p})).collect::<Vec<_>>(),
+        "controller_id": controller,
+        "brokers": rows.iter().map(|b| json!({
+            "node_id": b.node_id,
+            "address": b.address,
+            "alive": b.alive,
+            "controller": b.node_id == controller,
+            "raft_role": b.role,
+            "committed_metadata_offset": b.committed,
+        })).collect::<Vec<_>>(),
         "topics": r.topics.len(),
     });
     emit(client.json, value, || {
-        let mut t = Table::new(&["NODE", "HOST", "PORT", "CONTROLLER"]);
-        for (id, h, p) in &brokers {
-            let c = if *id == r.controller_id.0 { "yes" } else { "" };
-            t.row(vec![id.to_string(), h.clone(), p.to_string(), c.into()]);
+        let mut t = Table::new(&[
+            "NODE",
+            "ADDRESS",
+            "ALIVE",
+            "CONTROLLER",
+            "RAFT ROLE",
+            "COMMITTED",
+        ]);
+        for b in &rows {
+            let c = if b.node_id == controller { "yes" } else { "" };
+            let alive = if b.alive { "yes" } else { "no (fenced)" };
+            t.row(vec![
+                b.node_id.to_string(),
+                b.address.clone(),
+                alive.into(),
+                c.into(),
+                b.role.clone(),
+                b.committed.clone(),
+            ]);
         }
         format!(
             "cluster {cluster_id}, {} topic(s)\n\n{}",

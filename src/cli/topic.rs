@@ -194,8 +194,7 @@ fn describe(conn: &mut Connection, client: &ClientArgs, name: &str) -> anyhow::R
         ));
     }
     let count = topic.partitions.len();
-    let start = conn.list_offsets(name, count, -2)?;
-    let end = conn.list_offsets(name, count, -1)?;
+    let (start, end) = offsets_at_leaders(conn, &r, name, count)?;
     let configs = topic_configs(conn, name)?;
     let mut partitions: Vec<_> = topic.partitions.iter().collect();
     partitions.sort_by_key(|p| p.partition_index);
@@ -206,6 +205,7 @@ fn describe(conn: &mut Connection, client: &ClientArgs, name: &str) -> anyhow::R
             json!({
                 "partition": p.partition_index,
                 "leader": p.leader_id.0,
+                "leader_epoch": p.leader_epoch,
                 "replicas": p.replica_nodes.iter().map(|b| b.0).collect::<Vec<_>>(),
                 "isr": p.isr_nodes.iter().map(|b| b.0).collect::<Vec<_>>(),
                 "log_start_offset": start.get(i),
@@ -222,6 +222,7 @@ fn describe(conn: &mut Connection, client: &ClientArgs, name: &str) -> anyhow::R
         let mut t = Table::new(&[
             "PARTITION",
             "LEADER",
+            "EPOCH",
             "REPLICAS",
             "ISR",
             "LOG START",
@@ -232,6 +233,7 @@ fn describe(conn: &mut Connection, client: &ClientArgs, name: &str) -> anyhow::R
             t.row(vec![
                 p["partition"].to_string(),
                 p["leader"].to_string(),
+                p["leader_epoch"].to_string(),
                 list("replicas"),
                 list("isr"),
                 p["log_start_offset"].to_string(),
@@ -245,6 +247,51 @@ fn describe(conn: &mut Connection, client: &ClientArgs, name: &str) -> anyhow::R
         format!("topic {name}\n\n{}\n{}", t.render(), c.render())
     });
     Ok(())
+}
+
+/// One offset per partition (`None`: its leader could not answer).
+type PartitionOffsets = Vec<Option<i64>>;
+
+/// Log start and high watermark of every partition, asked of each partition's leader (in a
+/// cluster the bootstrap broker leads only some); `null` where the leader cannot answer.
+fn offsets_at_leaders(
+    conn: &mut Connection,
+    metadata: &kafka_protocol::messages::MetadataResponse,
+    name: &str,
+    count: usize,
+) -> anyhow::Result<(PartitionOffsets, PartitionOffsets)> {
+    let mut by_leader: std::collections::BTreeMap<i32, Vec<i32>> = Default::default();
+    let topic = metadata
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == name));
+    for p in topic.into_iter().flat_map(|t| t.partitions.iter()) {
+        by_leader
+            .entry(p.leader_id.0)
+            .or_default()
+            .push(p.partition_index);
+    }
+    let (mut start, mut end) = (vec![None; count], vec![None; count]);
+    let single = metadata.brokers.len() <= 1;
+    for (leader, partitions) in by_leader {
+        let broker = metadata.brokers.iter().find(|b| b.node_id.0 == leader);
+        let mut other = match broker {
+            _ if single => None,
+            Some(b) => Connection::connect(&format!("{}:{}", b.host, b.port), "tusk-cli").ok(),
+            None => continue,
+        };
+        let c = other.as_mut().unwrap_or(&mut *conn);
+        for (ts, out) in [(-2, &mut start), (-1, &mut end)] {
+            if let Ok(found) = c.list_offsets_of(name, &partitions, ts) {
+                for (p, offset) in found {
+                    if let Some(slot) = out.get_mut(p as usize) {
+                        *slot = Some(offset);
+                    }
+                }
+            }
+        }
+    }
+    Ok((start, end))
 }
 
 /// Every config of a topic: (name, value, source).

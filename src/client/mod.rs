@@ -331,6 +331,24 @@ impl Connection {
         partitions: usize,
         timestamp: i64,
     ) -> Result<Vec<i64>, ClientError> {
+        let all: Vec<i32> = (0..partitions as i32).collect();
+        let found = self.list_offsets_of(topic, &all, timestamp)?;
+        let mut out = vec![0i64; partitions];
+        for (p, offset) in found {
+            if let Some(slot) = out.get_mut(p as usize) {
+                *slot = offset;
+            }
+        }
+        Ok(out)
+    }
+
+    /// (partition, offset at `timestamp`) of the partitions named (all led by this broker).
+    pub fn list_offsets_of(
+        &mut self,
+        topic: &str,
+        partitions: &[i32],
+        timestamp: i64,
+    ) -> Result<Vec<(i32, i64)>, ClientError> {
         use kafka_protocol::messages::list_offsets_request::{
             ListOffsetsPartition, ListOffsetsTopic,
         };
@@ -339,8 +357,9 @@ impl Connection {
             .with_topics(vec![ListOffsetsTopic::default()
                 .with_name(topic_name(topic))
                 .with_partitions(
-                    (0..partitions as i32)
-                        .map(|p| {
+                    partitions
+                        .iter()
+                        .map(|&p| {
                             ListOffsetsPartition::default()
                                 .with_partition_index(p)
                                 .with_timestamp(timestamp)
@@ -349,7 +368,7 @@ impl Connection {
                 )]);
         let v = self.versions.list_offsets;
         let r: ListOffsetsResponse = self.call(request, v)?;
-        let mut out = vec![0i64; partitions];
+        let mut out = Vec::with_capacity(partitions.len());
         for t in &r.topics {
             for p in &t.partitions {
                 if p.error_code != 0 {
@@ -358,9 +377,7 @@ impl Connection {
                         code: p.error_code,
                     });
                 }
-                if let Some(slot) = out.get_mut(p.partition_index as usize) {
-                    *slot = p.offset;
-                }
+                out.push((p.partition_index, p.offset));
             }
         }
         Ok(out)

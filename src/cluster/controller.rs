@@ -117,6 +117,8 @@ pub enum ControllerError {
     StaleBrokerEpoch(String),
     /// No active controller could be reached.
     NotController(String),
+    /// The quorum did not commit in time (a minority of voters runs); the outcome is unknown.
+    NoQuorum(String),
 }
 
 impl ControllerError {
@@ -133,7 +135,8 @@ impl ControllerError {
             | ControllerError::Apply(m)
             | ControllerError::NotEnoughBrokers(m)
             | ControllerError::StaleBrokerEpoch(m)
-            | ControllerError::NotController(m) => m,
+            | ControllerError::NotController(m)
+            | ControllerError::NoQuorum(m) => m,
         }
     }
 }
@@ -278,7 +281,8 @@ impl Controller {
         Ok(partitions)
     }
 
-    /// The replication factor a topic gets (-1: the default, 1 until partitions replicate),
+    /// The replication factor a topic gets (-1: `default_replication_factor`, 1 until partitions
+    /// replicate),
     /// checked against the live brokers.
     fn check_replication_factor(
         &self,
@@ -286,7 +290,11 @@ impl Controller {
         asked: i16,
     ) -> Result<usize, ControllerError> {
         use ControllerError::InvalidReplicationFactor;
-        let rf = if asked == -1 { 1 } else { asked };
+        let rf = if asked == -1 {
+            self.config.default_replication_factor as i16
+        } else {
+            asked
+        };
         if self.config.cluster.is_none() {
             return match rf {
                 1 => Ok(1),

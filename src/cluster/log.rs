@@ -45,6 +45,10 @@ impl std::error::Error for MetadataError {}
 /// the quorum's leader.
 pub const NOT_THE_CONTROLLER: &str = "not the controller";
 
+/// How a `MetadataError`'s detail starts when the quorum did not commit a proposal in time
+/// (too few voters answer): its outcome is unknown, so it must not be retried blindly.
+pub const NO_QUORUM: &str = "no quorum";
+
 /// A boxed future of the metadata log.
 pub type LogFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 

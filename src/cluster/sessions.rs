@@ -5,7 +5,9 @@
 //! controller, or one that regained its quorum, restarts every session: heartbeats it could not
 //! receive are not missed); a broker whose process is gone (no heartbeat and no Raft answer for
 //! `fast_ms`) is fenced in about `fast_ms`, one that only stopped heartbeating (hung, its Raft
-//! still answering) after `session_ms`; this controller's own broker is never fenced by itself.
+//! still answering) after `session_ms`, and one whose controller listener refused a connection
+//! within `fast_ms` (nothing listens: the process is gone) at once, even in a grace period;
+//! this controller's own broker is never fenced by itself.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -26,6 +28,10 @@ pub struct Sessions {
     /// When this controller's sessions (re)started.
     since: Duration,
     last_seen: HashMap<i32, Duration>,
+    /// When a broker's controller listener last refused a connection (its process is gone),
+    /// with no heartbeat from it since. Kept across restarts of the sessions: it is what this
+    /// broker saw itself, not session state a previous controller held.
+    refused: HashMap<i32, Duration>,
 }
 
 impl Sessions {
@@ -37,6 +43,13 @@ impl Sessions {
 
     pub fn heard(&mut self, node_id: i32, now: Duration) {
         self.last_seen.insert(node_id, now);
+        self.refused.remove(&node_id);
+    }
+
+    /// Broker `node_id`'s controller listener refused a connection at `now`: nothing listens
+    /// there, so its process is gone (a hung or unreachable one is silent instead).
+    pub fn refused(&mut self, node_id: i32, now: Duration) {
+        self.refused.insert(node_id, now);
     }
 
     /// The live brokers (`node_id`, `epoch`) to fence now. `raft_silence` is how long since
@@ -64,7 +77,14 @@ impl Sessions {
                     .unwrap_or(in_session)
                     .min(in_session);
                 let fast = Duration::from_millis(timeouts.fast_ms);
-                silent > fast && raft > fast || silent > Duration::from_millis(timeouts.session_ms)
+                // A refusal seen within `fast_ms` needs no grace: the process is gone. An
+                // older one proves nothing about a broker that may have come back since.
+                let gone = self
+                    .refused
+                    .get(&b.node_id)
+                    .is_some_and(|at| now.saturating_sub(*at) <= fast);
+                gone || silent > fast && raft > fast
+                    || silent > Duration::from_millis(timeouts.session_ms)
             })
             .map(|b| (b.node_id, b.epoch))
             .collect()
@@ -125,5 +145,31 @@ mod tests {
             epoch: 13,
         });
         assert_eq!(s.expired(&image, 1, ms(40_000), T, |_| None), vec![(2, 12)]);
+    }
+
+    #[test]
+    fn a_refused_connection_fences_at_once_unless_old_or_followed_by_a_heartbeat() {
+        let mut image = MetadataImage::default();
+        for id in 1..=3 {
+            image.apply(&MetadataRecord::BrokerRegistered {
+                node_id: id,
+                epoch: 10 + id as i64,
+                host: "h".into(),
+                port: 1,
+            });
+        }
+        let mut s = Sessions::default();
+        // Broker 3's listener refused this broker while it was a follower; it then became the
+        // active controller: the grace period does not cover a process known to be gone.
+        s.refused(3, ms(1000));
+        s.restart(ms(1100));
+        assert_eq!(s.expired(&image, 1, ms(1200), T, |_| None), vec![(3, 13)]);
+        // A heartbeat after the refusal (the broker came back) withdraws it.
+        s.heard(3, ms(1300));
+        assert!(s.expired(&image, 1, ms(1400), T, |_| None).is_empty());
+        // A refusal older than fast_ms proves nothing now: only the grace period counts.
+        s.refused(2, ms(1000));
+        s.restart(ms(5000));
+        assert!(s.expired(&image, 1, ms(5100), T, |_| None).is_empty());
     }
 }

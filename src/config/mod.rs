@@ -115,6 +115,10 @@ pub struct Settings {
     /// it (a dead process is fenced within ~1.5 s regardless) [default: 9000]
     #[arg(long)]
     pub broker_session_timeout_ms: Option<u64>,
+    /// Replicas of a topic created with replication factor -1 (the client's "broker default")
+    /// or auto-created. Only 1 until partitions replicate; then min(3, brokers) [default: 1]
+    #[arg(long, allow_negative_numbers = true)]
+    pub default_replication_factor: Option<i16>,
 }
 
 impl Settings {
@@ -153,7 +157,8 @@ impl Settings {
             node_id,
             controller_listen,
             controller_quorum_voters,
-            broker_session_timeout_ms
+            broker_session_timeout_ms,
+            default_replication_factor
         )
     }
 }
@@ -241,6 +246,8 @@ pub struct Config {
     pub node_id: crate::protocol::types::NodeId,
     /// A cluster broker without a heartbeat for this long is fenced.
     pub broker_session_timeout_ms: u64,
+    /// Replicas of a topic created with replication factor -1.
+    pub default_replication_factor: u16,
     /// `None`: a one-node cluster.
     pub cluster: Option<ClusterConfig>,
     pub group: GroupConfig,
@@ -466,6 +473,18 @@ impl Config {
                 format!("must be 2000..=600000, got {broker_session_timeout_ms}"),
             );
         }
+        // Accepting more would leave topics unreplicated while they claim replicas (issue 12
+        // replicates partitions and makes the default min(3, brokers)).
+        let default_replication_factor = s.default_replication_factor.unwrap_or(1);
+        if default_replication_factor != 1 {
+            return refuse(
+                "default_replication_factor",
+                format!(
+                    "got {default_replication_factor}, but partitions are not replicated by \
+                     this build yet: only 1 is accepted"
+                ),
+            );
+        }
         let cluster = quorum::cluster_config(
             s.node_id,
             s.controller_listen.as_deref(),
@@ -505,6 +524,7 @@ impl Config {
             node_id: crate::protocol::types::NodeId(s.node_id.unwrap_or(NODE_ID_DEFAULT)),
             cluster,
             broker_session_timeout_ms,
+            default_replication_factor: default_replication_factor as u16,
             group: GroupConfig {
                 session_timeout_ms_min: session_min,
                 session_timeout_ms_max: session_max,

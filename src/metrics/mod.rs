@@ -92,6 +92,26 @@ pub struct ShardMetrics {
     pub groups: AtomicU64,
     pub rebalances: AtomicU64,
     pub mesh_messages: AtomicU64,
+    /// The metadata quorum as this broker's member sees it (written by the controller shard).
+    pub quorum: QuorumGauges,
+}
+
+/// The metadata quorum and broker sessions, as one broker's member sees them.
+#[derive(Default)]
+pub struct QuorumGauges {
+    /// 0: not in a cluster, 1: follower, 2: candidate, 3: leader (the active controller).
+    pub role: AtomicI64,
+    pub leader: AtomicI64,
+    pub term: AtomicI64,
+    pub committed_index: AtomicI64,
+    pub applied_index: AtomicI64,
+    pub brokers_live: AtomicI64,
+    pub brokers_fenced: AtomicI64,
+    /// Brokers this member fenced as the active controller.
+    pub fencings: AtomicI64,
+    /// Metadata changes at the active controller, from their start to their records
+    /// committed by the quorum and applied here.
+    pub change_latency: Histogram,
 }
 
 impl ShardMetrics {
@@ -109,6 +129,7 @@ impl ShardMetrics {
             groups: AtomicU64::new(0),
             rebalances: AtomicU64::new(0),
             mesh_messages: AtomicU64::new(0),
+            quorum: QuorumGauges::default(),
         }
     }
 
@@ -223,7 +244,78 @@ impl Registry {
                 let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", m.shard, get(m));
             }
         }
+        self.render_quorum(&mut out);
         out
+    }
+
+    /// The broker's quorum series (the controller shard writes them; one per broker).
+    fn render_quorum(&self, out: &mut String) {
+        let Some(q) = self.shards.first().map(|m| &m.quorum) else {
+            return;
+        };
+        let series: [(&str, &str, &str, &AtomicI64); 8] = [
+            (
+                "tusk_raft_role",
+                "gauge",
+                "0 one-node, 1 follower, 2 candidate, 3 leader (the active controller).",
+                &q.role,
+            ),
+            (
+                "tusk_raft_leader",
+                "gauge",
+                "Node id of the metadata quorum's leader (-1: none known).",
+                &q.leader,
+            ),
+            (
+                "tusk_raft_term",
+                "gauge",
+                "The metadata quorum's current term.",
+                &q.term,
+            ),
+            (
+                "tusk_raft_committed_index",
+                "gauge",
+                "Last metadata log index known committed.",
+                &q.committed_index,
+            ),
+            (
+                "tusk_raft_applied_index",
+                "gauge",
+                "Last metadata log index applied to this broker's image.",
+                &q.applied_index,
+            ),
+            (
+                "tusk_brokers_live",
+                "gauge",
+                "Registered brokers not fenced, in this broker's image.",
+                &q.brokers_live,
+            ),
+            (
+                "tusk_brokers_fenced",
+                "gauge",
+                "Registered brokers fenced, in this broker's image.",
+                &q.brokers_fenced,
+            ),
+            (
+                "tusk_broker_fencings_total",
+                "counter",
+                "Brokers this broker fenced as the active controller.",
+                &q.fencings,
+            ),
+        ];
+        for (name, kind, help, value) in series {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let _ = writeln!(out, "{name} {}", value.load(Relaxed));
+        }
+        let name = "tusk_metadata_change_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Metadata changes at the active controller, from their start to their \
+             records committed by the quorum and applied here."
+        );
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        q.change_latency.render(out, name, "role=\"controller\"");
     }
 
     fn render_api_counters(&self, out: &mut String) {

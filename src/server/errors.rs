@@ -61,7 +61,9 @@ pub fn controller_answer(r: &Result<(), ControllerError>) -> (ErrorCode, Option<
         ControllerError::NotEnoughBrokers(_) => ErrorCode::InvalidReplicationFactor,
         ControllerError::StaleBrokerEpoch(_) => ErrorCode::StaleBrokerEpoch,
         // No controller could be reached within the wait: the client may retry.
-        ControllerError::NotController(_) => ErrorCode::RequestTimedOut,
+        ControllerError::NotController(_) | ControllerError::NoQuorum(_) => {
+            ErrorCode::RequestTimedOut
+        }
     };
     (code, Some(e.message().to_string()))
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
 
-use super::messages::ShardMessage;
+use super::messages::{QuorumStatus, ShardMessage};
 use super::metadata::ControllerService;
 use super::Shard;
 use crate::cluster::controller::{ControllerAnswer, ControllerError, ControllerOp};
@@ -33,6 +33,10 @@ pub const DEAD_BROKER_MS: u64 = 1500;
 const QUORUM_SILENCE_MS: u64 = 1000;
 /// How long a broker that forwarded a change waits to apply it itself before answering.
 const APPLY_AFTER_FORWARD_MS: u64 = 5000;
+/// How long after finding the active controller's process gone a voter waits for the chosen
+/// successor to take over before it stands itself (the successor may not know the controller
+/// died: restarted a moment ago, it has not heard of that controller).
+const SUCCESSOR_WAIT_MS: u64 = 500;
 
 /// The quorum member and the cluster state of this broker's controller shard.
 pub struct QuorumRole {
@@ -46,6 +50,8 @@ pub struct QuorumRole {
     sessions: RefCell<Sessions>,
     /// Whether this broker was the active controller at the last check.
     leading: Cell<bool>,
+    /// The active controller whose process this broker found gone, and when it first did.
+    gone: Cell<Option<(i32, Duration)>>,
 }
 
 impl QuorumRole {
@@ -67,6 +73,7 @@ impl QuorumRole {
             },
             sessions: RefCell::new(Sessions::default()),
             leading: Cell::new(false),
+            gone: Cell::new(None),
         }
     }
 
@@ -106,43 +113,26 @@ impl QuorumRole {
             match self.leader() {
                 Some(l) if l == self.node_id => {
                     let answer = service.run_local(shard, op.clone()).await;
-                    let moved = answer
-                        .iter()
-                        .any(|a| matches!(a, Err(ControllerError::NotController(_))));
-                    if !moved || env.monotonic() >= deadline {
+                    if !moved(&answer) || env.monotonic() >= deadline {
                         return answer;
                     }
                     why = "the controller moved during the change".into();
                 }
-                Some(l) => match self.voters.get(&(l as u64)) {
-                    Some(addr) => {
-                        match crate::cluster::raft::network::forward(env, *addr, op.clone()).await {
-                            Ok(answer)
-                                if answer.iter().any(|a| {
-                                    matches!(a, Err(ControllerError::NotController(_)))
-                                }) =>
-                            {
-                                why = format!("node {l} is no longer the controller");
-                            }
-                            Ok(answer) => {
-                                if op.answers_are_indexes() {
-                                    let last = answer.iter().filter_map(|a| a.as_ref().ok()).max();
-                                    if let Some(index) = last.filter(|i| **i >= 0) {
-                                        service
-                                            .wait_applied_for(
-                                                env,
-                                                *index as u64,
-                                                APPLY_AFTER_FORWARD_MS,
-                                            )
-                                            .await;
-                                    }
-                                }
-                                return answer;
-                            }
-                            Err(e) => why = format!("forwarding to node {l}: {e}"),
-                        }
+                Some(l) => match self.forward_to(shard, l, &op, wait_ms).await {
+                    Ok(answer) if moved(&answer) => {
+                        why = format!("node {l} is no longer the controller");
                     }
-                    None => why = format!("node {l} is not a voter this broker knows"),
+                    Ok(answer) => {
+                        let applied = answer.iter().filter_map(|a| a.as_ref().ok()).max();
+                        if let Some(index) =
+                            applied.filter(|i| op.answers_are_indexes() && **i >= 0)
+                        {
+                            let wait = APPLY_AFTER_FORWARD_MS;
+                            service.wait_applied_for(env, *index as u64, wait).await;
+                        }
+                        return answer;
+                    }
+                    Err(e) => why = e,
                 },
                 None => {}
             }
@@ -153,6 +143,90 @@ impl QuorumRole {
                 return vec![Err(e); op.len()];
             }
             env.sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Forwards `op` to node `leader`'s controller listener. Given up if `leader` stops leading
+    /// meanwhile (a stopped controller would hold the change until the forward's timeout), and,
+    /// for a heartbeat, after `wait_ms`: the next heartbeat goes to whoever leads by then, or
+    /// the new controller would fence this broker. A change may take long to commit and apply
+    /// (a topic of 10,000 partitions), so it gets the forward's full timeout.
+    async fn forward_to(
+        &self,
+        shard: &Rc<Shard>,
+        leader: i32,
+        op: &ControllerOp,
+        wait_ms: u64,
+    ) -> Result<ControllerAnswer, String> {
+        use crate::cluster::raft::network::{forward, ForwardError, FORWARD_TIMEOUT_MS};
+        let env = &shard.env;
+        let Some(addr) = self.voters.get(&(leader as u64)) else {
+            return Err(format!("node {leader} is not a voter this broker knows"));
+        };
+        let forward_ms = match op {
+            ControllerOp::BrokerHeartbeat { .. } => wait_ms,
+            _ => FORWARD_TIMEOUT_MS,
+        };
+        let deposed = async {
+            while self.leader() == Some(leader) {
+                env.sleep(Duration::from_millis(100)).await;
+            }
+            Err(ForwardError {
+                why: format!("node {leader} stopped leading while the change was forwarded"),
+                refused: false,
+            })
+        };
+        let sent = forward(env, *addr, op.clone(), forward_ms);
+        match futures_lite::future::or(sent, deposed).await {
+            Ok(answer) => Ok(answer),
+            Err(e) => {
+                if e.refused {
+                    self.leader_gone(shard, leader).await;
+                }
+                Err(format!("forwarding to node {leader}: {e}"))
+            }
+        }
+    }
+
+    /// The active controller's process is gone: its controller listener refused a connection.
+    /// Waiting for Raft to notice would take openraft's leader lease (`election_timeout_max`)
+    /// and then an election timeout, 2.5-3 s. Instead the lowest other voter stands at once in
+    /// the election a leader transfer starts, which voters grant despite their lease; every
+    /// other voter drops its own lease, and stands itself if no successor took over within
+    /// `SUCCESSOR_WAIT_MS`. Safe: votes and logs decide as always (a candidate with a shorter
+    /// log still loses), and the lease serves only lease-based reads, which tusk does not use
+    /// (reads confirm leadership by ReadIndex). A live controller accepts connections, so it is
+    /// never deposed this way.
+    async fn leader_gone(&self, shard: &Rc<Shard>, leader: i32) {
+        let m = self.metrics();
+        if m.current_leader != Some(leader as u64) || m.state == openraft::ServerState::Leader {
+            return;
+        }
+        let now = shard.env.monotonic();
+        self.sessions.borrow_mut().refused(leader, now);
+        let first_seen = match self.gone.get() {
+            Some((l, at)) if l == leader => at,
+            _ => {
+                self.gone.set(Some((leader, now)));
+                now
+            }
+        };
+        let me = self.node_id as u64;
+        let Some(successor) = self.voters.keys().copied().find(|id| *id != leader as u64) else {
+            return;
+        };
+        let waited = now.saturating_sub(first_seen) >= Duration::from_millis(SUCCESSOR_WAIT_MS);
+        let to = if waited { me } else { successor };
+        if first_seen == now || to == me {
+            tracing::info!(
+                leader,
+                successor = to,
+                "the active controller's process is gone: electing without waiting out its lease"
+            );
+        }
+        let request = openraft::raft::TransferLeaderRequest::new(m.vote, to, None);
+        if let Err(e) = self.member.raft.handle_transfer_leader(request).await {
+            tracing::warn!(error = %e, "could not drop the lease of a controller that is gone");
         }
     }
 
@@ -170,6 +244,13 @@ impl QuorumRole {
         let acked = m.last_quorum_acked.as_ref()?;
         Some(crate::runtime::raft::elapsed_since(**acked))
     }
+}
+
+/// Whether an answer says the change reached a broker that no longer leads.
+fn moved(answer: &ControllerAnswer) -> bool {
+    answer
+        .iter()
+        .any(|a| matches!(a, Err(ControllerError::NotController(_))))
 }
 
 /// Answers changes forwarded by other brokers, for as long as the broker runs: only while
@@ -238,15 +319,7 @@ pub fn spawn_cluster_tasks(shard: &Rc<Shard>) {
 async fn lead_once(shard: &Rc<Shard>) {
     let service = shard.controller.as_ref().expect("the controller shard");
     let role = service.quorum.as_ref().expect("a cluster");
-    let leader = role.leader().unwrap_or(-1);
-    if shard.controller_id.replace(leader) != leader {
-        for other in (0..shard.shard_count).filter(|s| *s != shard.id.0) {
-            let moved = ShardMessage::ControllerMoved { node_id: leader };
-            shard
-                .send(crate::protocol::types::ShardId(other), moved)
-                .await;
-        }
-    }
+    publish_status(shard, role).await;
     if !role.is_leader() {
         role.leading.set(false);
         return;
@@ -272,6 +345,46 @@ async fn lead_once(shard: &Rc<Shard>) {
         |n| role.raft_silence(n),
     );
     service.lead(&role.cluster_id, &expired).await;
+}
+
+/// Reports the quorum's state to every shard (Metadata names the controller from it) and to
+/// `/metrics`, when it changed.
+async fn publish_status(shard: &Rc<Shard>, role: &QuorumRole) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let m = role.metrics();
+    let status = QuorumStatus {
+        leader: m.current_leader.map_or(-1, |l| l as i32),
+        role: match m.state {
+            openraft::ServerState::Leader => 3,
+            openraft::ServerState::Candidate => 2,
+            _ => 1,
+        },
+        term: m.current_term,
+        committed: m.local_committed.map_or(-1, |l| l.index as i64),
+        applied: m.last_applied.map_or(-1, |l| l.index as i64),
+    };
+    let image = shard.image();
+    let live = image.live_brokers().count() as i64;
+    crate::metrics::with(|g| {
+        let q = &g.quorum;
+        q.role.store(status.role, Relaxed);
+        q.leader.store(status.leader as i64, Relaxed);
+        q.term.store(status.term as i64, Relaxed);
+        q.committed_index.store(status.committed, Relaxed);
+        q.applied_index.store(status.applied, Relaxed);
+        q.brokers_live.store(live, Relaxed);
+        q.brokers_fenced
+            .store(image.brokers.len() as i64 - live, Relaxed);
+    });
+    if shard.quorum.replace(status) == status {
+        return;
+    }
+    for other in (0..shard.shard_count).filter(|s| *s != shard.id.0) {
+        let message = ShardMessage::Quorum(status);
+        shard
+            .send(crate::protocol::types::ShardId(other), message)
+            .await;
+    }
 }
 
 async fn heartbeat_once(shard: &Rc<Shard>) {

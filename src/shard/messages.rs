@@ -110,6 +110,43 @@ pub struct ControllerRequest {
     pub reply: oneshot::Sender<ControllerAnswer>,
 }
 
+/// The metadata quorum as this broker's member sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuorumStatus {
+    /// The active controller (-1: none known).
+    pub leader: i32,
+    /// 1 follower, 2 candidate, 3 leader (0: not a cluster).
+    pub role: i64,
+    pub term: u64,
+    /// Last metadata log index known committed (-1: none).
+    pub committed: i64,
+    /// Last metadata log index applied here (-1: none).
+    pub applied: i64,
+}
+
+impl Default for QuorumStatus {
+    fn default() -> Self {
+        QuorumStatus {
+            leader: -1,
+            role: 0,
+            term: 0,
+            committed: -1,
+            applied: -1,
+        }
+    }
+}
+
+impl QuorumStatus {
+    pub fn role_name(&self) -> &'static str {
+        match self.role {
+            1 => "follower",
+            2 => "candidate",
+            3 => "leader",
+            _ => "none",
+        }
+    }
+}
+
 /// A message between shards.
 #[derive(Debug)]
 pub enum ShardMessage {
@@ -135,10 +172,8 @@ pub enum ShardMessage {
         reply: oneshot::Sender<()>,
     },
     Controller(ControllerRequest),
-    /// The active controller changed (in a cluster; -1: none known).
-    ControllerMoved {
-        node_id: i32,
-    },
+    /// The metadata quorum as the controller shard sees it changed (in a cluster).
+    Quorum(QuorumStatus),
     /// Work for the coordinator of a group this shard owns.
     /// (The call carries the sender of its own typed reply.)
     Group(crate::group::calls::GroupCall),

@@ -150,6 +150,17 @@ impl ControllerService {
             }
         }
         let items = op.len();
+        let started = shard.env.monotonic();
+        let answers = self.run_locked(op, items).await;
+        if self.quorum.is_some() {
+            let took = shard.env.monotonic().saturating_sub(started);
+            crate::metrics::with(|m| m.quorum.change_latency.observe(took));
+        }
+        answers
+    }
+
+    /// `op` under the controller's lock, once caught up with the log.
+    async fn run_locked(&self, op: ControllerOp, items: usize) -> ControllerAnswer {
         let _guard = self.lock.acquire().await;
         let c = &self.controller;
         if let Err(e) = c.catch_up().await {
@@ -230,6 +241,11 @@ impl ControllerService {
                 .is_some_and(|b| b.epoch == *epoch && !b.fenced);
             if still {
                 results.push(c.fence(*node_id, *epoch).await.map(Some));
+                crate::metrics::with(|m| {
+                    m.quorum
+                        .fencings
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                });
             }
         }
         for r in results {

@@ -49,8 +49,8 @@ pub struct Shard {
     next_producer_id: Cell<i64>,
     /// In a cluster: this shard's block of producer ids from the controller, `next..end`.
     producer_block: Cell<(i64, i64)>,
-    /// In a cluster: the active controller's node id, as the controller shard reports it.
-    pub controller_id: Cell<i32>,
+    /// In a cluster: the metadata quorum as the controller shard last reported it.
+    pub quorum: Cell<messages::QuorumStatus>,
     /// Partitions being opened now (an open awaits; a second one must not start meanwhile).
     opening: RefCell<std::collections::HashSet<TopicPartition>>,
     /// When an offline partition was last tried again (see `reopen_missing`), monotonic.
@@ -88,7 +88,7 @@ impl Shard {
             controller,
             next_producer_id: Cell::new(counter_start),
             producer_block: Cell::new((0, 0)),
-            controller_id: Cell::new(-1),
+            quorum: Cell::new(Default::default()),
             opening: RefCell::new(Default::default()),
             reopen_tried: RefCell::new(HashMap::new()),
             coordinator: std::cell::OnceCell::new(),
@@ -224,7 +224,7 @@ impl Shard {
     pub fn controller_id(&self) -> i32 {
         match &self.config.cluster {
             None => self.config.node_id.0,
-            Some(_) => self.controller_id.get(),
+            Some(_) => self.quorum.get().leader,
         }
     }
 
@@ -457,7 +457,7 @@ impl Shard {
                 self.set_image(image);
                 let _ = reply.send(());
             }
-            ShardMessage::ControllerMoved { node_id } => self.controller_id.set(node_id),
+            ShardMessage::Quorum(status) => self.quorum.set(status),
             ShardMessage::Group(call) => match self.coordinator.get() {
                 Some(c) => c.clone().handle(call).await,
                 None => call.refuse(UNAVAILABLE),

@@ -69,6 +69,9 @@ impl QuorumConfig {
             // sync and rename, far longer than openraft's 200 ms, which a timeout would retry
             // at once and forever.
             install_snapshot_timeout: 30_000,
+            // A restarted broker is a new incarnation: it must not name itself the controller
+            // again, without an election, while the others may have elected another.
+            enable_leader_restore: Some(false),
             ..Default::default()
         }
         .validate()

@@ -11,8 +11,14 @@ use openraft::errors::{ClientWriteError, RaftError};
 
 use super::state_machine::Applied;
 use super::{MetadataRaft, MetadataStateMachine, RAFT_DIR};
-use crate::cluster::log::{Committed, LogFuture, MetadataError, MetadataLog, NOT_THE_CONTROLLER};
+use crate::cluster::log::{
+    Committed, LogFuture, MetadataError, MetadataLog, NOT_THE_CONTROLLER, NO_QUORUM,
+};
 use crate::cluster::MetadataRecord;
+
+/// How long a proposal may wait for the quorum to commit it (the controller's lock is held
+/// meanwhile: without a majority, changes fail instead of queueing forever).
+const COMMIT_WAIT_MS: u64 = 8000;
 
 pub struct RaftMetadataLog {
     raft: MetadataRaft,
@@ -46,7 +52,16 @@ impl RaftMetadataLog {
 impl MetadataLog for RaftMetadataLog {
     fn propose(&self, record: MetadataRecord) -> LogFuture<'_, Result<u64, MetadataError>> {
         Box::pin(async move {
-            match self.raft.client_write(record).await {
+            let wait = std::time::Duration::from_millis(COMMIT_WAIT_MS);
+            let Some(written) =
+                crate::runtime::io::timeout(wait, self.raft.client_write(record)).await
+            else {
+                return Err(self.error(format!(
+                    "{NO_QUORUM}: the record was not committed within {COMMIT_WAIT_MS} ms (fewer \
+                     than a majority of the voters answer); it may still commit later"
+                )));
+            };
+            match written {
                 Ok(written) => Ok(written.log_id.index),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                     Err(self.error(match f.leader_id {
@@ -79,10 +94,13 @@ impl MetadataLog for RaftMetadataLog {
 
     fn sync(&self) -> LogFuture<'_, Result<(), MetadataError>> {
         Box::pin(async move {
+            let wait = std::time::Duration::from_millis(COMMIT_WAIT_MS);
             let read = self
                 .raft
-                .ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex)
+                .ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex);
+            let read = crate::runtime::io::timeout(wait, read)
                 .await
+                .ok_or_else(|| self.error(format!("{NO_QUORUM}: no majority answered")))?
                 .map_err(|e| self.error(format!("{NOT_THE_CONTROLLER}: {e}")))?;
             self.state_machine
                 .wait_applied_past(read.index().checked_sub(1))

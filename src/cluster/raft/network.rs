@@ -76,35 +76,58 @@ pub type ControllerHandler = std::rc::Rc<
 pub type HandlerSlot = std::rc::Rc<std::cell::RefCell<Option<ControllerHandler>>>;
 
 /// Longest a forwarded change may take (a topic of 10,000 partitions is 157 records).
-const FORWARD_TIMEOUT_MS: u64 = 30_000;
+pub const FORWARD_TIMEOUT_MS: u64 = 30_000;
 /// Largest answer to a forwarded change (one result per item of a bounded request).
 const FORWARD_ANSWER_BYTES_MAX: usize = 16 * 1024 * 1024;
 
-/// Sends `op` to the controller listener at `addr` and returns its answer: one connection per
-/// call (changes and heartbeats are few), closed after it.
+/// Why a forwarded change got no answer.
+#[derive(Debug)]
+pub struct ForwardError {
+    pub why: String,
+    /// Nothing listens at the controller address (ECONNREFUSED): the broker's process is gone,
+    /// which a silent one (hung, or its host unreachable) is not known to be.
+    pub refused: bool,
+}
+
+impl std::fmt::Display for ForwardError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.why)
+    }
+}
+
+/// Sends `op` to the controller listener at `addr` and returns its answer within `timeout_ms`
+/// (at most `FORWARD_TIMEOUT_MS`): one connection per call (changes and heartbeats are few),
+/// closed after it.
 pub async fn forward(
     env: &Env,
     addr: SocketAddr,
     op: ControllerOp,
-) -> Result<ControllerAnswer, String> {
+    timeout_ms: u64,
+) -> Result<ControllerAnswer, ForwardError> {
+    let timeout_ms = timeout_ms.min(FORWARD_TIMEOUT_MS);
+    let failed = |why: String| ForwardError {
+        why: format!("{addr}: {why}"),
+        refused: false,
+    };
     let call = async {
-        let mut stream = io::connect(addr)
-            .await
-            .map_err(|e| format!("{addr}: {e}"))?;
+        let mut stream = io::connect(addr).await.map_err(|e| ForwardError {
+            why: format!("{addr}: {e}"),
+            refused: e.kind() == std::io::ErrorKind::ConnectionRefused,
+        })?;
         let _ = stream.set_nodelay(true);
         write_frame(&mut stream, &Request::Controller(op))
             .await
-            .map_err(|e| format!("{addr}: {e}"))?;
+            .map_err(|e| failed(e.to_string()))?;
         match read_frame::<Response>(&mut stream, FORWARD_ANSWER_BYTES_MAX).await {
             Ok(Some(Response::Controller(answer))) => Ok(answer),
-            Ok(Some(Response::Error(why))) => Err(why),
-            Ok(_) => Err(format!("{addr}: no answer")),
-            Err(e) => Err(format!("{addr}: {e}")),
+            Ok(Some(Response::Error(why))) => Err(failed(why)),
+            Ok(_) => Err(failed("no answer".into())),
+            Err(e) => Err(failed(e.to_string())),
         }
     };
-    env.timeout(Duration::from_millis(FORWARD_TIMEOUT_MS), call)
+    env.timeout(Duration::from_millis(timeout_ms), call)
         .await
-        .unwrap_or_else(|| Err(format!("{addr}: no answer within {FORWARD_TIMEOUT_MS} ms")))
+        .unwrap_or_else(|| Err(failed(format!("no answer within {timeout_ms} ms"))))
 }
 
 /// Why a call failed, before openraft's error types are chosen.

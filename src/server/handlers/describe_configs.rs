@@ -134,6 +134,31 @@ pub fn handle(shard: &ShardRef, request: DescribeConfigsRequest) -> ResponseKind
                         SOURCE_STATIC_BROKER,
                         true,
                     ),
+                    // The metadata quorum as this broker sees it (for `tusk cluster info`).
+                    entry(
+                        "tusk.raft.role",
+                        shard.quorum.get().role_name().into(),
+                        SOURCE_STATIC_BROKER,
+                        true,
+                    ),
+                    entry(
+                        "tusk.metadata.committed.offset",
+                        shard.quorum.get().committed.to_string(),
+                        SOURCE_STATIC_BROKER,
+                        true,
+                    ),
+                    entry(
+                        "tusk.cluster.fenced.brokers",
+                        image
+                            .brokers
+                            .values()
+                            .filter(|b| b.fenced)
+                            .map(|b| format!("{}@{}:{}", b.node_id, b.host, b.port))
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        SOURCE_STATIC_BROKER,
+                        true,
+                    ),
                 ],
                 _ => {
                     out.error_code = ErrorCode::InvalidRequest.code();

@@ -13,6 +13,10 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 packages=(build-essential cmake pkg-config libcurl4-openssl-dev kcat python3 python3-venv)
+# KafkaJS runs on Node.js; Debian's nodejs and npm serve where no newer Node.js is installed.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    packages+=(nodejs npm)
+fi
 
 installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
@@ -63,6 +67,18 @@ export TUSK_TEST_PYTHON=$PWD/$venv/bin/python
 # CI must run the Python clients, not skip them.
 if [[ -n ${CI:-} ]]; then
     export TUSK_REQUIRE_PYTHON=1
+fi
+
+# KafkaJS (a pure-JavaScript client with its own group code) under target/, which git ignores.
+node_dir=target/test-node
+if [[ ! -f $node_dir/node_modules/kafkajs/package.json ]]; then
+    echo "== installing kafkajs ($node_dir)"
+    mkdir -p "$node_dir"
+    npm install --silent --no-audit --no-fund --prefix "$node_dir" kafkajs@2.2.4
+fi
+export TUSK_TEST_NODE_PATH=$PWD/$node_dir/node_modules
+if [[ -n ${CI:-} ]]; then
+    export TUSK_REQUIRE_NODE=1
 fi
 
 echo "== cargo fmt --check"

@@ -5,6 +5,8 @@
 // Each test crate uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::future::Future;
@@ -92,6 +94,52 @@ impl Broker {
     /// Like `start`, with the broker's open-files limit (soft and hard) set to `max`.
     pub fn start_with_open_files(max: u64, extra_args: &[&str]) -> Broker {
         Broker::start_with(None, Some(max), extra_args)
+    }
+
+    /// Spawns a broker without waiting for it to serve (a cluster member serves only once a
+    /// majority of its quorum runs): call `wait_ready` once all are spawned.
+    pub fn launch(extra_args: &[&str]) -> Broker {
+        let mut broker = Broker::unstarted(None, None, extra_args);
+        broker.spawn_process();
+        broker
+    }
+
+    /// Starts the broker again without waiting for it to serve (see `launch`).
+    pub fn relaunch(&mut self) {
+        assert!(self.child.is_none(), "relaunch: stop the broker first");
+        self.spawn_process();
+    }
+
+    fn unstarted(
+        placed_in: Option<PathBuf>,
+        open_files_max: Option<u64>,
+        extra_args: &[&str],
+    ) -> Broker {
+        let root = tempfile::Builder::new()
+            .prefix("tusk-test-")
+            .tempdir()
+            .expect("create a temporary directory");
+        Broker {
+            child: None,
+            port: free_port(),
+            root,
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+            starts: 0,
+            placed_in,
+            open_files_max,
+        }
+    }
+
+    /// Whether the process is running (reaps it if it exited).
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(None)) => true,
+            Some(_) => {
+                self.child = None;
+                false
+            }
+            None => false,
+        }
     }
 
     fn start_with(
@@ -225,7 +273,7 @@ impl Broker {
         self.child = Some(child);
     }
 
-    fn wait_ready(&mut self) {
+    pub fn wait_ready(&mut self) {
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         let deadline = Instant::now() + BROKER_START_TIMEOUT;
         loop {
@@ -936,4 +984,34 @@ pub fn segment_files_in(dir: &std::path::Path) -> usize {
                 .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".log"))
         })
         .count()
+}
+
+/// Runs tests/js/clients.js (KafkaJS) against `bootstrap` and asserts that every check passed.
+/// scripts/test.sh installs kafkajs and sets TUSK_TEST_NODE_PATH to its node_modules; without
+/// it the run is skipped with a message, unless TUSK_REQUIRE_NODE is set (CI sets it).
+pub fn kafkajs_clients(bootstrap: &str) {
+    let Ok(node_path) = std::env::var("TUSK_TEST_NODE_PATH") else {
+        assert!(
+            std::env::var("TUSK_REQUIRE_NODE").is_err(),
+            "TUSK_REQUIRE_NODE is set but TUSK_TEST_NODE_PATH is not"
+        );
+        eprintln!("TUSK_TEST_NODE_PATH not set (run scripts/test.sh): skipping KafkaJS");
+        return;
+    };
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/js/clients.js");
+    let out = run_with_timeout(
+        Command::new("node")
+            .env("NODE_PATH", node_path)
+            .arg(script)
+            .arg(bootstrap),
+        None,
+        Duration::from_secs(180),
+    );
+    assert!(
+        out.status.success(),
+        "KafkaJS clients against {bootstrap}:\n{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    assert!(out.stdout.contains("2 passed, 0 failed"), "{}", out.stdout);
 }

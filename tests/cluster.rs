@@ -11,9 +11,14 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::cluster::Cluster;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::records::Compression;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::BaseRecord;
 use rdkafka::Message;
+use tusk::client::{topic_name, ClientError, Connection};
+use tusk::protocol::batch_builder::BatchBuilder;
 
 /// The leaders of `topic`'s partitions, as broker `bootstrap` reports them (-1: none).
 fn leaders(bootstrap: &str, topic: &str) -> Vec<i32> {
@@ -58,7 +63,8 @@ fn produce_through(bootstrap: &str, topic: &str, count: usize, extra: &[(&str, &
 }
 
 /// Three brokers: Metadata from each lists all three; a 6-partition topic gets leaders on
-/// every broker; librdkafka produces (plainly and idempotently) and consumes through any one
+/// every broker; Produce, Fetch and ListOffsets at a broker that does not lead a partition
+/// answer NOT_LEADER_OR_FOLLOWER; librdkafka produces (plainly and idempotently) and consumes through any one
 /// broker as its only bootstrap; a consumer group commits through one broker; confluent-kafka
 /// and kafka-python (scripts/test.sh's venv) and KafkaJS do their round trips, admin requests
 /// included, each through a single broker address.
@@ -80,6 +86,12 @@ fn three_brokers_serve_every_client_through_any_bootstrap() {
             BTreeSet::from([1, 2, 3]),
             "leaders {l:?} as broker {id} sees them"
         );
+    }
+    eprintln!("stage: not the leader");
+    let led = leaders(&cluster.bootstrap_of(1), "six");
+    for (partition, leader) in led.iter().enumerate() {
+        let elsewhere = (1..=3).find(|b| b != leader).expect("another broker");
+        answers_not_leader(&cluster.bootstrap_of(elsewhere), "six", partition as i32);
     }
     let mut produced = 0;
     eprintln!("stage: produce");
@@ -104,6 +116,57 @@ fn three_brokers_serve_every_client_through_any_bootstrap() {
     python_clients(&cluster.bootstrap_of(1));
     eprintln!("stage: kafkajs");
     common::kafkajs_clients(&cluster.bootstrap_of(2));
+}
+
+/// Produce, Fetch and ListOffsets for `partition` sent to `bootstrap`, a broker that does not
+/// lead it, answer NOT_LEADER_OR_FOLLOWER (6), which makes clients refresh their metadata.
+fn answers_not_leader(bootstrap: &str, topic: &str, partition: i32) {
+    const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    let mut conn = Connection::connect(bootstrap, "not-leader").expect("connect");
+    let mut batch = BatchBuilder::new(Compression::None, 64);
+    batch.push(0, None, Some(b"misrouted"));
+    let request = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(topic_name(topic))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(batch.finish()))])]);
+    let v = conn.versions.produce;
+    let r: ProduceResponse = conn.call(request, v).expect("a produce answer");
+    let codes: Vec<i16> = r
+        .responses
+        .iter()
+        .flat_map(|t| t.partition_responses.iter().map(|p| p.error_code))
+        .collect();
+    assert_eq!(
+        codes,
+        vec![NOT_LEADER_OR_FOLLOWER],
+        "produce to {topic}-{partition} via {bootstrap}"
+    );
+    let fetched = conn.fetch(topic, &[(partition as usize, 0)], 1 << 16, 0);
+    assert!(
+        matches!(
+            fetched,
+            Err(ClientError::Kafka {
+                code: NOT_LEADER_OR_FOLLOWER,
+                ..
+            })
+        ),
+        "fetch of {topic}-{partition} via {bootstrap}: {fetched:?}"
+    );
+    let listed = conn.list_offsets_of(topic, &[partition], -1);
+    assert!(
+        matches!(
+            listed,
+            Err(ClientError::Kafka {
+                code: NOT_LEADER_OR_FOLLOWER,
+                ..
+            })
+        ),
+        "list offsets of {topic}-{partition} via {bootstrap}: {listed:?}"
+    );
 }
 
 /// A consumer group bootstrapped from one broker reads everything and commits; a second
@@ -180,14 +243,22 @@ fn python_clients(bootstrap: &str) {
 }
 
 /// Creates `name` through broker `via` with the CLI (the broker forwards it to the active
-/// controller); whether it was created.
-fn cli_create(cluster: &Cluster, via: i32, name: &str) -> bool {
-    std::process::Command::new(env!("CARGO_BIN_EXE_tusk"))
-        .args(["topic", "create", name, "--bootstrap"])
-        .arg(cluster.bootstrap_of(via))
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+/// controller): `Err` with the CLI's error line if it was not created. A topic that already
+/// exists counts as created: a change whose controller failed after committing it is retried
+/// by the forwarding broker, and then finds it done.
+fn cli_create(cluster: &Cluster, via: i32, name: &str) -> Result<(), String> {
+    let out = common::run_with_timeout(
+        std::process::Command::new(env!("CARGO_BIN_EXE_tusk"))
+            .args(["topic", "create", name, "--bootstrap"])
+            .arg(cluster.bootstrap_of(via)),
+        None,
+        Duration::from_secs(60),
+    );
+    if out.status.success() || out.stderr.contains("TOPIC_ALREADY_EXISTS") {
+        Ok(())
+    } else {
+        Err(out.stderr)
+    }
 }
 
 /// Five kills of whichever broker is the active controller: each time another is elected,
@@ -203,7 +274,7 @@ fn controller_kill_loop_keeps_metadata_changing() {
         cluster.broker(controller).kill9();
         let killed_at = Instant::now();
         let name = format!("after-kill-{round}");
-        while !cli_create(&cluster, survivor, &name) {
+        while cli_create(&cluster, survivor, &name).is_err() {
             assert!(
                 killed_at.elapsed() < Duration::from_secs(30),
                 "no topic could be created within 30 s of killing controller {controller}"
@@ -241,7 +312,7 @@ fn five_brokers_survive_two_losses_and_refuse_with_three() {
     assert_eq!(survivors.len(), 3, "victims {victims:?}");
     let via = survivors[0];
     let started = Instant::now();
-    while !cli_create(&cluster, via, "with-three-of-five") {
+    while cli_create(&cluster, via, "with-three-of-five").is_err() {
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "three of five could not change metadata"
@@ -250,10 +321,12 @@ fn five_brokers_survive_two_losses_and_refuse_with_three() {
     let third = *survivors.last().expect("three survivors");
     cluster.broker(third).kill9();
     let minority: Vec<i32> = survivors.iter().copied().filter(|s| *s != third).collect();
-    assert!(
-        !cli_create(&cluster, minority[0], "with-two-of-five"),
-        "two of five changed metadata"
-    );
+    // Refused as timed out (REQUEST_TIMED_OUT), whether the minority holds a leader whose
+    // proposal no majority commits or no leader at all: clients retry it, not give up.
+    match cli_create(&cluster, minority[0], "with-two-of-five") {
+        Ok(()) => panic!("two of five changed metadata"),
+        Err(why) => assert!(why.contains("REQUEST_TIMED_OUT"), "{why}"),
+    }
     for id in &minority {
         let names = common::topic_names(&cluster.bootstrap_of(*id));
         assert!(

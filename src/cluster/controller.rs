@@ -149,6 +149,9 @@ impl From<MetadataError> for ControllerError {
             .starts_with(crate::cluster::log::NOT_THE_CONTROLLER)
         {
             ControllerError::NotController(e.detail)
+        } else if e.detail.starts_with(crate::cluster::log::NO_QUORUM) {
+            // Not retried here: the record may still commit.
+            ControllerError::NoQuorum(e.detail)
         } else {
             ControllerError::Log(e.to_string())
         }
@@ -232,11 +235,34 @@ impl Controller {
         Ok(())
     }
 
-    /// Proposes `record` and applies it to the controller's view once committed.
+    /// Proposes `record` and applies it to the controller's view once committed. Records
+    /// between the view's end and `record` (a proposal that timed out and committed later, a
+    /// new leader's blank entry) are read from the log and applied with it, so the view never
+    /// skips a committed record.
     async fn propose(&self, record: MetadataRecord) -> Result<u64, ControllerError> {
         let index = self.log.propose(record.clone()).await?;
-        self.image.borrow_mut().apply(&record);
-        self.image_end.set(index + 1);
+        let end = self.image_end.get();
+        if index == end {
+            self.image.borrow_mut().apply(&record);
+            self.image_end.set(index + 1);
+            return Ok(index);
+        }
+        assert!(
+            index > end,
+            "the log committed record {index} below the controller's view end {end}"
+        );
+        let committed = self.log.committed_from(end);
+        let committed_end = committed.end();
+        let records = committed.over(&self.image.borrow());
+        let mut image = self.image.borrow_mut();
+        for (_, r) in records {
+            image.apply(&r);
+        }
+        if committed_end <= index {
+            // The log has not handed this record to readers yet: apply it as committed.
+            image.apply(&record);
+        }
+        self.image_end.set(committed_end.max(index + 1));
         Ok(index)
     }
 

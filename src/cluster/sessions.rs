@@ -29,9 +29,10 @@ pub struct Sessions {
     since: Duration,
     last_seen: HashMap<i32, Duration>,
     /// When a broker's controller listener last refused a connection (its process is gone),
-    /// with no heartbeat from it since. Kept across restarts of the sessions: it is what this
-    /// broker saw itself, not session state a previous controller held.
-    refused: HashMap<i32, Duration>,
+    /// and the incarnation (epoch) the image named then, with no heartbeat from it since. Kept
+    /// across restarts of the sessions: it is what this broker saw itself, not session state a
+    /// previous controller held.
+    refused: HashMap<i32, (Duration, i64)>,
 }
 
 impl Sessions {
@@ -46,10 +47,11 @@ impl Sessions {
         self.refused.remove(&node_id);
     }
 
-    /// Broker `node_id`'s controller listener refused a connection at `now`: nothing listens
-    /// there, so its process is gone (a hung or unreachable one is silent instead).
-    pub fn refused(&mut self, node_id: i32, now: Duration) {
-        self.refused.insert(node_id, now);
+    /// Broker `node_id`'s controller listener refused a connection at `now`, while the image
+    /// named incarnation `epoch`: nothing listens there, so that process is gone (a hung or
+    /// unreachable one is silent instead).
+    pub fn refused(&mut self, node_id: i32, epoch: i64, now: Duration) {
+        self.refused.insert(node_id, (now, epoch));
     }
 
     /// The live brokers (`node_id`, `epoch`) to fence now. `raft_silence` is how long since
@@ -77,12 +79,12 @@ impl Sessions {
                     .unwrap_or(in_session)
                     .min(in_session);
                 let fast = Duration::from_millis(timeouts.fast_ms);
-                // A refusal seen within `fast_ms` needs no grace: the process is gone. An
-                // older one proves nothing about a broker that may have come back since.
-                let gone = self
-                    .refused
-                    .get(&b.node_id)
-                    .is_some_and(|at| now.saturating_sub(*at) <= fast);
+                // A refusal seen within `fast_ms` needs no grace: that incarnation's process
+                // is gone. An older one, or one of an earlier incarnation, proves nothing about
+                // a broker that may have come back since.
+                let gone = self.refused.get(&b.node_id).is_some_and(|(at, epoch)| {
+                    *epoch == b.epoch && now.saturating_sub(*at) <= fast
+                });
                 gone || silent > fast && raft > fast
                     || silent > Duration::from_millis(timeouts.session_ms)
             })
@@ -161,14 +163,24 @@ mod tests {
         let mut s = Sessions::default();
         // Broker 3's listener refused this broker while it was a follower; it then became the
         // active controller: the grace period does not cover a process known to be gone.
-        s.refused(3, ms(1000));
+        s.refused(3, 13, ms(1000));
         s.restart(ms(1100));
         assert_eq!(s.expired(&image, 1, ms(1200), T, |_| None), vec![(3, 13)]);
+        // Not if broker 3 came back as a new incarnation meanwhile (registered with another
+        // controller, so this one never heard its heartbeat).
+        let mut back = image.clone();
+        back.apply(&MetadataRecord::BrokerRegistered {
+            node_id: 3,
+            epoch: 14,
+            host: "h".into(),
+            port: 1,
+        });
+        assert!(s.expired(&back, 1, ms(1200), T, |_| None).is_empty());
         // A heartbeat after the refusal (the broker came back) withdraws it.
         s.heard(3, ms(1300));
         assert!(s.expired(&image, 1, ms(1400), T, |_| None).is_empty());
         // A refusal older than fast_ms proves nothing now: only the grace period counts.
-        s.refused(2, ms(1000));
+        s.refused(2, 12, ms(1000));
         s.restart(ms(5000));
         assert!(s.expired(&image, 1, ms(5100), T, |_| None).is_empty());
     }

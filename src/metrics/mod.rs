@@ -97,7 +97,6 @@ pub struct ShardMetrics {
 }
 
 /// The metadata quorum and broker sessions, as one broker's member sees them.
-#[derive(Default)]
 pub struct QuorumGauges {
     /// 0: not in a cluster, 1: follower, 2: candidate, 3: leader (the active controller).
     pub role: AtomicI64,
@@ -109,9 +108,27 @@ pub struct QuorumGauges {
     pub brokers_fenced: AtomicI64,
     /// Brokers this member fenced as the active controller.
     pub fencings: AtomicI64,
-    /// Metadata changes at the active controller, from their start to their records
-    /// committed by the quorum and applied here.
+    /// Metadata changes at the active controller that committed a record, from their arrival
+    /// (the wait for the controller's lock included) to their records committed by the quorum
+    /// and applied here.
     pub change_latency: Histogram,
+}
+
+impl Default for QuorumGauges {
+    fn default() -> Self {
+        QuorumGauges {
+            role: AtomicI64::new(0),
+            // Node ids start at 0: "none known" must not read as node 0.
+            leader: AtomicI64::new(-1),
+            term: AtomicI64::new(0),
+            committed_index: AtomicI64::new(-1),
+            applied_index: AtomicI64::new(-1),
+            brokers_live: AtomicI64::new(0),
+            brokers_fenced: AtomicI64::new(0),
+            fencings: AtomicI64::new(0),
+            change_latency: Histogram::default(),
+        }
+    }
 }
 
 impl ShardMetrics {
@@ -257,13 +274,13 @@ impl Registry {
             (
                 "tusk_raft_role",
                 "gauge",
-                "0 one-node, 1 follower, 2 candidate, 3 leader (the active controller).",
+                "0 not in a cluster, 1 follower, 2 candidate, 3 leader (the active controller).",
                 &q.role,
             ),
             (
                 "tusk_raft_leader",
                 "gauge",
-                "Node id of the metadata quorum's leader (-1: none known).",
+                "Node id of the metadata quorum's leader (-1: none known, or not in a cluster).",
                 &q.leader,
             ),
             (
@@ -311,8 +328,9 @@ impl Registry {
         let name = "tusk_metadata_change_seconds";
         let _ = writeln!(
             out,
-            "# HELP {name} Metadata changes at the active controller, from their start to their \
-             records committed by the quorum and applied here."
+            "# HELP {name} Metadata changes at the active controller that committed a record, \
+             from their arrival (the wait for the controller's lock included) to their records \
+             committed by the quorum and applied here."
         );
         let _ = writeln!(out, "# TYPE {name} histogram");
         q.change_latency.render(out, name, "role=\"controller\"");

@@ -33,10 +33,16 @@ pub const DEAD_BROKER_MS: u64 = 1500;
 const QUORUM_SILENCE_MS: u64 = 1000;
 /// How long a broker that forwarded a change waits to apply it itself before answering.
 const APPLY_AFTER_FORWARD_MS: u64 = 5000;
-/// How long after finding the active controller's process gone a voter waits for the chosen
-/// successor to take over before it stands itself (the successor may not know the controller
-/// died: restarted a moment ago, it has not heard of that controller).
+/// Voters stand in turn for a controller whose process is gone, this long apart, lowest node
+/// id first (the first may not know the controller died: restarted a moment ago, it has not
+/// heard of that controller; or it is down too).
 const SUCCESSOR_WAIT_MS: u64 = 500;
+/// A controller whose appends (heartbeats every 250 ms) reached this member more recently
+/// than this is alive, whatever refused a connection to it (a wrong address, a firewall).
+const LEADER_SILENCE_MS: u64 = 400;
+/// The quorum's status goes to the other shards at once when the leader or this member's
+/// role changes, and at most this often for its committed and applied indexes.
+const PUBLISH_INTERVAL_MS: u64 = 1000;
 
 /// The quorum member and the cluster state of this broker's controller shard.
 pub struct QuorumRole {
@@ -50,8 +56,11 @@ pub struct QuorumRole {
     sessions: RefCell<Sessions>,
     /// Whether this broker was the active controller at the last check.
     leading: Cell<bool>,
-    /// The active controller whose process this broker found gone, and when it first did.
-    gone: Cell<Option<(i32, Duration)>>,
+    /// The active controller whose process this broker found gone, its term, and when this
+    /// broker first found it gone.
+    gone: Cell<Option<(i32, u64, Duration)>>,
+    /// When the quorum's status was last sent to the other shards.
+    published_at: Cell<Duration>,
 }
 
 impl QuorumRole {
@@ -74,6 +83,7 @@ impl QuorumRole {
             sessions: RefCell::new(Sessions::default()),
             leading: Cell::new(false),
             gone: Cell::new(None),
+            published_at: Cell::new(Duration::ZERO),
         }
     }
 
@@ -188,45 +198,63 @@ impl QuorumRole {
         }
     }
 
-    /// The active controller's process is gone: its controller listener refused a connection.
-    /// Waiting for Raft to notice would take openraft's leader lease (`election_timeout_max`)
-    /// and then an election timeout, 2.5-3 s. Instead the lowest other voter stands at once in
-    /// the election a leader transfer starts, which voters grant despite their lease; every
-    /// other voter drops its own lease, and stands itself if no successor took over within
-    /// `SUCCESSOR_WAIT_MS`. Safe: votes and logs decide as always (a candidate with a shorter
-    /// log still loses), and the lease serves only lease-based reads, which tusk does not use
-    /// (reads confirm leadership by ReadIndex). A live controller accepts connections, so it is
-    /// never deposed this way.
+    /// The active controller's process is gone: its controller listener refused a connection
+    /// and its appends stopped reaching this member. Waiting for Raft to notice would take
+    /// openraft's leader lease (`election_timeout_max`) and then an election timeout, 2.5-3 s.
+    /// Instead the voters stand in turn, lowest node id first, `SUCCESSOR_WAIT_MS` apart, in
+    /// the election a leader transfer starts, which voters grant despite their lease; until
+    /// its turn, a voter drops its own lease. Safe: votes and logs decide as always (a
+    /// candidate with a shorter log still loses), and the lease serves only lease-based reads,
+    /// which tusk does not use (reads confirm leadership by ReadIndex). A live controller
+    /// sends appends, so it is never deposed this way.
     async fn leader_gone(&self, shard: &Rc<Shard>, leader: i32) {
         let m = self.metrics();
         if m.current_leader != Some(leader as u64) || m.state == openraft::ServerState::Leader {
             return;
         }
+        let silent_ms = Duration::from_millis(LEADER_SILENCE_MS);
+        if self.member.contact.silence().is_some_and(|d| d < silent_ms) {
+            return;
+        }
         let now = shard.env.monotonic();
-        self.sessions.borrow_mut().refused(leader, now);
+        if let Some(b) = shard.image().brokers.get(&leader) {
+            self.sessions.borrow_mut().refused(leader, b.epoch, now);
+        }
         let first_seen = match self.gone.get() {
-            Some((l, at)) if l == leader => at,
+            Some((l, term, at)) if l == leader && term == m.current_term => at,
             _ => {
-                self.gone.set(Some((leader, now)));
+                self.gone.set(Some((leader, m.current_term, now)));
                 now
             }
         };
         let me = self.node_id as u64;
-        let Some(successor) = self.voters.keys().copied().find(|id| *id != leader as u64) else {
+        let mut standing = self
+            .voters
+            .keys()
+            .copied()
+            .filter(|id| *id != leader as u64);
+        let Some(successor) = standing.clone().next() else {
             return;
         };
-        let waited = now.saturating_sub(first_seen) >= Duration::from_millis(SUCCESSOR_WAIT_MS);
-        let to = if waited { me } else { successor };
+        let rank = standing.position(|id| id == me).unwrap_or(0) as u64;
+        let waited = now.saturating_sub(first_seen);
+        let to = if waited >= Duration::from_millis(rank * SUCCESSOR_WAIT_MS) {
+            me
+        } else {
+            successor
+        };
         if first_seen == now || to == me {
             tracing::info!(
                 leader,
-                successor = to,
+                candidate = to,
                 "the active controller's process is gone: electing without waiting out its lease"
             );
         }
         let request = openraft::raft::TransferLeaderRequest::new(m.vote, to, None);
-        if let Err(e) = self.member.raft.handle_transfer_leader(request).await {
-            tracing::warn!(error = %e, "could not drop the lease of a controller that is gone");
+        match self.member.raft.handle_transfer_leader(request).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "leader transfer not taken"),
+            Err(e) => tracing::warn!(error = %e, "the metadata quorum member stopped"),
         }
     }
 
@@ -347,8 +375,9 @@ async fn lead_once(shard: &Rc<Shard>) {
     service.lead(&role.cluster_id, &expired).await;
 }
 
-/// Reports the quorum's state to every shard (Metadata names the controller from it) and to
-/// `/metrics`, when it changed.
+/// Reports the quorum's state to `/metrics`, and to every shard (Metadata names the controller
+/// from it) when the leader or this member's role changed, or at most every
+/// `PUBLISH_INTERVAL_MS` when only its indexes moved.
 async fn publish_status(shard: &Rc<Shard>, role: &QuorumRole) {
     use std::sync::atomic::Ordering::Relaxed;
     let m = role.metrics();
@@ -376,9 +405,16 @@ async fn publish_status(shard: &Rc<Shard>, role: &QuorumRole) {
         q.brokers_fenced
             .store(image.brokers.len() as i64 - live, Relaxed);
     });
-    if shard.quorum.replace(status) == status {
+    let last = shard.quorum.get();
+    let now = shard.env.monotonic();
+    let changed_hands = (last.leader, last.role) != (status.leader, status.role);
+    let due =
+        now.saturating_sub(role.published_at.get()) >= Duration::from_millis(PUBLISH_INTERVAL_MS);
+    if last == status || !changed_hands && !due {
         return;
     }
+    shard.quorum.set(status);
+    role.published_at.set(now);
     for other in (0..shard.shard_count).filter(|s| *s != shard.id.0) {
         let message = ShardMessage::Quorum(status);
         shard

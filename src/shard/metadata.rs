@@ -152,7 +152,10 @@ impl ControllerService {
         let items = op.len();
         let started = shard.env.monotonic();
         let answers = self.run_locked(op, items).await;
-        if self.quorum.is_some() {
+        // Only changes that committed a record: a refused or validate-only one measures no
+        // commit.
+        let committed = answers.iter().any(|a| matches!(a, Ok(i) if *i >= 0));
+        if self.quorum.is_some() && committed {
             let took = shard.env.monotonic().saturating_sub(started);
             crate::metrics::with(|m| m.quorum.change_latency.observe(took));
         }
@@ -240,12 +243,15 @@ impl ControllerService {
                 .get(node_id)
                 .is_some_and(|b| b.epoch == *epoch && !b.fenced);
             if still {
-                results.push(c.fence(*node_id, *epoch).await.map(Some));
-                crate::metrics::with(|m| {
-                    m.quorum
-                        .fencings
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                });
+                let fenced = c.fence(*node_id, *epoch).await;
+                if fenced.is_ok() {
+                    crate::metrics::with(|m| {
+                        m.quorum
+                            .fencings
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    });
+                }
+                results.push(fenced.map(Some));
             }
         }
         for r in results {

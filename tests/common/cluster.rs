@@ -64,15 +64,17 @@ impl Cluster {
 
     /// `tusk cluster info --json` asked of broker `node_id`.
     pub fn info(&self, node_id: i32) -> Option<serde_json::Value> {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tusk"))
-            .args(["cluster", "info", "--json", "--bootstrap"])
-            .arg(self.bootstrap_of(node_id))
-            .output()
-            .ok()?;
+        let out = super::run_with_timeout(
+            std::process::Command::new(env!("CARGO_BIN_EXE_tusk"))
+                .args(["cluster", "info", "--json", "--bootstrap"])
+                .arg(self.bootstrap_of(node_id)),
+            None,
+            Duration::from_secs(60),
+        );
         if !out.status.success() {
             return None;
         }
-        serde_json::from_slice(&out.stdout).ok()
+        serde_json::from_str(&out.stdout).ok()
     }
 
     /// Waits until broker `asked` reports a controller among `among` and lists exactly the

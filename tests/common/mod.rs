@@ -7,7 +7,7 @@
 
 pub mod cluster;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::future::Future;
 use std::io::{Read, Write};
@@ -45,12 +45,20 @@ pub fn free_port() -> u16 {
     // process and call, and check that the port is free now.
     use std::sync::atomic::{AtomicU64, Ordering};
     static CALLS: AtomicU64 = AtomicU64::new(0);
+    // A cluster picks all its ports before any broker binds one: never hand a port out twice
+    // in this process.
+    static ISSUED: std::sync::Mutex<BTreeSet<u16>> = std::sync::Mutex::new(BTreeSet::new());
     let seed =
         u64::from(std::process::id()) * 7919 + CALLS.fetch_add(1, Ordering::Relaxed) * 104_729;
     let mut lcg = Lcg::new(seed ^ now_ms() as u64);
     for _ in 0..1000 {
         let port = 20_000 + (lcg.next_u32() % 12_000) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && ISSUED
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(port)
+        {
             return port;
         }
     }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use openraft::{BasicNode, SnapshotPolicy};
 
-use super::network::{serve, HandlerSlot, Network};
+use super::network::{serve, HandlerSlot, LeaderContact, Network};
 use super::{MetadataRaft, MetadataStateMachine, RaftLogStore};
 use crate::runtime::env::Env;
 use crate::runtime::io::{self, TcpListener};
@@ -130,6 +130,8 @@ pub struct QuorumMember {
     pub state_machine: MetadataStateMachine,
     /// Where the listener finds the handler of forwarded controller changes.
     pub handler: HandlerSlot,
+    /// When a leader's append last reached this member.
+    pub contact: LeaderContact,
     _server: io::Task<()>,
 }
 
@@ -160,7 +162,14 @@ impl QuorumMember {
         .await
         .map_err(|e| format!("metadata quorum: {e}"))?;
         let handler = HandlerSlot::default();
-        let server = serve(listener, raft.clone(), config.voters.len(), handler.clone());
+        let contact = LeaderContact::new(env);
+        let server = serve(
+            listener,
+            raft.clone(),
+            config.voters.len(),
+            handler.clone(),
+            contact.clone(),
+        );
         let initialized = raft
             .is_initialized()
             .await
@@ -185,6 +194,7 @@ impl QuorumMember {
             raft,
             state_machine,
             handler,
+            contact,
             _server: server,
         })
     }

@@ -369,6 +369,33 @@ impl RaftNetworkV2<TypeConfig> for Peer {
     }
 }
 
+/// When this member last received an append (entries or a heartbeat) from a leader: a
+/// controller that still sends them is alive, whatever else refused a connection to it.
+#[derive(Clone)]
+pub struct LeaderContact {
+    env: Env,
+    last: std::rc::Rc<std::cell::Cell<Option<Duration>>>,
+}
+
+impl LeaderContact {
+    pub fn new(env: &Env) -> LeaderContact {
+        LeaderContact {
+            env: env.clone(),
+            last: Default::default(),
+        }
+    }
+
+    fn touch(&self) {
+        self.last.set(Some(self.env.monotonic()));
+    }
+
+    /// How long since the last append (`None`: none since the start).
+    pub fn silence(&self) -> Option<Duration> {
+        let last = self.last.get()?;
+        Some(self.env.monotonic().saturating_sub(last))
+    }
+}
+
 /// Answers Raft messages from peers on `listener` for as long as the returned task lives, on
 /// at most `CONNECTIONS_PER_VOTER` connections per voter (more are closed at once).
 pub fn serve(
@@ -376,6 +403,7 @@ pub fn serve(
     raft: MetadataRaft,
     voters: usize,
     handler: HandlerSlot,
+    contact: LeaderContact,
 ) -> io::Task<()> {
     let open = std::rc::Rc::new(std::cell::Cell::new(0usize));
     io::spawn_joinable(async move {
@@ -389,9 +417,10 @@ pub fn serve(
                     let raft = raft.clone();
                     let open = open.clone();
                     let handler = handler.clone();
+                    let contact = contact.clone();
                     open.set(open.get() + 1);
                     io::spawn(async move {
-                        serve_connection(stream, raft, handler).await;
+                        serve_connection(stream, raft, handler, contact).await;
                         open.set(open.get() - 1);
                     });
                 }
@@ -404,7 +433,12 @@ pub fn serve(
     })
 }
 
-async fn serve_connection(mut stream: TcpStream, raft: MetadataRaft, handler: HandlerSlot) {
+async fn serve_connection(
+    mut stream: TcpStream,
+    raft: MetadataRaft,
+    handler: HandlerSlot,
+    contact: LeaderContact,
+) {
     let _ = stream.set_nodelay(true);
     loop {
         let idle = Duration::from_millis(IDLE_CONNECTION_MS);
@@ -425,6 +459,10 @@ async fn serve_connection(mut stream: TcpStream, raft: MetadataRaft, handler: Ha
                     Some(h) => Response::Controller(h(op).await),
                     None => Response::Error("this broker is still starting".into()),
                 }
+            }
+            Request::Append(rpc) => {
+                contact.touch();
+                answer(&raft, Request::Append(rpc)).await
             }
             other => answer(&raft, other).await,
         };

@@ -113,7 +113,7 @@ fn three_brokers_serve_every_client_through_any_bootstrap() {
     eprintln!("stage: group");
     group_round_trip(&cluster.bootstrap_of(3), 240);
     eprintln!("stage: python");
-    python_clients(&cluster.bootstrap_of(1));
+    common::python_clients(&cluster.bootstrap_of(1));
     eprintln!("stage: kafkajs");
     common::kafkajs_clients(&cluster.bootstrap_of(2));
 }
@@ -212,34 +212,6 @@ fn group_round_trip(bootstrap: &str, expected: usize) {
             );
         }
     }
-}
-
-/// confluent-kafka and kafka-python against one broker of the cluster (skipped without the
-/// venv, unless TUSK_REQUIRE_PYTHON is set).
-fn python_clients(bootstrap: &str) {
-    let Ok(python) = std::env::var("TUSK_TEST_PYTHON") else {
-        assert!(
-            std::env::var("TUSK_REQUIRE_PYTHON").is_err(),
-            "TUSK_TEST_PYTHON is not set"
-        );
-        eprintln!("TUSK_TEST_PYTHON not set: skipping the Python clients");
-        return;
-    };
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/clients.py");
-    let out = common::run_with_timeout(
-        std::process::Command::new(&python)
-            .arg(script)
-            .arg(bootstrap),
-        None,
-        Duration::from_secs(180),
-    );
-    assert!(
-        out.status.success(),
-        "python clients:\n{}\n{}",
-        out.stdout,
-        out.stderr
-    );
-    assert!(out.stdout.contains("3 passed, 0 failed"), "{}", out.stdout);
 }
 
 /// Creates `name` through broker `via` with the CLI (the broker forwards it to the active

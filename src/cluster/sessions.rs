@@ -107,8 +107,8 @@ mod tests {
         Duration::from_millis(n)
     }
 
-    #[test]
-    fn dead_brokers_fast_hung_ones_after_the_session_and_a_grace_for_new_controllers() {
+    /// Brokers 1..=3, live, with epochs 11..=13.
+    fn three_brokers() -> MetadataImage {
         let mut image = MetadataImage::default();
         for id in 1..=3 {
             image.apply(&MetadataRecord::BrokerRegistered {
@@ -118,6 +118,12 @@ mod tests {
                 port: 1,
             });
         }
+        image
+    }
+
+    #[test]
+    fn dead_brokers_fast_hung_ones_after_the_session_and_a_grace_for_new_controllers() {
+        let mut image = three_brokers();
         let mut s = Sessions::default();
         s.restart(ms(1000));
         // A new controller hears nothing for 1.4 s: still within its grace.
@@ -151,15 +157,7 @@ mod tests {
 
     #[test]
     fn a_refused_connection_fences_at_once_unless_old_or_followed_by_a_heartbeat() {
-        let mut image = MetadataImage::default();
-        for id in 1..=3 {
-            image.apply(&MetadataRecord::BrokerRegistered {
-                node_id: id,
-                epoch: 10 + id as i64,
-                host: "h".into(),
-                port: 1,
-            });
-        }
+        let image = three_brokers();
         let mut s = Sessions::default();
         // Broker 3's listener refused this broker while it was a follower; it then became the
         // active controller: the grace period does not cover a process known to be gone.

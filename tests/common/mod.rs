@@ -155,19 +155,7 @@ impl Broker {
         open_files_max: Option<u64>,
         extra_args: &[&str],
     ) -> Broker {
-        let root = tempfile::Builder::new()
-            .prefix("tusk-test-")
-            .tempdir()
-            .expect("create a temporary directory");
-        let mut broker = Broker {
-            child: None,
-            port: free_port(),
-            root,
-            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
-            starts: 0,
-            placed_in,
-            open_files_max,
-        };
+        let mut broker = Broker::unstarted(placed_in, open_files_max, extra_args);
         broker.spawn();
         broker
     }
@@ -994,32 +982,63 @@ pub fn segment_files_in(dir: &std::path::Path) -> usize {
         .count()
 }
 
-/// Runs tests/js/clients.js (KafkaJS) against `bootstrap` and asserts that every check passed.
-/// scripts/test.sh installs kafkajs and sets TUSK_TEST_NODE_PATH to its node_modules; without
-/// it the run is skipped with a message, unless TUSK_REQUIRE_NODE is set (CI sets it).
-pub fn kafkajs_clients(bootstrap: &str) {
-    let Ok(node_path) = std::env::var("TUSK_TEST_NODE_PATH") else {
-        assert!(
-            std::env::var("TUSK_REQUIRE_NODE").is_err(),
-            "TUSK_REQUIRE_NODE is set but TUSK_TEST_NODE_PATH is not"
-        );
-        eprintln!("TUSK_TEST_NODE_PATH not set (run scripts/test.sh): skipping KafkaJS");
-        return;
-    };
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/js/clients.js");
+/// Runs one of the client scripts under tests/ (`tests/python/clients.py`, `tests/js/clients.js`)
+/// with `command` against `bootstrap` and asserts that it printed `expected` ("N passed, 0
+/// failed") and exited 0.
+fn run_client_script(mut command: Command, script: &str, bootstrap: &str, expected: &str) {
+    let path = format!("{}/tests/{script}", env!("CARGO_MANIFEST_DIR"));
     let out = run_with_timeout(
-        Command::new("node")
-            .env("NODE_PATH", node_path)
-            .arg(script)
-            .arg(bootstrap),
+        command.arg(path).arg(bootstrap),
         None,
         Duration::from_secs(180),
     );
     assert!(
         out.status.success(),
-        "KafkaJS clients against {bootstrap}:\n{}\n{}",
+        "{script} against {bootstrap}:\n{}\n{}",
         out.stdout,
         out.stderr
     );
-    assert!(out.stdout.contains("2 passed, 0 failed"), "{}", out.stdout);
+    assert!(out.stdout.contains(expected), "{}", out.stdout);
+}
+
+/// The value of `var`, the client installation scripts/test.sh made; `None` (with a message)
+/// when it is not set, which fails instead when `require` is set (CI sets it, so a missing
+/// installation fails there rather than skipping).
+fn client_install(var: &str, require: &str, what: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(value) => Some(value),
+        Err(_) => {
+            assert!(
+                std::env::var(require).is_err(),
+                "{require} is set but {var} is not"
+            );
+            eprintln!("{var} not set (run scripts/test.sh): skipping {what}");
+            None
+        }
+    }
+}
+
+/// confluent-kafka and kafka-python (tests/python/clients.py) against `bootstrap`, with the
+/// venv scripts/test.sh builds (TUSK_TEST_PYTHON is its interpreter).
+pub fn python_clients(bootstrap: &str) {
+    let what = "the Python clients";
+    if let Some(python) = client_install("TUSK_TEST_PYTHON", "TUSK_REQUIRE_PYTHON", what) {
+        let expected = "3 passed, 0 failed";
+        run_client_script(
+            Command::new(python),
+            "python/clients.py",
+            bootstrap,
+            expected,
+        );
+    }
+}
+
+/// KafkaJS (tests/js/clients.js) against `bootstrap`, with the kafkajs scripts/test.sh
+/// installs (TUSK_TEST_NODE_PATH is its node_modules).
+pub fn kafkajs_clients(bootstrap: &str) {
+    if let Some(node_path) = client_install("TUSK_TEST_NODE_PATH", "TUSK_REQUIRE_NODE", "KafkaJS") {
+        let mut node = Command::new("node");
+        node.env("NODE_PATH", node_path);
+        run_client_script(node, "js/clients.js", bootstrap, "2 passed, 0 failed");
+    }
 }

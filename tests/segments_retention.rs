@@ -167,10 +167,9 @@ fn age_roll_and_time_retention() {
         );
     }
     common::flush(&producer, 10, TIMEOUT);
-    assert!(
-        segment_files(&broker, "aged-0") >= 2,
-        "the old segment rolled by age"
-    );
+    // No count of segment files here: retention (every 200 ms) may already have deleted the
+    // rolled segment. A log start of 10 proves the roll: only a segment that is no longer the
+    // active one is ever deleted, and the hour-old records were the only ones in it.
     let consumer = common::consumer(&bootstrap);
     let (low, _) = wait_for_log_start(&consumer, "aged");
     assert_eq!(

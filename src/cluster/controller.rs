@@ -224,6 +224,13 @@ impl Controller {
     /// active controller included: run before validating a change.
     pub async fn catch_up(&self) -> Result<(), ControllerError> {
         self.log.sync().await?;
+        self.apply_committed();
+        Ok(())
+    }
+
+    /// Applies to the view every record the log has committed past its end; the log's
+    /// committed end.
+    fn apply_committed(&self) -> u64 {
         let committed = self.log.committed_from(self.image_end.get());
         let end = committed.end();
         let records = committed.over(&self.image.borrow());
@@ -232,7 +239,7 @@ impl Controller {
             image.apply(&record);
         }
         self.image_end.set(end.max(self.image_end.get()));
-        Ok(())
+        end
     }
 
     /// Proposes `record` and applies it to the controller's view once committed. Records
@@ -251,18 +258,11 @@ impl Controller {
             index > end,
             "the log committed record {index} below the controller's view end {end}"
         );
-        let committed = self.log.committed_from(end);
-        let committed_end = committed.end();
-        let records = committed.over(&self.image.borrow());
-        let mut image = self.image.borrow_mut();
-        for (_, r) in records {
-            image.apply(&r);
-        }
-        if committed_end <= index {
+        if self.apply_committed() <= index {
             // The log has not handed this record to readers yet: apply it as committed.
-            image.apply(&record);
+            self.image.borrow_mut().apply(&record);
+            self.image_end.set(index + 1);
         }
-        self.image_end.set(committed_end.max(index + 1));
         Ok(index)
     }
 

@@ -89,6 +89,7 @@ fn bench_fetch_pieces(c: &mut Criterion) {
                     last_stable_offset: 1000,
                     log_start_offset: 0,
                     records: Some((1 << 20, ())),
+                    diverging: None,
                 })
                 .collect();
             let topics = vec![TopicOut {

@@ -28,6 +28,8 @@ pub const FETCH_MAX_BYTES_DEFAULT: u32 = 55 * 1024 * 1024;
 /// Largest response other than Fetch (whose records are bounded by `fetch_max_bytes`) that a
 /// connection sends; past it the connection is closed.
 pub const RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// The longest acks=all wait a produce may ask for (its `timeout_ms` is clamped to it).
+pub const PRODUCE_TIMEOUT_MAX_MS: u64 = 300_000;
 /// Longest long-poll wait honoured for a fetch.
 pub const FETCH_WAIT_MAX_MS: u64 = 30_000;
 /// Default number of partitions for auto-created topics.

@@ -577,6 +577,9 @@ fn spawn_acceptor(shard: &Rc<Shard>, listener: io::TcpListener) {
 
 /// Retention, metrics gauges and, under `flush = interval:<ms>`, the periodic fdatasync.
 fn spawn_background(shard: &Rc<Shard>) {
+    if shard.config.cluster.is_some() {
+        io::spawn(shard.clone().maintain_isr());
+    }
     let retention_every = Duration::from_millis(shard.config.retention_check_interval_ms);
     let s = shard.clone();
     io::spawn(async move {

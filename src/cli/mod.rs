@@ -26,6 +26,8 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+// `Serve` carries every setting; the command is parsed once at start, so its size is moot.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the broker (a complete one-node cluster)
     Serve {

@@ -66,6 +66,14 @@ pub enum ControllerOp {
     },
     /// Places the offsets partitions (the group coordinators) if they are not yet.
     PlaceOffsets,
+    /// A partition leader's new ISR (Kafka's AlterPartition).
+    AlterIsr(super::elect::AlterIsr),
+    /// A broker about to stop cleanly: its partitions get other leaders first (Kafka's
+    /// controlled shutdown).
+    ShutDownBroker {
+        node_id: i32,
+        epoch: i64,
+    },
 }
 
 impl ControllerOp {
@@ -78,7 +86,9 @@ impl ControllerOp {
             ControllerOp::AlterTopicConfigs { topics, .. } => topics.len(),
             ControllerOp::BrokerHeartbeat { .. }
             | ControllerOp::AllocateProducerIds { .. }
-            | ControllerOp::PlaceOffsets => 1,
+            | ControllerOp::PlaceOffsets
+            | ControllerOp::AlterIsr(_)
+            | ControllerOp::ShutDownBroker { .. } => 1,
         }
     }
 
@@ -117,6 +127,8 @@ pub enum ControllerError {
     StaleBrokerEpoch(String),
     /// No active controller could be reached.
     NotController(String),
+    /// An ISR change from a broker that no longer leads the partition at that epoch.
+    StaleLeader(String),
     /// The quorum did not commit in time (a minority of voters runs); the outcome is unknown.
     NoQuorum(String),
 }
@@ -136,6 +148,7 @@ impl ControllerError {
             | ControllerError::NotEnoughBrokers(m)
             | ControllerError::StaleBrokerEpoch(m)
             | ControllerError::NotController(m)
+            | ControllerError::StaleLeader(m)
             | ControllerError::NoQuorum(m) => m,
         }
     }
@@ -266,8 +279,9 @@ impl Controller {
         Ok(index)
     }
 
-    /// Checks a new topic against the image and the rules; its partition count if valid.
-    pub fn check_new_topic(&self, t: &NewTopic) -> Result<u32, ControllerError> {
+    /// Checks a new topic against the image and the rules; its partition count and
+    /// replication factor if valid.
+    pub fn check_new_topic(&self, t: &NewTopic) -> Result<(u32, usize), ControllerError> {
         use ControllerError::*;
         let image = self.image.borrow();
         validate_topic_name(&t.name).map_err(InvalidTopic)?;
@@ -295,7 +309,7 @@ impl Controller {
                 )))
             }
         };
-        self.check_replication_factor(&image, t.replication_factor)?;
+        let rf = self.check_replication_factor(&image, t.replication_factor)?;
         if t.configs.len() > TOPIC_CONFIGS_MAX {
             return Err(InvalidConfig(format!(
                 "more than {TOPIC_CONFIGS_MAX} configs"
@@ -304,22 +318,23 @@ impl Controller {
         for (k, v) in &t.configs {
             validate_topic_config(k, v, &self.config).map_err(InvalidConfig)?;
         }
-        Ok(partitions)
+        Ok((partitions, rf))
     }
 
-    /// The replication factor a topic gets (-1: `default_replication_factor`, 1 until partitions
-    /// replicate),
-    /// checked against the live brokers.
+    /// The replication factor a topic gets (-1: `default_replication_factor`, by default
+    /// min(3, live brokers)), checked against the live brokers.
     fn check_replication_factor(
         &self,
         image: &MetadataImage,
         asked: i16,
     ) -> Result<usize, ControllerError> {
         use ControllerError::InvalidReplicationFactor;
-        let rf = if asked == -1 {
-            self.config.default_replication_factor as i16
-        } else {
-            asked
+        let live = image.live_brokers().count();
+        let rf = match (asked, self.config.default_replication_factor) {
+            (-1, Some(n)) => n as i16,
+            (-1, None) if self.config.cluster.is_none() => 1,
+            (-1, None) => live.clamp(1, 3) as i16,
+            (n, _) => n,
         };
         if self.config.cluster.is_none() {
             return match rf {
@@ -329,16 +344,9 @@ impl Controller {
                 ))),
             };
         }
-        let live = image.live_brokers().count();
         if rf < 1 || rf as usize > live {
             return Err(InvalidReplicationFactor(format!(
                 "replication factor {rf} with {live} live broker(s)"
-            )));
-        }
-        if rf > 1 {
-            return Err(InvalidReplicationFactor(format!(
-                "replication factor {rf}: partitions are not replicated by this build yet \
-                 (only 1 is accepted, never a replication factor silently not kept)"
             )));
         }
         Ok(rf as usize)
@@ -352,6 +360,7 @@ impl Controller {
         name: &str,
         first: u32,
         count: u32,
+        replication_factor: usize,
     ) -> Result<Option<u64>, ControllerError> {
         if self.config.cluster.is_none() || count == 0 {
             return Ok(None);
@@ -364,10 +373,10 @@ impl Controller {
                 None => return Ok(None),
             }
         };
-        let placed = super::assign::place(&self.image.borrow(), count, 1);
+        let placed = super::assign::place(&self.image.borrow(), count, replication_factor);
         let Some(placed) = placed else {
             return Err(ControllerError::NotEnoughBrokers(format!(
-                "no live broker to place {name} on{}",
+                "fewer than {replication_factor} live broker(s) to place {name} on{}",
                 if is_offsets {
                     " (group coordinators)"
                 } else {
@@ -394,22 +403,67 @@ impl Controller {
         if self.config.cluster.is_none() {
             return Ok(None);
         }
-        let missing: Vec<(String, u32, u32)> = self
+        let live = self.image.borrow().live_brokers().count();
+        let missing: Vec<(String, u32, u32, usize)> = self
             .image
             .borrow()
             .topics
             .values()
             .filter_map(|t| {
                 let first = (0..t.partitions).find(|p| !t.assignments.contains_key(p))?;
-                Some((t.name.clone(), first, t.partitions - first))
+                let rf = replication_factor_of(t, live);
+                Some((t.name.clone(), first, t.partitions - first, rf))
             })
             .collect();
         let mut last = None;
-        for (name, first, count) in missing {
+        for (name, first, count, rf) in missing {
             tracing::info!(topic = %name, first, count, "assigning partitions left unassigned");
-            last = self.assign(&name, first, count).await?.or(last);
+            last = self.assign(&name, first, count, rf).await?.or(last);
         }
         Ok(last)
+    }
+
+    /// Elects leaders for partitions whose leader is not live and takes fenced brokers out
+    /// of the ISRs (`avoid`: a broker shutting down, which leads nothing and leaves every
+    /// ISR); the last record's index, if any.
+    pub async fn elect_leaders(&self, avoid: Option<i32>) -> Result<Option<u64>, ControllerError> {
+        if self.config.cluster.is_none() {
+            return Ok(None);
+        }
+        let records = super::elect::leadership_changes(&self.image.borrow(), avoid);
+        let mut last = None;
+        for record in records {
+            tracing::info!(%record, "partition leadership changes");
+            last = Some(self.propose(record).await?);
+        }
+        Ok(last)
+    }
+
+    /// A leader's ISR change (AlterPartition): the record's index, `None` if nothing changes.
+    pub async fn alter_isr(
+        &self,
+        req: &super::elect::AlterIsr,
+    ) -> Result<Option<u64>, ControllerError> {
+        use super::elect::AlterRefused;
+        let record = match super::elect::alter_isr(&self.image.borrow(), req) {
+            Ok(Some(record)) => record,
+            Ok(None) => return Ok(None),
+            Err(AlterRefused::Unknown) => {
+                return Err(ControllerError::UnknownTopic(format!(
+                    "no partition {}-{}",
+                    req.topic, req.partition
+                )))
+            }
+            Err(AlterRefused::StaleLeader) => {
+                return Err(ControllerError::StaleLeader(format!(
+                    "broker {} does not lead {}-{} at epoch {}",
+                    req.leader, req.topic, req.partition, req.leader_epoch
+                )))
+            }
+            Err(AlterRefused::Invalid(why)) => return Err(ControllerError::InvalidConfig(why)),
+        };
+        tracing::info!(%record, "ISR change");
+        Ok(Some(self.propose(record).await?))
     }
 
     /// Records the cluster id if the log has none yet (the first active controller).
@@ -446,6 +500,30 @@ impl Controller {
                 }
                 tracing::info!(node_id, epoch, "broker is back; unfencing it");
                 MetadataRecord::BrokerUnfenced { node_id, epoch }
+            }
+            Some(b) if !b.fenced => {
+                // A new incarnation of a live broker (it restarted before its session
+                // lapsed): the old one is fenced first, so its partitions get new leaders
+                // and it leaves their ISRs as after a crash; it rejoins them once caught up.
+                tracing::info!(
+                    node_id,
+                    old = b.epoch,
+                    epoch,
+                    "broker restarted; fencing its old incarnation"
+                );
+                self.propose(MetadataRecord::BrokerFenced {
+                    node_id,
+                    epoch: b.epoch,
+                })
+                .await?;
+                self.elect_leaders(None).await?;
+                tracing::info!(node_id, epoch, host, port, "registering broker");
+                MetadataRecord::BrokerRegistered {
+                    node_id,
+                    epoch,
+                    host: host.to_string(),
+                    port,
+                }
             }
             _ => {
                 tracing::info!(node_id, epoch, host, port, "registering broker");
@@ -497,7 +575,7 @@ impl Controller {
             )));
         }
         let count = crate::constants::OFFSETS_PARTITIONS - placed;
-        self.assign(OFFSETS_TOPIC, placed, count).await
+        self.assign(OFFSETS_TOPIC, placed, count, 1).await
     }
 
     /// Creates a topic: the index of its committed record, or `None` if only validated.
@@ -506,7 +584,7 @@ impl Controller {
         t: NewTopic,
         validate_only: bool,
     ) -> Result<Option<u64>, ControllerError> {
-        let partitions = self.check_new_topic(&t)?;
+        let (partitions, rf) = self.check_new_topic(&t)?;
         if validate_only {
             return Ok(None);
         }
@@ -517,7 +595,7 @@ impl Controller {
             configs: t.configs,
         };
         let index = self.propose(record).await?;
-        let assigned = self.assign(&t.name, 0, partitions).await?;
+        let assigned = self.assign(&t.name, 0, partitions, rf).await?;
         tracing::info!(topic = %t.name, partitions, "created topic");
         Ok(Some(assigned.unwrap_or(index)))
     }
@@ -555,7 +633,15 @@ impl Controller {
             total,
         };
         let index = self.propose(record).await?;
-        let assigned = self.assign(name, old, total - old).await?;
+        let rf = {
+            let image = self.image.borrow();
+            let live = image.live_brokers().count();
+            image
+                .topics
+                .get(name)
+                .map_or(1, |t| replication_factor_of(t, live))
+        };
+        let assigned = self.assign(name, old, total - old, rf).await?;
         Ok(Some(assigned.unwrap_or(index)))
     }
 
@@ -612,6 +698,17 @@ impl Controller {
         tracing::info!(topic = %name, "deleted topic");
         Ok(index)
     }
+}
+
+/// The replication factor of a topic's existing partitions (new ones get the same), at most
+/// the live brokers.
+fn replication_factor_of(t: &crate::cluster::TopicMeta, live: usize) -> usize {
+    let rf = t
+        .assignments
+        .values()
+        .next()
+        .map_or(1, |a| a.replicas.len());
+    rf.clamp(1, live.max(1))
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::records::{Assignment, MetadataRecord};
+use super::records::{Assignment, MetadataRecord, PartitionChange};
 use crate::constants::{ASSIGNMENTS_PER_RECORD_MAX, OFFSETS_TOPIC, OFFSETS_TOPIC_ID};
 use crate::protocol::types::TopicId;
 
@@ -18,6 +18,8 @@ pub struct TopicMeta {
     /// Where each partition lives, by partition index. Empty on a one-node cluster (every
     /// partition is this broker's); in a cluster a partition without one is not served yet.
     pub assignments: BTreeMap<u32, Assignment>,
+    /// The in-sync replicas of each assigned partition (all its replicas when assigned).
+    pub isr: BTreeMap<u32, Vec<i32>>,
 }
 
 /// A registered broker.
@@ -40,6 +42,8 @@ pub struct MetadataImage {
     pub brokers: BTreeMap<i32, BrokerMeta>,
     /// Where the group coordinators live: the offsets partitions' assignments.
     pub offsets: BTreeMap<u32, Assignment>,
+    /// The offsets partitions' in-sync replicas.
+    pub offsets_isr: BTreeMap<u32, Vec<i32>>,
     /// The first producer id no broker has been given yet.
     pub next_producer_id: i64,
     /// Number of records applied: a version clients never see, used in logs.
@@ -65,6 +69,7 @@ impl MetadataImage {
                         partitions: *partitions,
                         configs: configs.iter().cloned().collect(),
                         assignments: BTreeMap::new(),
+                        isr: BTreeMap::new(),
                     },
                 );
             }
@@ -111,19 +116,30 @@ impl MetadataImage {
                 first,
                 assignments,
             } => {
-                let (target, partitions) = if name == OFFSETS_TOPIC && *topic_id == OFFSETS_TOPIC_ID
-                {
-                    (&mut self.offsets, crate::constants::OFFSETS_PARTITIONS)
-                } else {
-                    match self.topics.get_mut(name) {
-                        Some(t) if t.topic_id.0 == *topic_id => (&mut t.assignments, t.partitions),
-                        _ => return,
-                    }
+                let Some((target, isr, partitions)) = self.partitions_mut(name, topic_id) else {
+                    return;
                 };
                 for (i, a) in assignments.iter().enumerate() {
                     let p = first.saturating_add(i as u32);
                     if p < partitions {
                         target.insert(p, a.clone());
+                        isr.insert(p, a.replicas.clone());
+                    }
+                }
+            }
+            MetadataRecord::PartitionsChanged {
+                name,
+                topic_id,
+                changes,
+            } => {
+                let Some((target, isr, _)) = self.partitions_mut(name, topic_id) else {
+                    return;
+                };
+                for c in changes {
+                    if let Some(a) = target.get_mut(&c.partition) {
+                        a.leader = c.leader;
+                        a.leader_epoch = c.leader_epoch;
+                        isr.insert(c.partition, c.isr.clone());
                     }
                 }
             }
@@ -131,6 +147,48 @@ impl MetadataImage {
                 self.next_producer_id = self.next_producer_id.max(*next);
             }
         }
+    }
+
+    /// The assignments, ISRs and partition count of topic `name` (the offsets partitions
+    /// under their name and fixed id), if `topic_id` is its current id.
+    #[allow(clippy::type_complexity)]
+    fn partitions_mut(
+        &mut self,
+        name: &str,
+        topic_id: &[u8; 16],
+    ) -> Option<(
+        &mut BTreeMap<u32, Assignment>,
+        &mut BTreeMap<u32, Vec<i32>>,
+        u32,
+    )> {
+        if name == OFFSETS_TOPIC && *topic_id == OFFSETS_TOPIC_ID {
+            let n = crate::constants::OFFSETS_PARTITIONS;
+            return Some((&mut self.offsets, &mut self.offsets_isr, n));
+        }
+        match self.topics.get_mut(name) {
+            Some(t) if t.topic_id.0 == *topic_id => {
+                Some((&mut t.assignments, &mut t.isr, t.partitions))
+            }
+            _ => None,
+        }
+    }
+
+    /// A partition's assignment and in-sync replicas (the offsets partitions under their
+    /// name).
+    pub fn partition(&self, topic: &str, partition: u32) -> Option<(&Assignment, &[i32])> {
+        let (assignments, isr) = if topic == OFFSETS_TOPIC {
+            (&self.offsets, &self.offsets_isr)
+        } else {
+            let t = self.topics.get(topic)?;
+            (&t.assignments, &t.isr)
+        };
+        let a = assignments.get(&partition)?;
+        Some((a, isr.get(&partition).map_or(&[][..], |v| v.as_slice())))
+    }
+
+    /// Whether broker `node_id` is registered and not fenced.
+    pub fn is_live(&self, node_id: i32) -> bool {
+        self.brokers.get(&node_id).is_some_and(|b| !b.fenced)
     }
 
     /// The live (unfenced) brokers.
@@ -207,6 +265,18 @@ impl MetadataImage {
                 .filter(|old| old.topic_id == t.topic_id)
                 .map_or(&empty, |old| &old.assignments);
             assignment_changes(&t.name, t.topic_id.0, old, &t.assignments, &mut out);
+            let old_isr = self
+                .topics
+                .get(&t.name)
+                .filter(|old| old.topic_id == t.topic_id)
+                .map(|old| &old.isr);
+            isr_changes(
+                &t.name,
+                t.topic_id.0,
+                (old, old_isr),
+                (&t.assignments, &t.isr),
+                &mut out,
+            );
         }
         for b in target.brokers.values() {
             let old = self.brokers.get(&b.node_id);
@@ -234,6 +304,13 @@ impl MetadataImage {
             OFFSETS_TOPIC_ID,
             &self.offsets,
             &target.offsets,
+            &mut out,
+        );
+        isr_changes(
+            OFFSETS_TOPIC,
+            OFFSETS_TOPIC_ID,
+            (&self.offsets, Some(&self.offsets_isr)),
+            (&target.offsets, &target.offsets_isr),
             &mut out,
         );
         if target.next_producer_id > self.next_producer_id {
@@ -281,6 +358,45 @@ fn assignment_changes(
         run.as_mut().expect("started above").1.push(a.clone());
     }
     flush(&mut run, out);
+}
+
+/// In-sync replicas by partition.
+type Isrs = BTreeMap<u32, Vec<i32>>;
+
+/// `PartitionsChanged` records for the partitions whose in-sync replicas differ from what
+/// the assignment changes before them leave (an assignment sets the ISR to its replicas).
+fn isr_changes(
+    name: &str,
+    topic_id: [u8; 16],
+    old: (&BTreeMap<u32, Assignment>, Option<&Isrs>),
+    new: (&BTreeMap<u32, Assignment>, &BTreeMap<u32, Vec<i32>>),
+    out: &mut Vec<MetadataRecord>,
+) {
+    let mut changes = Vec::new();
+    for (p, a) in new.0 {
+        let reassigned = old.0.get(p) != Some(a);
+        let before = if reassigned {
+            Some(&a.replicas)
+        } else {
+            old.1.and_then(|isr| isr.get(p))
+        };
+        let after = new.1.get(p).unwrap_or(&a.replicas);
+        if before != Some(after) {
+            changes.push(PartitionChange {
+                partition: *p,
+                leader: a.leader,
+                leader_epoch: a.leader_epoch,
+                isr: after.clone(),
+            });
+        }
+    }
+    for chunk in changes.chunks(ASSIGNMENTS_PER_RECORD_MAX) {
+        out.push(MetadataRecord::PartitionsChanged {
+            name: name.to_string(),
+            topic_id,
+            changes: chunk.to_vec(),
+        });
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 
 pub mod assign;
 pub mod controller;
+pub mod elect;
 pub mod image;
 pub mod log;
 pub mod raft;

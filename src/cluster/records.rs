@@ -72,6 +72,36 @@ pub enum MetadataRecord {
         node_id: i32,
         next: i64,
     },
+    /// New leader, leader epoch and in-sync replicas of some partitions of topic `name` (an
+    /// election, or an ISR change the leader asked for: Kafka's AlterPartition). At most
+    /// `ASSIGNMENTS_PER_RECORD_MAX` changes; a change for an older topic of the same name, or
+    /// for a partition never assigned, is ignored.
+    PartitionsChanged {
+        name: String,
+        topic_id: [u8; 16],
+        changes: Vec<PartitionChange>,
+    },
+}
+
+/// One partition's leadership and in-sync replicas after a `PartitionsChanged`.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+pub struct PartitionChange {
+    pub partition: u32,
+    /// -1: no replica may lead (none in the ISR is live); the partition is offline.
+    pub leader: i32,
+    pub leader_epoch: i32,
+    /// Never empty: the last member stays even when fenced, so the partition waits for it.
+    pub isr: Vec<i32>,
 }
 
 /// Where one partition lives.
@@ -137,6 +167,17 @@ impl std::fmt::Display for MetadataRecord {
             ),
             MetadataRecord::ProducerIdsAllocated { node_id, next } => {
                 write!(f, "producer ids below {next} allocated to broker {node_id}")
+            }
+            MetadataRecord::PartitionsChanged { name, changes, .. } => {
+                write!(f, "topic {name}: {} partition(s) changed", changes.len())?;
+                if let Some(c) = changes.first() {
+                    write!(
+                        f,
+                        " (partition {}: leader {} epoch {} isr {:?})",
+                        c.partition, c.leader, c.leader_epoch, c.isr
+                    )?;
+                }
+                Ok(())
             }
         }
     }

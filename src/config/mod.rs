@@ -116,9 +116,17 @@ pub struct Settings {
     #[arg(long)]
     pub broker_session_timeout_ms: Option<u64>,
     /// Replicas of a topic created with replication factor -1 (the client's "broker default")
-    /// or auto-created. Only 1 until partitions replicate; then min(3, brokers) [default: 1]
+    /// or auto-created; -1 means min(3, live brokers) [default: -1]
     #[arg(long, allow_negative_numbers = true)]
     pub default_replication_factor: Option<i16>,
+    /// In-sync replicas an acks=all produce needs, for topics without their own
+    /// `min.insync.replicas` (clamped to the topic's replication factor) [default: 2]
+    #[arg(long)]
+    pub min_insync_replicas: Option<u16>,
+    /// A follower that has not caught up with its leader for this long leaves the in-sync
+    /// replicas [default: 10000]
+    #[arg(long)]
+    pub replica_lag_time_max_ms: Option<u64>,
 }
 
 impl Settings {
@@ -158,7 +166,9 @@ impl Settings {
             controller_listen,
             controller_quorum_voters,
             broker_session_timeout_ms,
-            default_replication_factor
+            default_replication_factor,
+            min_insync_replicas,
+            replica_lag_time_max_ms
         )
     }
 }
@@ -246,8 +256,12 @@ pub struct Config {
     pub node_id: crate::protocol::types::NodeId,
     /// A cluster broker without a heartbeat for this long is fenced.
     pub broker_session_timeout_ms: u64,
-    /// Replicas of a topic created with replication factor -1.
-    pub default_replication_factor: u16,
+    /// Replicas of a topic created with replication factor -1 (`None`: min(3, live brokers)).
+    pub default_replication_factor: Option<u16>,
+    /// The broker default of `min.insync.replicas`.
+    pub min_insync_replicas: u16,
+    /// Kafka's `replica.lag.time.max.ms`.
+    pub replica_lag_time_max_ms: u64,
     /// `None`: a one-node cluster.
     pub cluster: Option<ClusterConfig>,
     pub group: GroupConfig,
@@ -473,16 +487,28 @@ impl Config {
                 format!("must be 2000..=600000, got {broker_session_timeout_ms}"),
             );
         }
-        // Accepting more would leave topics unreplicated while they claim replicas (issue 12
-        // replicates partitions and makes the default min(3, brokers)).
-        let default_replication_factor = s.default_replication_factor.unwrap_or(1);
-        if default_replication_factor != 1 {
+        let default_replication_factor = match s.default_replication_factor.unwrap_or(-1) {
+            -1 => None,
+            n if n >= 1 && (n == 1 || s.controller_quorum_voters.is_some()) => Some(n as u16),
+            n => {
+                return refuse(
+                    "default_replication_factor",
+                    format!(
+                        "must be -1 (min(3, live brokers)) or at least 1, and 1 on a one-broker \
+                         cluster; got {n}"
+                    ),
+                )
+            }
+        };
+        let min_insync_replicas = s.min_insync_replicas.unwrap_or(2);
+        if min_insync_replicas == 0 {
+            return refuse("min_insync_replicas", "must be at least 1");
+        }
+        let replica_lag_time_max_ms = s.replica_lag_time_max_ms.unwrap_or(10_000);
+        if !(500..=600_000).contains(&replica_lag_time_max_ms) {
             return refuse(
-                "default_replication_factor",
-                format!(
-                    "got {default_replication_factor}, but partitions are not replicated by \
-                     this build yet: only 1 is accepted"
-                ),
+                "replica_lag_time_max_ms",
+                format!("must be 500..=600000, got {replica_lag_time_max_ms}"),
             );
         }
         let cluster = quorum::cluster_config(
@@ -524,7 +550,9 @@ impl Config {
             node_id: crate::protocol::types::NodeId(s.node_id.unwrap_or(NODE_ID_DEFAULT)),
             cluster,
             broker_session_timeout_ms,
-            default_replication_factor: default_replication_factor as u16,
+            default_replication_factor,
+            min_insync_replicas,
+            replica_lag_time_max_ms,
             group: GroupConfig {
                 session_timeout_ms_min: session_min,
                 session_timeout_ms_max: session_max,

@@ -52,6 +52,9 @@ pub enum ErrorCode {
     InvalidRecord = 87,
     UnknownTopicId = 100,
     StaleBrokerEpoch = 77,
+    NotEnoughReplicasAfterAppend = 20,
+    FencedLeaderEpoch = 74,
+    UnknownLeaderEpoch = 75,
 }
 
 impl ErrorCode {
@@ -76,6 +79,9 @@ impl ErrorCode {
         ErrorCode::InvalidTopicException,
         ErrorCode::RecordListTooLarge,
         ErrorCode::NotEnoughReplicas,
+        ErrorCode::NotEnoughReplicasAfterAppend,
+        ErrorCode::FencedLeaderEpoch,
+        ErrorCode::UnknownLeaderEpoch,
         ErrorCode::InvalidRequiredAcks,
         ErrorCode::InvalidRequest,
         ErrorCode::UnsupportedForMessageFormat,

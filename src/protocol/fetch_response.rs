@@ -18,6 +18,8 @@ pub struct PartitionOut<R> {
     pub last_stable_offset: i64,
     pub log_start_offset: i64,
     pub records: Option<(usize, R)>,
+    /// KIP-320's diverging epoch for a follower (epoch, end offset): a tagged field of v12.
+    pub diverging: Option<(i32, i64)>,
 }
 
 pub struct TopicOut<R> {
@@ -88,8 +90,17 @@ pub fn encode<R>(correlation_id: i32, version: i16, topics: Vec<TopicOut<R>>) ->
                     }
                 }
             }
-            if flexible {
-                buf.put_u8(0); // partition tagged fields
+            match p.diverging {
+                Some((epoch, end_offset)) if flexible => {
+                    buf.put_u8(1); // one tagged field
+                    buf.put_u8(0); // tag 0: DivergingEpoch
+                    buf.put_u8(13); // its size: epoch, end offset, its own tagged fields
+                    buf.put_i32(epoch);
+                    buf.put_i64(end_offset);
+                    buf.put_u8(0);
+                }
+                _ if flexible => buf.put_u8(0), // partition tagged fields
+                _ => {}
             }
         }
         if flexible {
@@ -132,7 +143,7 @@ fn put_uvarint(buf: &mut BytesMut, mut v: u64) {
 mod tests {
     use super::*;
     use kafka_protocol::messages::fetch_response::{
-        FetchResponse, FetchableTopicResponse, PartitionData,
+        EpochEndOffset, FetchResponse, FetchableTopicResponse, PartitionData,
     };
     use kafka_protocol::messages::{ResponseHeader, TopicName};
     use kafka_protocol::protocol::{Encodable, StrBytes};
@@ -150,6 +161,11 @@ mod tests {
                     .with_log_start_offset(7)
                     .with_aborted_transactions(Some(Vec::new()))
                     .with_records(r.clone())
+                    .with_diverging_epoch(if i == 1 && version >= 12 {
+                        EpochEndOffset::default().with_epoch(3).with_end_offset(42)
+                    } else {
+                        EpochEndOffset::default()
+                    })
             })
             .collect();
         let response = FetchResponse::default().with_responses(vec![
@@ -184,6 +200,7 @@ mod tests {
                 last_stable_offset: 100 + i as i64,
                 log_start_offset: 7,
                 records: r.clone().map(|b| (b.len(), b)),
+                diverging: (i == 1).then_some((3, 42)),
             })
             .collect();
         let topics = vec![

@@ -1,12 +1,34 @@
-//! Replication: one `Replica` per partition between the shard layer and storage. It takes a
-//! leader's produce (`produce(batch, acks) → completion`) and decides when the high watermark
-//! moves. On one node (today) the high watermark follows the log's `flushed` stage, which is
-//! exactly what the broker did before this layer existed; the cluster's replica will track its
-//! followers' durable positions and move it to the minimum over the in-sync replicas. Runs on:
-//! the partition's owner shard.
+//! Replication: one `Replica` per partition between the shard layer and storage. It knows the
+//! partition's role on this broker (leader, follower, offline, or the only copy of a one-node
+//! cluster), takes a leader's produce (`produce(batch, acks) → completion`), checks and
+//! records its followers' fetches, and decides when the high watermark moves. Runs on: the
+//! partition's owner shard.
+//!
+//! Invariants:
+//! - The high watermark is min(leader's `flushed`, each in-sync follower's durable log end):
+//!   the ISR committed in the metadata, plus members the leader asked to add (Kafka's maximal
+//!   ISR: a follower counts from the moment the leader proposes it, so a record is never
+//!   acknowledged without a replica that may be elected). A follower's position is the offset
+//!   it fetches from, which it sends only once everything below is fdatasynced.
+//! - acks=all completes once the high watermark passes the batch, while this broker still
+//!   leads at the epoch it appended in; a change of role fails every waiting produce first
+//!   (NOT_LEADER_OR_FOLLOWER), so a batch a new leader truncated is never acknowledged.
+//! - A follower's high watermark is its leader's, capped by what it has durably.
 
-use crate::protocol::types::Offset;
-use crate::storage::{AppendOutcome, Completion, Error, Partition, PartitionHandle};
+pub mod fetcher;
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_channel::oneshot;
+
+use crate::protocol::types::{LeaderEpoch, Offset};
+use crate::runtime::env::Env;
+use crate::storage::{AppendOutcome, Partition, PartitionHandle};
 
 /// Kafka's `acks`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,37 +53,138 @@ impl Acks {
     }
 }
 
+/// Why a replica refused or failed work (the server layer picks the Kafka error code).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Error {
+    Storage(crate::storage::Error),
+    /// This broker does not lead the partition (now, or any more).
+    NotLeader,
+    /// acks=all while the ISR is smaller than `min.insync.replicas`.
+    NotEnoughReplicas,
+    /// The ISR shrank below `min.insync.replicas` while an acks=all batch waited.
+    NotEnoughReplicasAfterAppend,
+    /// acks=all did not complete within the request's timeout (nothing is acknowledged).
+    TimedOut,
+    /// A request that names an older leader epoch than this leader's.
+    FencedLeaderEpoch,
+    /// A request that names a newer leader epoch than this broker knows.
+    UnknownLeaderEpoch,
+    /// A replica fetch from a broker that holds no replica of the partition.
+    NotAReplica,
+}
+
+impl From<crate::storage::Error> for Error {
+    fn from(e: crate::storage::Error) -> Self {
+        Error::Storage(e)
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Storage(e) => write!(f, "{e}"),
+            other => write!(f, "{other:?}"),
+        }
+    }
+}
+
+/// What a produce waits for before it is answered.
+pub type Done = Pin<Box<dyn Future<Output = Result<(), Error>>>>;
+
 /// What a produce did.
 pub enum Produced {
     /// Appended at `base_offset`; `done` resolves when `acks` is satisfied (absent for acks=0).
     Appended {
         base_offset: Offset,
-        done: Option<Completion>,
+        done: Option<Done>,
     },
     /// A retried idempotent batch already in the log, at `base_offset`: answer once it is
     /// durable (`Replica::wait_durable`).
     Duplicate { base_offset: Offset },
 }
 
-/// How the high watermark moves.
-enum Mode {
-    /// One replica: the high watermark is the log's `flushed` stage.
-    SingleNode,
+/// The partition's place in the cluster, as the metadata image says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleView {
+    /// This broker's id.
+    pub me: i32,
+    /// The leader (-1: none).
+    pub leader: i32,
+    pub epoch: LeaderEpoch,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    /// `min.insync.replicas`, already clamped to the replication factor.
+    pub min_insync: usize,
 }
 
-/// A partition as its leader replicates it.
+/// A follower's progress as its leader sees it.
+#[derive(Debug, Clone, Copy)]
+struct Progress {
+    /// Its log end, durable (the offset it last fetched from; -1 until it fetches).
+    end: Offset,
+    /// When it was last caught up with this leader's log end (Kafka's lastCaughtUpTime).
+    caught_up_at: Duration,
+    /// When it last fetched and this leader's log end then.
+    last_fetch: Option<(Duration, Offset)>,
+}
+
+#[derive(Debug)]
+struct Leading {
+    view: RoleView,
+    followers: BTreeMap<i32, Progress>,
+    /// An ISR this leader asked the controller for, not yet in the metadata, and when.
+    pending_isr: Option<(Vec<i32>, Duration)>,
+}
+
+#[derive(Debug)]
+enum Role {
+    /// The only copy (a one-node cluster): the high watermark follows `flushed`.
+    SingleNode,
+    Leader(Box<Leading>),
+    /// Another broker leads (or nobody does: `leader` -1).
+    Follower(RoleView),
+}
+
+/// A partition's replica on this broker.
 pub struct Replica {
     log: PartitionHandle,
-    mode: Mode,
+    env: Env,
+    role: RefCell<Role>,
+    /// Produces waiting for acks=all, failed when the role or epoch changes.
+    epoch_watch: RefCell<Vec<oneshot::Sender<()>>>,
+    /// Bumped at every change of role or epoch.
+    generation: Cell<u64>,
+    /// The ISR's size in the metadata (for the check when acks=all completes).
+    isr_size: Rc<Cell<usize>>,
 }
+
+/// How long an ISR change may wait for the metadata before the leader asks again.
+const PENDING_ISR_MS: u64 = 5_000;
 
 impl Replica {
     /// The replica of a one-node cluster: acks=1 and acks=all both mean "durable here".
-    pub fn single_node(log: PartitionHandle) -> Replica {
-        log.borrow_mut().set_hwm_follows_flushed(true);
+    pub fn single_node(log: PartitionHandle, env: Env) -> Replica {
+        log.borrow_mut().set_hwm_cap(None);
+        Replica::with_role(log, env, Role::SingleNode)
+    }
+
+    /// A replica of a cluster, in the role `view` gives it.
+    pub fn clustered(log: PartitionHandle, env: Env, view: RoleView) -> Replica {
+        let hwm = log.borrow().high_watermark();
+        log.borrow_mut().set_hwm_cap(Some(hwm));
+        let replica = Replica::with_role(log, env, Role::Follower(follower_view(&view)));
+        replica.set_role(view);
+        replica
+    }
+
+    fn with_role(log: PartitionHandle, env: Env, role: Role) -> Replica {
         Replica {
             log,
-            mode: Mode::SingleNode,
+            env,
+            role: RefCell::new(role),
+            epoch_watch: RefCell::new(Vec::new()),
+            generation: Cell::new(0),
+            isr_size: Rc::new(Cell::new(1)),
         }
     }
 
@@ -69,19 +192,145 @@ impl Replica {
         &self.log
     }
 
+    /// The role as the metadata now says: leading (from a new epoch on, the log stamps it),
+    /// following, or offline. A change of role or epoch fails the produces waiting for
+    /// acks=all.
+    pub fn set_role(&self, view: RoleView) {
+        let now = self.env.monotonic();
+        self.isr_size.set(view.isr.len());
+        let mut role = self.role.borrow_mut();
+        let (changed, leads) = match &mut *role {
+            Role::SingleNode => return,
+            Role::Leader(l) if view.leader == view.me && l.view.epoch == view.epoch => {
+                // Same leadership: the ISR or replicas may have changed.
+                if l.pending_isr.as_ref().is_some_and(|(p, _)| *p == view.isr) {
+                    l.pending_isr = None;
+                }
+                for r in &view.replicas {
+                    l.followers.entry(*r).or_insert(Progress {
+                        end: Offset(-1),
+                        caught_up_at: now,
+                        last_fetch: None,
+                    });
+                }
+                l.view = view.clone();
+                (false, true)
+            }
+            Role::Follower(f) if *f == follower_view(&view) => (false, false),
+            _ => (true, view.leader == view.me),
+        };
+        if !changed {
+            if leads {
+                drop(role);
+                self.update_hwm();
+            }
+            return;
+        }
+        self.generation.set(self.generation.get() + 1);
+        for tx in self.epoch_watch.borrow_mut().drain(..) {
+            let _ = tx.send(());
+        }
+        if leads {
+            let mut log = self.log.borrow_mut();
+            if view.epoch > log.leader_epoch() {
+                log.set_leader_epoch(view.epoch);
+            }
+            drop(log);
+            let followers = view
+                .replicas
+                .iter()
+                .filter(|r| **r != view.me)
+                .map(|r| {
+                    let p = Progress {
+                        end: Offset(-1),
+                        // A follower gets the full lag time to fetch from its new leader.
+                        caught_up_at: now,
+                        last_fetch: None,
+                    };
+                    (*r, p)
+                })
+                .collect();
+            tracing::info!(partition = %self.log.borrow().tp, epoch = view.epoch.0,
+                isr = ?view.isr, "leading");
+            *role = Role::Leader(Box::new(Leading {
+                view,
+                followers,
+                pending_isr: None,
+            }));
+            drop(role);
+            self.update_hwm();
+        } else {
+            // Until the new leader says otherwise, the high watermark stays where it is.
+            let mut log = self.log.borrow_mut();
+            let hwm = log.high_watermark();
+            log.set_hwm_cap(Some(hwm));
+            drop(log);
+            *role = Role::Follower(follower_view(&view));
+        }
+    }
+
+    /// Bumped at every change of role or leader epoch.
+    pub fn generation(&self) -> u64 {
+        self.generation.get()
+    }
+
+    /// Whom this replica follows and at which epoch (`None`: it leads, or is the only copy).
+    pub fn following(&self) -> Option<(i32, LeaderEpoch)> {
+        match &*self.role.borrow() {
+            Role::Follower(v) => Some((v.leader, v.epoch)),
+            _ => None,
+        }
+    }
+
+    /// The leader epoch this replica leads at, if it leads.
+    pub fn leading_epoch(&self) -> Option<LeaderEpoch> {
+        match &*self.role.borrow() {
+            Role::Leader(l) => Some(l.view.epoch),
+            Role::SingleNode => Some(self.log.borrow().leader_epoch()),
+            Role::Follower(_) => None,
+        }
+    }
+
     /// Appends a producer's batch as the leader. Never awaits (the connection's order of
-    /// appends is kept by calling this in order).
-    pub fn produce(&self, payload: &[u8], acks: Acks) -> Result<Produced, Error> {
+    /// appends is kept by calling this in order). `timeout` bounds an acks=all wait.
+    pub fn produce(
+        &self,
+        payload: &[u8],
+        acks: Acks,
+        timeout: Duration,
+    ) -> Result<Produced, Error> {
+        let min_insync = match &*self.role.borrow() {
+            Role::SingleNode => None,
+            Role::Follower(_) => return Err(Error::NotLeader),
+            Role::Leader(l) => {
+                if acks == Acks::All && l.view.isr.len() < l.view.min_insync {
+                    return Err(Error::NotEnoughReplicas);
+                }
+                Some(l.view.min_insync)
+            }
+        };
         let outcome = Partition::append(&self.log, payload)?;
         Ok(match outcome {
             AppendOutcome::Appended {
                 base_offset,
                 durable,
             } => {
-                let done = match (&self.mode, acks) {
-                    (_, Acks::None) => None,
-                    // On one node, durable here is durable on every in-sync replica.
-                    (Mode::SingleNode, Acks::Leader | Acks::All) => Some(durable),
+                let durable = async move {
+                    match durable.await {
+                        Ok(result) => result.map_err(Error::Storage),
+                        Err(_) => Err(Error::Storage(crate::storage::Error::Failed(
+                            "the writer went away".into(),
+                        ))),
+                    }
+                };
+                let done: Option<Done> = match (acks, min_insync) {
+                    (Acks::None, _) => None,
+                    // On one node (or acks=1), durable here is what is asked.
+                    (_, None) | (Acks::Leader, _) => Some(Box::pin(durable)),
+                    (Acks::All, Some(min_insync)) => {
+                        let last = Offset(self.log.borrow().log_end().0 - 1);
+                        Some(self.all_in_sync(durable, last, min_insync, timeout))
+                    }
                 };
                 Produced::Appended { base_offset, done }
             }
@@ -89,8 +338,221 @@ impl Replica {
         })
     }
 
+    /// acks=all: the leader's own durability, then the high watermark past `last`, unless the
+    /// role changes or `timeout` passes first.
+    fn all_in_sync(
+        &self,
+        durable: impl Future<Output = Result<(), Error>> + 'static,
+        last: Offset,
+        min_insync: usize,
+        timeout: Duration,
+    ) -> Done {
+        let (tx, mut lost) = oneshot::channel();
+        self.epoch_watch.borrow_mut().push(tx);
+        let log = self.log.clone();
+        let env = self.env.clone();
+        let isr_size = self.isr_size.clone();
+        Box::pin(async move {
+            let wait = async {
+                durable.await?;
+                let mut hwm = std::pin::pin!(Partition::wait_durable(&log, last));
+                std::future::poll_fn(|cx| {
+                    // The role change first: a truncated batch may later read as durable.
+                    if Pin::new(&mut lost).poll(cx).is_ready() {
+                        return std::task::Poll::Ready(Err(Error::NotLeader));
+                    }
+                    hwm.as_mut().poll(cx).map(|r| r.map_err(Error::Storage))
+                })
+                .await
+            };
+            match env.timeout(timeout, wait).await {
+                // Kafka's after-append check: the ISR shrank below the minimum meanwhile.
+                Some(Ok(())) if isr_size.get() < min_insync => {
+                    Err(Error::NotEnoughReplicasAfterAppend)
+                }
+                Some(result) => result,
+                None => Err(Error::TimedOut),
+            }
+        })
+    }
+
     /// Resolves once `offset` is below the high watermark (a retried batch's original).
     pub async fn wait_durable(&self, offset: Offset) -> Result<(), Error> {
-        Partition::wait_durable(&self.log, offset).await
+        Partition::wait_durable(&self.log, offset)
+            .await
+            .map_err(Error::Storage)
     }
+
+    /// A follower's fetch at `offset`, checked and recorded: `Ok(None)` to read on,
+    /// `Ok(Some((epoch, end)))` when its log diverges from this leader's (KIP-320: it
+    /// truncates to `end` and fetches again).
+    pub fn follower_fetch(
+        &self,
+        follower: i32,
+        offset: Offset,
+        current_epoch: LeaderEpoch,
+        last_fetched_epoch: LeaderEpoch,
+    ) -> Result<Option<(LeaderEpoch, Offset)>, Error> {
+        let now = self.env.monotonic();
+        {
+            let mut role = self.role.borrow_mut();
+            let Role::Leader(l) = &mut *role else {
+                return Err(Error::NotLeader);
+            };
+            if current_epoch.0 >= 0 && current_epoch < l.view.epoch {
+                return Err(Error::FencedLeaderEpoch);
+            }
+            if current_epoch > l.view.epoch {
+                return Err(Error::UnknownLeaderEpoch);
+            }
+            let log = self.log.borrow();
+            let log_end = log.log_end();
+            if let Some(diverging) = diverging(&log, offset, last_fetched_epoch) {
+                return Ok(Some(diverging));
+            }
+            let Some(p) = l.followers.get_mut(&follower) else {
+                return Err(Error::NotAReplica);
+            };
+            // Caught up: at this leader's end now, or at its end as of the previous fetch.
+            if offset >= log_end {
+                p.caught_up_at = now;
+            } else if let Some((at, end_then)) = p.last_fetch {
+                if offset >= end_then {
+                    p.caught_up_at = p.caught_up_at.max(at);
+                }
+            }
+            p.last_fetch = Some((now, log_end));
+            p.end = offset;
+        }
+        self.update_hwm();
+        Ok(None)
+    }
+
+    /// Moves the leader's high watermark cap to the least durable end over the ISR (and the
+    /// members being added).
+    fn update_hwm(&self) {
+        let cap = match &*self.role.borrow() {
+            Role::Leader(l) => {
+                let mut members: Vec<i32> = l.view.isr.clone();
+                if let Some((pending, _)) = &l.pending_isr {
+                    members.extend(pending.iter().filter(|m| !l.view.isr.contains(m)));
+                }
+                members
+                    .iter()
+                    .filter(|m| **m != l.view.me)
+                    .map(|m| l.followers.get(m).map_or(Offset(-1), |p| p.end))
+                    .min()
+            }
+            _ => return,
+        };
+        let mut log = self.log.borrow_mut();
+        let cap = cap.map(|c| c.max(log.high_watermark()));
+        log.set_hwm_cap(cap);
+    }
+
+    /// A follower's high watermark from its leader's fetch answer.
+    pub fn follow_high_watermark(&self, leader_hwm: Offset) {
+        if matches!(&*self.role.borrow(), Role::Follower(_)) {
+            let mut log = self.log.borrow_mut();
+            let cap = leader_hwm.max(log.high_watermark());
+            log.set_hwm_cap(Some(cap));
+        }
+    }
+
+    /// The ISR this leader should ask the controller for, if it differs from the metadata's:
+    /// followers not caught up for `lag_max` leave, followers at the high watermark join. It
+    /// is remembered as pending (counted for the high watermark) until the metadata has it.
+    pub fn isr_change(&self, lag_max: Duration) -> Option<(Vec<i32>, LeaderEpoch)> {
+        let now = self.env.monotonic();
+        let hwm = self.log.borrow().high_watermark();
+        let mut role = self.role.borrow_mut();
+        let Role::Leader(l) = &mut *role else {
+            return None;
+        };
+        if let Some((_, at)) = &l.pending_isr {
+            if now.saturating_sub(*at) < Duration::from_millis(PENDING_ISR_MS) {
+                return None;
+            }
+        }
+        let me = l.view.me;
+        let mut isr: Vec<i32> = l
+            .view
+            .isr
+            .iter()
+            .copied()
+            .filter(|m| {
+                *m == me
+                    || l.followers
+                        .get(m)
+                        .is_some_and(|p| now.saturating_sub(p.caught_up_at) <= lag_max)
+            })
+            .collect();
+        for r in &l.view.replicas {
+            let caught_up = l
+                .followers
+                .get(r)
+                .is_some_and(|p| p.end >= hwm && p.end.0 >= 0);
+            if !isr.contains(r) && caught_up {
+                isr.push(*r);
+            }
+        }
+        if isr == l.view.isr {
+            l.pending_isr = None;
+            return None;
+        }
+        l.pending_isr = Some((isr.clone(), now));
+        let epoch = l.view.epoch;
+        drop(role);
+        self.update_hwm();
+        Some((isr, epoch))
+    }
+
+    /// The controller refused the ISR change: forget it (the next check asks again).
+    pub fn isr_change_refused(&self) {
+        if let Role::Leader(l) = &mut *self.role.borrow_mut() {
+            l.pending_isr = None;
+        }
+        self.update_hwm();
+    }
+
+    /// Each follower's durable log end as this leader last saw it (-1: not fetched yet).
+    pub fn follower_ends(&self) -> Vec<(i32, Offset)> {
+        match &*self.role.borrow() {
+            Role::Leader(l) => l.followers.iter().map(|(r, p)| (*r, p.end)).collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// The parts of a view a follower acts on (the ISR may change under it without a new role).
+fn follower_view(view: &RoleView) -> RoleView {
+    RoleView {
+        isr: Vec::new(),
+        min_insync: 0,
+        ..view.clone()
+    }
+}
+
+/// Where a follower's log leaves this leader's history, if it does: its last fetched epoch
+/// ends earlier here (or is unknown here), or it asks past this log's end.
+fn diverging(
+    log: &Partition,
+    offset: Offset,
+    last_fetched_epoch: LeaderEpoch,
+) -> Option<(LeaderEpoch, Offset)> {
+    let log_end = log.log_end();
+    if last_fetched_epoch.0 >= 0 {
+        match log.epochs().end_offset_for(last_fetched_epoch, log_end) {
+            Some((epoch, end)) if epoch != last_fetched_epoch || end < offset => {
+                return Some((epoch, end.min(offset)));
+            }
+            None => return Some((LeaderEpoch(-1), log.log_start())),
+            Some(_) => {}
+        }
+    }
+    if offset > log_end {
+        let epoch = log.epochs().latest().map_or(LeaderEpoch(-1), |(e, _)| e);
+        return Some((epoch, log_end));
+    }
+    None
 }

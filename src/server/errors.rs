@@ -41,6 +41,14 @@ pub fn partition_code(e: &Option<PartitionError>) -> ErrorCode {
         Some(PartitionError::Storage(e)) => storage_code(e),
         // Led by another broker, or not yet assigned: clients refresh metadata and retry.
         Some(PartitionError::NotLeader) => ErrorCode::NotLeaderOrFollower,
+        Some(PartitionError::NotEnoughReplicas) => ErrorCode::NotEnoughReplicas,
+        Some(PartitionError::NotEnoughReplicasAfterAppend) => {
+            ErrorCode::NotEnoughReplicasAfterAppend
+        }
+        Some(PartitionError::TimedOut) => ErrorCode::RequestTimedOut,
+        Some(PartitionError::FencedLeaderEpoch) => ErrorCode::FencedLeaderEpoch,
+        Some(PartitionError::UnknownLeaderEpoch) => ErrorCode::UnknownLeaderEpoch,
+        Some(PartitionError::OffsetOutOfRange) => ErrorCode::OffsetOutOfRange,
     }
 }
 
@@ -60,6 +68,7 @@ pub fn controller_answer(r: &Result<(), ControllerError>) -> (ErrorCode, Option<
         ControllerError::Log(_) | ControllerError::Apply(_) => ErrorCode::KafkaStorageError,
         ControllerError::NotEnoughBrokers(_) => ErrorCode::InvalidReplicationFactor,
         ControllerError::StaleBrokerEpoch(_) => ErrorCode::StaleBrokerEpoch,
+        ControllerError::StaleLeader(_) => ErrorCode::FencedLeaderEpoch,
         // No controller could be reached within the wait: the client may retry.
         ControllerError::NotController(_) | ControllerError::NoQuorum(_) => {
             ErrorCode::RequestTimedOut

@@ -70,17 +70,16 @@ impl Shard {
             .map(|a| a.expect("every local item is answered"))
             .collect();
         // Appends first, all of them, so that they share the next group commit; then wait.
-        for (i, rx) in run.durable {
-            let failed = match rx.await {
-                Ok(Ok(())) => continue,
-                Ok(Err(e)) => e,
-                Err(_) => crate::storage::Error::Failed("the writer went away".into()),
-            };
-            answers[i] = PartitionResponse::error_for(&items[i].1, PartitionError::Storage(failed));
+        for (i, done) in run.durable {
+            if let Err(e) = done.await {
+                let error = super::replicas::replica_error(e);
+                answers[i] = PartitionResponse::error_for(&items[i].1, error);
+            }
         }
         for (i, replica, base_offset) in run.duplicates {
             if let Err(e) = replica.wait_durable(base_offset).await {
-                answers[i] = PartitionResponse::error_for(&items[i].1, PartitionError::Storage(e));
+                let error = super::replicas::replica_error(e);
+                answers[i] = PartitionResponse::error_for(&items[i].1, error);
             }
         }
         answers
@@ -151,6 +150,23 @@ impl Shard {
             PartitionRequest::ListOffsets { timestamp_ms } => {
                 list_offset(part, *timestamp_ms).await
             }
+            PartitionRequest::ReplicaFetch {
+                follower,
+                offset,
+                current_epoch,
+                last_fetched_epoch,
+                max_bytes,
+            } => {
+                self.replica_fetch(
+                    tp,
+                    *follower,
+                    *offset,
+                    *current_epoch,
+                    *last_fetched_epoch,
+                    *max_bytes,
+                )
+                .await
+            }
         }
     }
 
@@ -163,11 +179,17 @@ impl Shard {
         req: &PartitionRequest,
         run: &mut LocalRun,
     ) -> PartitionResponse {
-        let PartitionRequest::Produce { payload, acks } = req else {
+        let PartitionRequest::Produce {
+            payload,
+            acks,
+            timeout_ms,
+        } = req
+        else {
             unreachable!("produce_one takes produce items");
         };
         let log_start = replica.log().borrow().log_start();
-        match replica.produce(payload, *acks) {
+        let timeout = Duration::from_millis(*timeout_ms);
+        match replica.produce(payload, *acks, timeout) {
             Ok(Produced::Appended { base_offset, done }) => {
                 if let Some(done) = done {
                     run.durable.push((i, done));
@@ -182,7 +204,7 @@ impl Shard {
             }
             Err(e) => {
                 tracing::debug!(partition = %tp, error = %e, "produce refused");
-                PartitionResponse::error_for(req, PartitionError::Storage(e))
+                PartitionResponse::error_for(req, super::replicas::replica_error(e))
             }
         }
     }
@@ -286,8 +308,8 @@ impl Shard {
 /// What the items of one local run leave to wait for once every append is placed.
 #[derive(Default)]
 pub struct LocalRun {
-    /// (item, its append's completion).
-    durable: Vec<(usize, crate::storage::Completion)>,
+    /// (item, what its produce waits for).
+    durable: Vec<(usize, crate::replication::Done)>,
     /// (item, replica, original offset) of retried batches already in the log.
     duplicates: Vec<(usize, std::rc::Rc<crate::replication::Replica>, Offset)>,
     /// Record bytes the fetch items read so far (the request-wide limit).

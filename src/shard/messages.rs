@@ -19,6 +19,8 @@ pub enum PartitionRequest {
     Produce {
         payload: Bytes,
         acks: crate::replication::Acks,
+        /// How long acks=all may wait for the in-sync replicas.
+        timeout_ms: u64,
     },
     /// `max_bytes` bounds this partition; `request_bytes_max` is the request-wide limit, which
     /// the owner applies across the fetch items of one message while it reads.
@@ -29,6 +31,14 @@ pub enum PartitionRequest {
     },
     ListOffsets {
         timestamp_ms: i64,
+    },
+    /// A follower's fetch (Fetch with a replica id) at the leader.
+    ReplicaFetch {
+        follower: i32,
+        offset: Offset,
+        current_epoch: crate::protocol::types::LeaderEpoch,
+        last_fetched_epoch: crate::protocol::types::LeaderEpoch,
+        max_bytes: usize,
     },
 }
 
@@ -45,6 +55,18 @@ pub enum PartitionError {
     InvalidTimestamp,
     /// Another broker of the cluster leads it (or none does yet).
     NotLeader,
+    /// acks=all with fewer in-sync replicas than `min.insync.replicas`.
+    NotEnoughReplicas,
+    /// The ISR shrank below `min.insync.replicas` while an acks=all batch waited.
+    NotEnoughReplicasAfterAppend,
+    /// acks=all did not complete within the request's timeout.
+    TimedOut,
+    /// The request names an older leader epoch.
+    FencedLeaderEpoch,
+    /// The request names a leader epoch this broker does not know yet.
+    UnknownLeaderEpoch,
+    /// A replica fetch outside the leader's log.
+    OffsetOutOfRange,
     Storage(crate::storage::Error),
 }
 
@@ -66,6 +88,14 @@ pub enum PartitionResponse {
         error: Option<PartitionError>,
         offset: Offset,
         timestamp_ms: i64,
+    },
+    ReplicaFetch {
+        error: Option<PartitionError>,
+        high_watermark: Offset,
+        log_start: Offset,
+        records: FetchRecords,
+        /// Where the follower's log leaves this leader's (epoch, end offset), if it does.
+        diverging: Option<(crate::protocol::types::LeaderEpoch, Offset)>,
     },
 }
 
@@ -89,6 +119,13 @@ impl PartitionResponse {
                 error,
                 offset: Offset(-1),
                 timestamp_ms: -1,
+            },
+            PartitionRequest::ReplicaFetch { .. } => PartitionResponse::ReplicaFetch {
+                error,
+                high_watermark: Offset(-1),
+                log_start: Offset(-1),
+                records: FetchRecords::Memory(Bytes::new()),
+                diverging: None,
             },
         }
     }
@@ -158,6 +195,8 @@ pub enum ShardMessage {
     WaitForData {
         items: Vec<(TopicPartition, Offset)>,
         reply: oneshot::Sender<()>,
+        /// Wait for data written (a follower's fetch), not for the high watermark.
+        written: bool,
     },
     OpenPartitions {
         partitions: Vec<OpenPartition>,

@@ -221,6 +221,23 @@ impl ControllerService {
             ControllerOp::PlaceOffsets => {
                 answers.push(self.settle(c.place_offsets().await).await);
             }
+            ControllerOp::AlterIsr(req) => {
+                answers.push(self.settle(c.alter_isr(&req).await).await);
+            }
+            ControllerOp::ShutDownBroker { node_id, epoch } => {
+                let current = c
+                    .image()
+                    .brokers
+                    .get(&node_id)
+                    .is_some_and(|b| b.epoch == epoch);
+                let moved = if current {
+                    tracing::info!(node_id, "controlled shutdown: moving leadership away");
+                    c.elect_leaders(Some(node_id)).await
+                } else {
+                    Ok(None)
+                };
+                answers.push(self.settle(moved).await);
+            }
         }
         answers
     }
@@ -254,6 +271,8 @@ impl ControllerService {
                 results.push(fenced.map(Some));
             }
         }
+        // After the fencing: partitions led by a fenced broker get new leaders.
+        results.push(c.elect_leaders(None).await);
         for r in results {
             if let Err(e) = self.settle(r).await {
                 tracing::warn!(error = %e.message(), "a controller duty failed");
@@ -318,6 +337,7 @@ async fn apply(shard: &Rc<Shard>, record: &MetadataRecord) -> Result<(), String>
             opened
         }
         MetadataRecord::TopicConfigsChanged { .. }
+        | MetadataRecord::PartitionsChanged { .. }
         | MetadataRecord::ClusterCreated { .. }
         | MetadataRecord::BrokerRegistered { .. }
         | MetadataRecord::BrokerFenced { .. }

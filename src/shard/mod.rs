@@ -10,6 +10,7 @@ pub mod local;
 pub mod messages;
 pub mod metadata;
 pub mod order;
+pub mod replicas;
 pub mod waiters;
 
 use std::cell::{Cell, RefCell};
@@ -57,6 +58,8 @@ pub struct Shard {
     reopen_tried: RefCell<HashMap<TopicPartition, Duration>>,
     /// The group coordinator, set once the offsets partitions are recovered.
     pub coordinator: std::cell::OnceCell<Rc<Coordinator>>,
+    /// In a cluster: the fetchers following other brokers' partitions this shard owns.
+    pub fetchers: crate::replication::fetcher::Fetchers,
 }
 
 pub type ShardRef = Rc<Shard>;
@@ -77,6 +80,7 @@ impl Shard {
         // starts at the clock in ms times 1024, so ids stay unique across restarts unless a
         // shard hands out more than 1024 per ms or the clock goes backwards.
         let counter_start = env.wall_ms() * 1024;
+        let fetchers = crate::replication::fetcher::Fetchers::new(config.node_id.0, env.clone());
         Shard {
             id,
             shard_count: config.shards,
@@ -92,6 +96,7 @@ impl Shard {
             opening: RefCell::new(Default::default()),
             reopen_tried: RefCell::new(HashMap::new()),
             coordinator: std::cell::OnceCell::new(),
+            fetchers,
         }
     }
 
@@ -124,6 +129,7 @@ impl Shard {
     /// new settings (retention, segment size) at once.
     pub fn set_image(&self, image: Arc<MetadataImage>) {
         let old = self.image.replace(image.clone());
+        self.refresh_replication();
         for (tp, replica) in self.partitions.borrow().iter() {
             let part = replica.log();
             let (Some(new), Some(prev)) = (image.topics.get(&tp.topic), old.topics.get(&tp.topic))
@@ -349,6 +355,7 @@ impl Shard {
             self.opening.borrow_mut().remove(&tp);
             results.push(result);
         }
+        self.refresh_replication();
         results
     }
 
@@ -363,9 +370,26 @@ impl Shard {
         let handle = Partition::open(&self.env, &dir, tp.clone(), log, Default::default())
             .await
             .map_err(|e| format!("{tp}: {e}"))?;
-        self.partitions
-            .borrow_mut()
-            .insert(tp, Rc::new(Replica::single_node(handle)));
+        let env = self.env.clone();
+        let replica = match &self.config.cluster {
+            None => Replica::single_node(handle, env),
+            Some(_) => {
+                // Offline until an image names its role (the image being applied may not be
+                // installed yet; installing it gives the role and starts fetching).
+                let view =
+                    self.role_view(&self.image(), &tp)
+                        .unwrap_or(crate::replication::RoleView {
+                            me: self.config.node_id.0,
+                            leader: -1,
+                            epoch: crate::protocol::types::LeaderEpoch(-1),
+                            replicas: Vec::new(),
+                            isr: Vec::new(),
+                            min_insync: 1,
+                        });
+                Replica::clustered(handle, env, view)
+            }
+        };
+        self.partitions.borrow_mut().insert(tp, Rc::new(replica));
         Ok(())
     }
 
@@ -383,6 +407,7 @@ impl Shard {
                 closed.push(part);
             }
         }
+        self.refresh_replication();
         for part in closed {
             while part.borrow().is_writing() {
                 self.env.sleep(Duration::from_millis(1)).await;
@@ -445,7 +470,11 @@ impl Shard {
                 let answers = self.execute_local(items).await;
                 let _ = reply.send(answers);
             }
-            ShardMessage::WaitForData { items, reply } => self.register_waiter(&items, reply),
+            ShardMessage::WaitForData {
+                items,
+                reply,
+                written,
+            } => self.register_waiter(&items, reply, written),
             ShardMessage::OpenPartitions { partitions, reply } => {
                 let _ = reply.send(self.open_partitions(partitions).await);
             }

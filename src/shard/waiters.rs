@@ -25,6 +25,24 @@ impl Shard {
         items: Vec<(TopicPartition, Offset)>,
         timeout: Duration,
     ) {
+        self.wait_for(items, timeout, false).await
+    }
+
+    /// Like `wait_for_data`, for followers: until any log is *written* past its offset.
+    pub async fn wait_for_written(
+        self: &Rc<Self>,
+        items: Vec<(TopicPartition, Offset)>,
+        timeout: Duration,
+    ) {
+        self.wait_for(items, timeout, true).await
+    }
+
+    async fn wait_for(
+        self: &Rc<Self>,
+        items: Vec<(TopicPartition, Offset)>,
+        timeout: Duration,
+        written: bool,
+    ) {
         let mut groups: HashMap<usize, Vec<(TopicPartition, Offset)>> = HashMap::new();
         for (tp, offset) in items {
             groups
@@ -36,13 +54,14 @@ impl Shard {
         for (shard, group) in groups {
             let (tx, rx) = oneshot::channel();
             if shard == self.id.0 {
-                self.register_waiter(&group, tx);
+                self.register_waiter(&group, tx, written);
             } else if !self
                 .send(
                     ShardId(shard),
                     ShardMessage::WaitForData {
                         items: group,
                         reply: tx,
+                        written,
                     },
                 )
                 .await
@@ -54,21 +73,36 @@ impl Shard {
         self.env.timeout(timeout, FirstOf(receivers)).await;
     }
 
-    /// Registers `reply` on each partition; resolves it at once if one already has data.
-    pub fn register_waiter(&self, items: &[(TopicPartition, Offset)], reply: oneshot::Sender<()>) {
+    /// Registers `reply` on each partition; resolves it at once if one already has data
+    /// (`written`: data written, for a follower; else below the high watermark).
+    pub fn register_waiter(
+        &self,
+        items: &[(TopicPartition, Offset)],
+        reply: oneshot::Sender<()>,
+        written: bool,
+    ) {
         let waiter: Waiter = Rc::new(RefCell::new(Some(reply)));
         for (tp, offset) in items {
             match self.partition(tp) {
                 Some(part) => {
                     let mut p = part.borrow_mut();
-                    if p.high_watermark() > *offset {
+                    let reached = if written {
+                        p.written()
+                    } else {
+                        p.high_watermark()
+                    };
+                    if reached > *offset || p.failure().is_some() {
                         drop(p);
                         if let Some(tx) = waiter.borrow_mut().take() {
                             let _ = tx.send(());
                         }
                         return;
                     }
-                    p.add_waiter(waiter.clone());
+                    if written {
+                        p.add_data_waiter(waiter.clone());
+                    } else {
+                        p.add_waiter(waiter.clone());
+                    }
                 }
                 None => {
                     if let Some(tx) = waiter.borrow_mut().take() {

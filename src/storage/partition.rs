@@ -104,9 +104,12 @@ pub struct Partition {
     pub(super) written: WrittenMark,
     pub(super) flushed: Offset,
     pub(super) high_watermark: Offset,
-    /// On one node the high watermark follows `flushed`; a replication layer that tracks
-    /// followers turns this off and moves it itself.
-    pub(super) hwm_follows_flushed: bool,
+    /// The high watermark is `flushed` capped by this (`None`: it follows `flushed`, as on
+    /// one node). A leader caps it at what every in-sync follower has durably; a follower at
+    /// its leader's high watermark.
+    pub(super) hwm_cap: Option<Offset>,
+    /// Followers' fetches waiting for the log to be written past their offset.
+    pub(super) data_waiters: Vec<Waiter>,
     pub(super) pending: VecDeque<PendingAppend>,
     pub(super) writer_active: bool,
     pub(super) cache: VecDeque<CachedBatch>,
@@ -181,11 +184,35 @@ impl Partition {
         &self.epochs
     }
 
-    /// Hands the high watermark to a replication layer: it no longer follows `flushed`.
-    pub fn set_hwm_follows_flushed(&mut self, follows: bool) {
-        self.hwm_follows_flushed = follows;
-        if follows {
-            self.advance_high_watermark(self.flushed);
+    /// Caps the high watermark at `cap` (`None`: it follows `flushed`) and moves it as far as
+    /// `flushed` and the cap allow; it never goes back.
+    pub fn set_hwm_cap(&mut self, cap: Option<Offset>) {
+        self.hwm_cap = cap;
+        self.advance_high_watermark(self.hwm_target());
+    }
+
+    /// Where the high watermark may be now: `flushed`, capped.
+    pub(super) fn hwm_target(&self) -> Offset {
+        match self.hwm_cap {
+            Some(cap) => cap.min(self.flushed),
+            None => self.flushed,
+        }
+    }
+
+    /// Registers a waiter resolved when the log is next written further (a follower's fetch).
+    pub fn add_data_waiter(&mut self, waiter: Waiter) {
+        if self.data_waiters.len() >= 64 {
+            self.data_waiters
+                .retain(|w| w.borrow().as_ref().is_some_and(|tx| !tx.is_canceled()));
+        }
+        self.data_waiters.push(waiter);
+    }
+
+    fn notify_data_waiters(&mut self) {
+        for w in self.data_waiters.drain(..) {
+            if let Some(tx) = w.borrow_mut().take() {
+                let _ = tx.send(());
+            }
         }
     }
 
@@ -492,6 +519,7 @@ impl Partition {
             tracing::info!(partition = %self.tp, "writes succeed again");
             self.exhausted = false;
         }
+        self.notify_data_waiters();
         // The write may have allocated less than its step asked (a nearly full disk).
         let active = self
             .segments
@@ -518,6 +546,12 @@ impl Partition {
         }
         self.failed = Some(why);
         self.notify_waiters();
+        self.notify_data_waiters();
+    }
+
+    /// Why the log refuses writes, if it does (a failed write or sync, or closed).
+    pub fn failure(&self) -> Option<&str> {
+        self.failed.as_deref()
     }
 }
 

@@ -68,11 +68,34 @@ struct DiskSpan {
 }
 
 impl Partition {
-    /// Batches from `offset` on, at most about `max_bytes` (at least one whole batch).
+    /// Batches from `offset` on, below the high watermark, at most about `max_bytes` (at least
+    /// one whole batch).
     pub async fn read(
         this: &PartitionHandle,
         offset: Offset,
         max_bytes: usize,
+    ) -> Result<ReadResult, Error> {
+        Partition::read_below(this, offset, max_bytes, None).await
+    }
+
+    /// Like `read`, for a follower of this leader: batches below `written`, which the leader
+    /// may not have synced yet (the follower's sync runs in parallel with the leader's; the
+    /// high watermark waits for both).
+    pub async fn read_for_follower(
+        this: &PartitionHandle,
+        offset: Offset,
+        max_bytes: usize,
+    ) -> Result<ReadResult, Error> {
+        let written = this.borrow().written.offset;
+        Partition::read_below(this, offset, max_bytes, Some(written)).await
+    }
+
+    /// Batches from `offset` on that start below `limit` (`None`: the high watermark).
+    async fn read_below(
+        this: &PartitionHandle,
+        offset: Offset,
+        max_bytes: usize,
+        limit: Option<Offset>,
     ) -> Result<ReadResult, Error> {
         let mut offset_cursor = offset;
         loop {
@@ -86,18 +109,20 @@ impl Partition {
                 if offset < p.log_start || offset > p.log_end {
                     return Err(Error::OffsetOutOfRange);
                 }
-                if offset >= p.high_watermark {
+                let upto = limit.unwrap_or(p.high_watermark);
+                if offset >= upto {
                     return Ok(result(Bytes::new()));
                 }
-                if let Some(bytes) = p.read_cache(offset, max_bytes) {
+                if let Some(bytes) = p.read_cache(offset, max_bytes, upto) {
                     return Ok(result(bytes));
                 }
                 match p.disk_span(offset_cursor) {
-                    Some(span) => span,
+                    Some(span) => (span, upto),
                     None => return Ok(result(Bytes::new())),
                 }
             };
-            let records = read_span(&span, offset, max_bytes).await?;
+            let (span, upto) = span;
+            let records = read_span(&span, offset, max_bytes, upto).await?;
             if !records.is_empty() {
                 let p = this.borrow();
                 return Ok(ReadResult {
@@ -166,6 +191,11 @@ impl Partition {
         if offset < self.log_start || offset >= self.high_watermark {
             return None;
         }
+        // Bytes past the high watermark but durable (a leader waiting for its followers) must
+        // not go out: the copy path stops at the high watermark by batch.
+        if self.high_watermark < self.flushed {
+            return None;
+        }
         if self.cache.front().is_some_and(|c| c.base <= offset) {
             return None;
         }
@@ -194,7 +224,7 @@ impl Partition {
         Some((seg.file.clone(), start, (end - start) as usize))
     }
 
-    fn read_cache(&self, offset: Offset, max_bytes: usize) -> Option<Bytes> {
+    fn read_cache(&self, offset: Offset, max_bytes: usize, upto: Offset) -> Option<Bytes> {
         let front = self.cache.front()?;
         if front.base > offset {
             return None;
@@ -205,7 +235,7 @@ impl Partition {
             if c.last < offset {
                 continue;
             }
-            if c.base >= self.high_watermark {
+            if c.base >= upto {
                 break;
             }
             if !parts.is_empty() && total + c.bytes.len() > max_bytes {
@@ -304,8 +334,14 @@ impl Partition {
     }
 }
 
-/// Reads whole batches with last offset >= `offset` from a segment span.
-async fn read_span(span: &DiskSpan, offset: Offset, max_bytes: usize) -> Result<Bytes, Error> {
+/// Reads whole batches with last offset >= `offset` and base offset < `upto` from a segment
+/// span.
+async fn read_span(
+    span: &DiskSpan,
+    offset: Offset,
+    max_bytes: usize,
+    upto: Offset,
+) -> Result<Bytes, Error> {
     let mut pos = span.position;
     loop {
         if pos + BATCH_HEADER_BYTES as u64 > span.limit {
@@ -328,6 +364,9 @@ async fn read_span(span: &DiskSpan, offset: Offset, max_bytes: usize) -> Result<
                         let whole = span.file.read_at(pos + at as u64, total).await?;
                         let h = record_batch::parse_header(&whole, usize::MAX, false)
                             .map_err(Error::InvalidBatch)?;
+                        if h.base_offset >= upto {
+                            return Ok(Bytes::new());
+                        }
                         if h.last_offset() >= offset {
                             return Ok(whole);
                         }
@@ -338,6 +377,9 @@ async fn read_span(span: &DiskSpan, offset: Offset, max_bytes: usize) -> Result<
                 }
                 Err(e) => return Err(Error::InvalidBatch(e)),
             };
+            if header.base_offset >= upto {
+                break;
+            }
             if header.last_offset() >= offset {
                 let first = *start.get_or_insert(at);
                 if at + header.total_bytes - first > max_bytes && end > first {

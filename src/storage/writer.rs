@@ -425,9 +425,7 @@ impl Partition {
         if !job.sync && self.config.flush != FlushPolicy::Never {
             self.unsynced = true;
         }
-        if self.hwm_follows_flushed {
-            self.advance_high_watermark(self.flushed);
-        }
+        self.advance_high_watermark(self.hwm_target());
         self.assert_stages("a completed write");
         let now = self.env.monotonic();
         for (done, appended_at) in job.dones {

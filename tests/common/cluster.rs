@@ -15,6 +15,12 @@ impl Cluster {
     /// Starts `n` brokers (node ids 1..=n) with `shards` shards each and waits until every
     /// one serves.
     pub fn start(n: usize, shards: usize) -> Cluster {
+        Cluster::start_with(n, shards, &[])
+    }
+
+    /// Like `start`, with `extra` flags for every broker (kept across restarts), e.g. the
+    /// replication settings.
+    pub fn start_with(n: usize, shards: usize, extra: &[&str]) -> Cluster {
         let controller_ports: Vec<u16> = (0..n).map(|_| super::free_port()).collect();
         let voters = controller_ports
             .iter()
@@ -26,14 +32,16 @@ impl Cluster {
         let brokers = (0..n)
             .map(|i| {
                 let id = (i + 1).to_string();
-                Broker::launch(&[
+                let mut args: Vec<&str> = vec![
                     "--node-id",
-                    &id,
+                    id.as_str(),
                     "--controller-quorum-voters",
-                    &voters,
+                    voters.as_str(),
                     "--shards",
-                    &shards,
-                ])
+                    shards.as_str(),
+                ];
+                args.extend_from_slice(extra);
+                Broker::launch(&args)
             })
             .collect();
         let mut cluster = Cluster { brokers };

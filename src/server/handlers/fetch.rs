@@ -36,6 +36,9 @@ pub async fn handle(
     correlation_id: i32,
     version: i16,
 ) -> Reply {
+    if request.replica_id.0 >= 0 {
+        return super::replica_fetch::handle(shard, request, correlation_id, version).await;
+    }
     let started = shard.env.monotonic();
     let request_max = (request.max_bytes.max(1) as u32).min(shard.config.fetch_max_bytes) as usize;
     let wait = Duration::from_millis((request.max_wait_ms.max(0) as u64).min(FETCH_WAIT_MAX_MS));
@@ -76,6 +79,7 @@ fn plan(shard: &ShardRef, request: FetchRequest, request_max: usize) -> Plan {
                 last_stable_offset: -1,
                 log_start_offset: -1,
                 records: None,
+                diverging: None,
             };
             match partitions {
                 Some(n) if p.partition >= 0 && p.partition < n => {

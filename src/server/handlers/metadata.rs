@@ -115,7 +115,7 @@ pub async fn handle(shard: &ShardRef, request: MetadataRequest, version: i16) ->
 }
 
 /// A partition as a cluster's image places it: its replicas, its leader if live (else -1 and
-/// LEADER_NOT_AVAILABLE, so clients wait and ask again), the live replicas as the ISR.
+/// LEADER_NOT_AVAILABLE, so clients wait and ask again), its in-sync replicas.
 fn cluster_partition(
     image: &crate::cluster::MetadataImage,
     meta: &crate::cluster::TopicMeta,
@@ -129,10 +129,11 @@ fn cluster_partition(
     };
     let live = |id: &i32| image.brokers.get(id).is_some_and(|b| !b.fenced);
     let replicas = a.replicas.iter().map(|r| BrokerId(*r)).collect();
-    let isr = a
-        .replicas
+    let isr = meta
+        .isr
+        .get(&(p as u32))
+        .unwrap_or(&a.replicas)
         .iter()
-        .filter(|r| live(r))
         .map(|r| BrokerId(*r))
         .collect();
     let partition = partition

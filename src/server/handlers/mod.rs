@@ -27,6 +27,7 @@ mod offset_commit;
 mod offset_delete;
 mod offset_fetch;
 mod produce;
+mod replica_fetch;
 mod sync_group;
 
 use bytes::{BufMut, Bytes, BytesMut};

@@ -27,6 +27,9 @@ pub async fn handle(shard: &ShardRef, request: ProduceRequest, mut turn: Turn) -
     turn.wait().await;
     let acks = Acks::from_wire(request.acks);
     let acks_valid = acks.is_some();
+    // acks=all waits for the in-sync replicas at most this long (REQUEST_TIMED_OUT after).
+    let timeout_ms =
+        (request.timeout_ms.max(0) as u64).min(crate::constants::PRODUCE_TIMEOUT_MAX_MS);
     let mut image = shard.image();
     let missing: Vec<String> = request
         .topic_data
@@ -65,6 +68,7 @@ pub async fn handle(shard: &ShardRef, request: ProduceRequest, mut turn: Turn) -
                     PartitionRequest::Produce {
                         payload,
                         acks: acks.expect("checked above"),
+                        timeout_ms,
                     },
                 ));
                 places.push((ti, pi));

@@ -1,0 +1,160 @@
+//! Fetch from a follower (a replica id ≥ 0): each partition's fetch offset is the follower's
+//! durable log end, recorded by the leader (it moves the high watermark), then answered with
+//! what the leader has written past it, or with the epoch where the follower's log diverges
+//! (KIP-320). A fetch that finds nothing waits until a log is written further or `max_wait_ms`
+//! passes. Runs on: the connection's shard; the checks and reads run on the owners.
+//! Only a registered, live broker may fetch as a replica, and only partitions it holds a
+//! replica of; a client that claims a replica id of another live broker is not yet told
+//! apart (that needs Fetch v15's broker epoch: see ARCHITECTURE.md).
+
+use std::time::Duration;
+
+use kafka_protocol::messages::FetchRequest;
+
+use super::Reply;
+use crate::constants::FETCH_WAIT_MAX_MS;
+use crate::protocol::fetch_response::{self, PartitionOut, TopicOut};
+use crate::protocol::types::{LeaderEpoch, Offset, TopicPartition};
+use crate::protocol::ErrorCode;
+use crate::shard::messages::{PartitionRequest, PartitionResponse};
+use crate::shard::ShardRef;
+use crate::storage::FetchRecords;
+
+pub async fn handle(
+    shard: &ShardRef,
+    request: FetchRequest,
+    correlation_id: i32,
+    version: i16,
+) -> Reply {
+    let follower = request.replica_id.0;
+    let image = shard.image();
+    let registered = shard.config.cluster.is_some() && image.is_live(follower);
+    let wait = Duration::from_millis((request.max_wait_ms.max(0) as u64).min(FETCH_WAIT_MAX_MS));
+    let deadline = shard.env.monotonic() + wait;
+    let request_max = (request.max_bytes.max(1) as u32).min(shard.config.fetch_max_bytes) as usize;
+    let mut topics: Vec<TopicOut<FetchRecords>> = Vec::new();
+    let mut places = Vec::new();
+    let mut items = Vec::new();
+    for topic in request.topics {
+        let name = topic.topic.to_string();
+        let mut parts = Vec::new();
+        for p in topic.partitions {
+            let mut out = PartitionOut {
+                index: p.partition,
+                error_code: 0,
+                high_watermark: -1,
+                last_stable_offset: -1,
+                log_start_offset: -1,
+                records: None,
+                diverging: None,
+            };
+            let tp = TopicPartition::new(name.as_str(), p.partition);
+            let holds = p.partition >= 0
+                && image
+                    .partition(&name, p.partition as u32)
+                    .is_some_and(|(a, _)| a.replicas.contains(&follower));
+            if !registered || !holds || items.iter().any(|(t, _)| *t == tp) {
+                out.error_code = if registered {
+                    ErrorCode::UnknownTopicOrPartition.code()
+                } else {
+                    ErrorCode::NotLeaderOrFollower.code()
+                };
+            } else {
+                places.push((topics.len(), parts.len()));
+                let max = (p.partition_max_bytes.max(1) as usize).min(request_max);
+                items.push((
+                    tp,
+                    PartitionRequest::ReplicaFetch {
+                        follower,
+                        offset: Offset(p.fetch_offset),
+                        current_epoch: LeaderEpoch(p.current_leader_epoch),
+                        last_fetched_epoch: LeaderEpoch(p.last_fetched_epoch),
+                        max_bytes: max,
+                    },
+                ));
+            }
+            parts.push(out);
+        }
+        topics.push(TopicOut {
+            name: bytes::Bytes::copy_from_slice(name.as_bytes()),
+            partitions: parts,
+        });
+    }
+    let answers = fetch_until_ready(shard, &items, deadline).await;
+    for ((ti, pi), answer) in places.into_iter().zip(answers) {
+        if let PartitionResponse::ReplicaFetch {
+            error,
+            high_watermark,
+            log_start,
+            records,
+            diverging,
+        } = answer
+        {
+            let out = &mut topics[ti].partitions[pi];
+            out.error_code = crate::server::errors::partition_code(&error).code();
+            out.high_watermark = high_watermark.0;
+            out.last_stable_offset = high_watermark.0;
+            out.log_start_offset = log_start.0;
+            out.records = Some((records.len(), records));
+            out.diverging = diverging.map(|(e, o)| (e.0, o.0));
+        }
+    }
+    Reply::Parts(fetch_response::encode(correlation_id, version, topics))
+}
+
+/// Fetches; while nothing came back, waits for a log to be written further (or the deadline)
+/// and fetches again.
+async fn fetch_until_ready(
+    shard: &ShardRef,
+    items: &[(TopicPartition, PartitionRequest)],
+    deadline: Duration,
+) -> Vec<PartitionResponse> {
+    loop {
+        let request: Vec<(TopicPartition, PartitionRequest)> = items
+            .iter()
+            .map(|(tp, r)| (tp.clone(), clone_request(r)))
+            .collect();
+        let answers = shard.execute(request).await;
+        let ready = answers.iter().any(|a| match a {
+            PartitionResponse::ReplicaFetch {
+                error,
+                records,
+                diverging,
+                ..
+            } => error.is_some() || !records.is_empty() || diverging.is_some(),
+            _ => true,
+        });
+        let now = shard.env.monotonic();
+        if ready || now >= deadline || items.is_empty() {
+            return answers;
+        }
+        let waits = items
+            .iter()
+            .filter_map(|(tp, r)| match r {
+                PartitionRequest::ReplicaFetch { offset, .. } => Some((tp.clone(), *offset)),
+                _ => None,
+            })
+            .collect();
+        shard.wait_for_written(waits, deadline - now).await;
+        crate::runtime::io::yield_now().await;
+    }
+}
+
+fn clone_request(r: &PartitionRequest) -> PartitionRequest {
+    match r {
+        PartitionRequest::ReplicaFetch {
+            follower,
+            offset,
+            current_epoch,
+            last_fetched_epoch,
+            max_bytes,
+        } => PartitionRequest::ReplicaFetch {
+            follower: *follower,
+            offset: *offset,
+            current_epoch: *current_epoch,
+            last_fetched_epoch: *last_fetched_epoch,
+            max_bytes: *max_bytes,
+        },
+        _ => unreachable!("replica fetches carry only replica fetch items"),
+    }
+}

@@ -1,0 +1,195 @@
+//! The shard's replicas in a cluster: each partition's role from the metadata image (leader,
+//! follower, offline), the fetchers that follow leaders, the leader's side of a follower's
+//! fetch, and the ISR changes leaders ask the controller for. Runs on: every shard, for the
+//! partitions it owns. Invariants: roles change only when an image is installed (the image is
+//! the only source of leadership); a fetcher carries exactly the partitions this shard follows
+//! from live leaders.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::rc::Rc;
+use std::time::Duration;
+
+use super::messages::{PartitionError, PartitionResponse};
+use super::Shard;
+use crate::cluster::controller::ControllerOp;
+use crate::cluster::elect::AlterIsr;
+use crate::cluster::MetadataImage;
+use crate::protocol::types::{LeaderEpoch, Offset, TopicPartition};
+use crate::replication::fetcher::Followed;
+use crate::replication::{Error as ReplicaError, RoleView};
+use crate::storage::{FetchRecords, Partition};
+
+/// How often leaders check their followers' lag.
+const ISR_CHECK_INTERVAL_MS: u64 = 250;
+
+impl Shard {
+    /// The role the image gives this broker for `tp` (`None`: not a cluster, or `tp` is not
+    /// assigned).
+    pub fn role_view(&self, image: &MetadataImage, tp: &TopicPartition) -> Option<RoleView> {
+        self.config.cluster.as_ref()?;
+        let p = u32::try_from(tp.partition.0).ok()?;
+        let (a, isr) = image.partition(&tp.topic, p)?;
+        let min_isr = image
+            .topics
+            .get(&tp.topic)
+            .and_then(|t| t.configs.get("min.insync.replicas"))
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(self.config.min_insync_replicas as usize);
+        Some(RoleView {
+            me: self.config.node_id.0,
+            leader: a.leader,
+            epoch: LeaderEpoch(a.leader_epoch),
+            replicas: a.replicas.clone(),
+            isr: isr.to_vec(),
+            min_insync: min_isr.clamp(1, a.replicas.len().max(1)),
+        })
+    }
+
+    /// Gives every replica its role from the current image and the fetchers the partitions
+    /// this shard follows.
+    pub fn refresh_replication(&self) {
+        if self.config.cluster.is_none() {
+            return;
+        }
+        let image = self.image();
+        let mut wanted = Vec::new();
+        for (tp, replica) in self.partitions.borrow().iter() {
+            let Some(view) = self.role_view(&image, tp) else {
+                continue;
+            };
+            let leader = view.leader;
+            replica.set_role(view);
+            if leader < 0 || leader == self.config.node_id.0 {
+                continue;
+            }
+            let Some(addr) = broker_addr(&image, leader) else {
+                continue;
+            };
+            wanted.push(Followed {
+                tp: tp.clone(),
+                replica: replica.clone(),
+                leader,
+                addr,
+            });
+        }
+        self.fetchers.assign(wanted);
+    }
+
+    /// The leader's side of a follower's fetch: checked and recorded, then read (up to what
+    /// this leader has written, synced or not).
+    pub async fn replica_fetch(
+        &self,
+        tp: &TopicPartition,
+        follower: i32,
+        offset: Offset,
+        current_epoch: LeaderEpoch,
+        last_fetched_epoch: LeaderEpoch,
+        max_bytes: usize,
+    ) -> PartitionResponse {
+        let Some(replica) = self.replica(tp) else {
+            return refused(PartitionError::NotLeader);
+        };
+        let part = replica.log().clone();
+        let (hwm, log_start) = {
+            let p = part.borrow();
+            (p.high_watermark(), p.log_start())
+        };
+        match replica.follower_fetch(follower, offset, current_epoch, last_fetched_epoch) {
+            Err(e) => refused(replica_error(e)),
+            Ok(Some((epoch, end))) => PartitionResponse::ReplicaFetch {
+                error: None,
+                high_watermark: hwm,
+                log_start,
+                records: FetchRecords::Memory(bytes::Bytes::new()),
+                diverging: Some((epoch, end)),
+            },
+            Ok(None) => match Partition::read_for_follower(&part, offset, max_bytes).await {
+                Ok(r) => PartitionResponse::ReplicaFetch {
+                    error: None,
+                    high_watermark: r.high_watermark,
+                    log_start: r.log_start,
+                    records: FetchRecords::Memory(r.records),
+                    diverging: None,
+                },
+                Err(crate::storage::Error::OffsetOutOfRange) => {
+                    refused(PartitionError::OffsetOutOfRange)
+                }
+                Err(e) => refused(PartitionError::Storage(e)),
+            },
+        }
+    }
+
+    /// Leaders' ISR changes, asked of the controller, for as long as the shard runs.
+    pub async fn maintain_isr(self: Rc<Self>) {
+        let lag = Duration::from_millis(self.config.replica_lag_time_max_ms);
+        loop {
+            self.env
+                .sleep(Duration::from_millis(ISR_CHECK_INTERVAL_MS))
+                .await;
+            let replicas: Vec<(TopicPartition, Rc<crate::replication::Replica>)> = self
+                .partitions
+                .borrow()
+                .iter()
+                .map(|(tp, r)| (tp.clone(), r.clone()))
+                .collect();
+            for (tp, replica) in replicas {
+                let Some((isr, epoch)) = replica.isr_change(lag) else {
+                    continue;
+                };
+                tracing::info!(partition = %tp, ?isr, "asking the controller for a new ISR");
+                let op = ControllerOp::AlterIsr(AlterIsr {
+                    topic: tp.topic.to_string(),
+                    partition: tp.partition.0 as u32,
+                    leader: self.config.node_id.0,
+                    leader_epoch: epoch.0,
+                    isr,
+                });
+                let shard = self.clone();
+                crate::runtime::io::spawn(async move {
+                    let answer = super::metadata::ask(&shard, op).await;
+                    let ok = answer
+                        .as_ref()
+                        .and_then(|a| a.first())
+                        .is_some_and(|r| r.is_ok());
+                    if !ok {
+                        tracing::info!(partition = %tp, ?answer, "ISR change refused");
+                        replica.isr_change_refused();
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// A replica fetch's answer when it cannot be served.
+fn refused(error: PartitionError) -> PartitionResponse {
+    PartitionResponse::ReplicaFetch {
+        error: Some(error),
+        high_watermark: Offset(-1),
+        log_start: Offset(-1),
+        records: FetchRecords::Memory(bytes::Bytes::new()),
+        diverging: None,
+    }
+}
+
+/// A replica's refusal as the shard layer says it.
+pub fn replica_error(e: ReplicaError) -> PartitionError {
+    match e {
+        ReplicaError::Storage(e) => PartitionError::Storage(e),
+        ReplicaError::NotLeader | ReplicaError::NotAReplica => PartitionError::NotLeader,
+        ReplicaError::NotEnoughReplicas => PartitionError::NotEnoughReplicas,
+        ReplicaError::NotEnoughReplicasAfterAppend => PartitionError::NotEnoughReplicasAfterAppend,
+        ReplicaError::TimedOut => PartitionError::TimedOut,
+        ReplicaError::FencedLeaderEpoch => PartitionError::FencedLeaderEpoch,
+        ReplicaError::UnknownLeaderEpoch => PartitionError::UnknownLeaderEpoch,
+    }
+}
+
+/// Where a live broker of the image listens for Kafka clients.
+fn broker_addr(image: &MetadataImage, node_id: i32) -> Option<SocketAddr> {
+    let b = image.brokers.get(&node_id).filter(|b| !b.fenced)?;
+    if let Ok(ip) = b.host.parse::<std::net::IpAddr>() {
+        return Some(SocketAddr::new(ip, b.port));
+    }
+    (b.host.as_str(), b.port).to_socket_addrs().ok()?.next()
+}

@@ -471,6 +471,7 @@ async fn shard_main(
     while !stop.load(Ordering::SeqCst) {
         env.sleep(Duration::from_millis(STOP_POLL_MS)).await;
     }
+    shard.controlled_shutdown(epoch).await;
     drain(&shard).await;
     Ok(())
 }

@@ -439,6 +439,19 @@ impl Controller {
         Ok(last)
     }
 
+    /// A broker's controlled shutdown: marked as stopping, then its leadership moves and it
+    /// leaves the ISRs. The last record's index.
+    pub async fn shut_down(
+        &self,
+        node_id: i32,
+        epoch: i64,
+    ) -> Result<Option<u64>, ControllerError> {
+        let index = self
+            .propose(MetadataRecord::BrokerShuttingDown { node_id, epoch })
+            .await?;
+        Ok(self.elect_leaders(None).await?.or(Some(index)))
+    }
+
     /// A leader's ISR change (AlterPartition): the record's index, `None` if nothing changes.
     pub async fn alter_isr(
         &self,

@@ -17,7 +17,7 @@ use crate::constants::{ASSIGNMENTS_PER_RECORD_MAX, OFFSETS_TOPIC, OFFSETS_TOPIC_
 /// leader is live. `avoid` names brokers that must not be elected and leave every ISR
 /// (one shutting down: it hands its leadership over first).
 pub fn leadership_changes(image: &MetadataImage, avoid: Option<i32>) -> Vec<MetadataRecord> {
-    let live = |b: i32| image.is_live(b) && Some(b) != avoid;
+    let live = |b: i32| image.is_eligible(b) && Some(b) != avoid;
     let mut out = Vec::new();
     let topics = image
         .topics
@@ -46,6 +46,15 @@ pub fn leadership_changes(image: &MetadataImage, avoid: Option<i32>) -> Vec<Meta
         }
     }
     out
+}
+
+/// Partitions without a live leader.
+pub fn offline_count(image: &MetadataImage) -> u64 {
+    let topics = image.topics.values().flat_map(|t| t.assignments.values());
+    topics
+        .chain(image.offsets.values())
+        .filter(|a| !image.is_live(a.leader))
+        .count() as u64
 }
 
 /// One partition's change, if its leader or ISR names a broker that is not live.
@@ -132,7 +141,7 @@ pub fn alter_isr(
     if let Some(b) = req
         .isr
         .iter()
-        .find(|b| !a.replicas.contains(b) || !image.is_live(**b))
+        .find(|b| !a.replicas.contains(b) || !image.is_eligible(**b))
     {
         return Err(AlterRefused::Invalid(format!(
             "broker {b} is not a live replica of {}-{}",

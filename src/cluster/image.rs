@@ -31,6 +31,8 @@ pub struct BrokerMeta {
     pub host: String,
     pub port: u16,
     pub fenced: bool,
+    /// Stopping cleanly: not elected, not in any ISR.
+    pub shutting_down: bool,
 }
 
 /// The state of the cluster metadata after applying every record.
@@ -100,6 +102,7 @@ impl MetadataImage {
                         host: host.clone(),
                         port: *port,
                         fenced: false,
+                        shutting_down: false,
                     },
                 );
             }
@@ -146,6 +149,11 @@ impl MetadataImage {
             MetadataRecord::ProducerIdsAllocated { next, .. } => {
                 self.next_producer_id = self.next_producer_id.max(*next);
             }
+            MetadataRecord::BrokerShuttingDown { node_id, epoch } => {
+                if let Some(b) = self.brokers.get_mut(node_id).filter(|b| b.epoch == *epoch) {
+                    b.shutting_down = true;
+                }
+            }
         }
     }
 
@@ -189,6 +197,13 @@ impl MetadataImage {
     /// Whether broker `node_id` is registered and not fenced.
     pub fn is_live(&self, node_id: i32) -> bool {
         self.brokers.get(&node_id).is_some_and(|b| !b.fenced)
+    }
+
+    /// Whether broker `node_id` may lead and be in ISRs: live and not stopping.
+    pub fn is_eligible(&self, node_id: i32) -> bool {
+        self.brokers
+            .get(&node_id)
+            .is_some_and(|b| !b.fenced && !b.shutting_down)
     }
 
     /// The live (unfenced) brokers.
@@ -297,6 +312,10 @@ impl MetadataImage {
                 } else {
                     MetadataRecord::BrokerUnfenced { node_id, epoch }
                 });
+            }
+            let was = old.is_some_and(|o| o.epoch == b.epoch && o.shutting_down);
+            if b.shutting_down && !was {
+                out.push(MetadataRecord::BrokerShuttingDown { node_id, epoch });
             }
         }
         assignment_changes(

@@ -81,6 +81,12 @@ pub enum MetadataRecord {
         topic_id: [u8; 16],
         changes: Vec<PartitionChange>,
     },
+    /// The broker's incarnation is stopping cleanly: it is elected nowhere and leaves the
+    /// ISRs (its leadership moves first: Kafka's controlled shutdown).
+    BrokerShuttingDown {
+        node_id: i32,
+        epoch: i64,
+    },
 }
 
 /// One partition's leadership and in-sync replicas after a `PartitionsChanged`.
@@ -167,6 +173,9 @@ impl std::fmt::Display for MetadataRecord {
             ),
             MetadataRecord::ProducerIdsAllocated { node_id, next } => {
                 write!(f, "producer ids below {next} allocated to broker {node_id}")
+            }
+            MetadataRecord::BrokerShuttingDown { node_id, epoch } => {
+                write!(f, "broker {node_id} (epoch {epoch}) shutting down")
             }
             MetadataRecord::PartitionsChanged { name, changes, .. } => {
                 write!(f, "topic {name}: {} partition(s) changed", changes.len())?;

@@ -51,6 +51,14 @@ impl Sessions {
     /// named incarnation `epoch`: nothing listens there, so that process is gone (a hung or
     /// unreachable one is silent instead).
     pub fn refused(&mut self, node_id: i32, epoch: i64, now: Duration) {
+        // A heartbeat after the refusal proves a process listens again.
+        if self
+            .last_seen
+            .get(&node_id)
+            .is_some_and(|seen| *seen >= now)
+        {
+            return;
+        }
         self.refused.insert(node_id, (now, epoch));
     }
 

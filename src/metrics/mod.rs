@@ -92,6 +92,15 @@ pub struct ShardMetrics {
     pub groups: AtomicU64,
     pub rebalances: AtomicU64,
     pub mesh_messages: AtomicU64,
+    /// Partitions this shard leads whose ISR lacks some of their replicas.
+    pub under_replicated: AtomicU64,
+    /// Partitions (of the whole cluster, counted on the controller shard) with no live leader.
+    pub offline_partitions: AtomicU64,
+    /// ISR changes this shard's leaders made: members dropped, members added.
+    pub isr_shrinks: AtomicU64,
+    pub isr_expands: AtomicU64,
+    /// The largest lag (records) of a follower behind a partition this shard leads.
+    pub replication_lag_max: AtomicU64,
     /// The metadata quorum as this broker's member sees it (written by the controller shard).
     pub quorum: QuorumGauges,
 }
@@ -146,6 +155,11 @@ impl ShardMetrics {
             groups: AtomicU64::new(0),
             rebalances: AtomicU64::new(0),
             mesh_messages: AtomicU64::new(0),
+            under_replicated: AtomicU64::new(0),
+            offline_partitions: AtomicU64::new(0),
+            isr_shrinks: AtomicU64::new(0),
+            isr_expands: AtomicU64::new(0),
+            replication_lag_max: AtomicU64::new(0),
             quorum: QuorumGauges::default(),
         }
     }
@@ -216,7 +230,7 @@ impl Registry {
         self.render_api_counters(&mut out);
         self.render_histograms(&mut out);
         type Gauge = fn(&ShardMetrics) -> i64;
-        let gauges: [(&str, &str, &str, Gauge); 6] = [
+        let gauges: [(&str, &str, &str, Gauge); 11] = [
             (
                 "tusk_connections_active",
                 "gauge",
@@ -252,6 +266,36 @@ impl Registry {
                 "counter",
                 "Messages the shard sent to other shards.",
                 |m| m.mesh_messages.load(Relaxed) as i64,
+            ),
+            (
+                "tusk_under_replicated_partitions",
+                "gauge",
+                "Partitions the shard leads whose in-sync replicas lack some replica.",
+                |m| m.under_replicated.load(Relaxed) as i64,
+            ),
+            (
+                "tusk_offline_partitions",
+                "gauge",
+                "Partitions of the cluster without a live leader (counted on shard 0).",
+                |m| m.offline_partitions.load(Relaxed) as i64,
+            ),
+            (
+                "tusk_isr_shrinks_total",
+                "counter",
+                "ISR changes that dropped a member, asked by the shard's leaders.",
+                |m| m.isr_shrinks.load(Relaxed) as i64,
+            ),
+            (
+                "tusk_isr_expands_total",
+                "counter",
+                "ISR changes that added a member, asked by the shard's leaders.",
+                |m| m.isr_expands.load(Relaxed) as i64,
+            ),
+            (
+                "tusk_replication_lag_max_records",
+                "gauge",
+                "The largest lag, in records, of a follower behind a partition the shard leads.",
+                |m| m.replication_lag_max.load(Relaxed) as i64,
             ),
         ];
         for (name, kind, help, get) in gauges {

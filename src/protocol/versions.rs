@@ -8,7 +8,7 @@ use kafka_protocol::messages::ApiKey;
 /// (api key, min version, max version) of every API served.
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 0, 1),
-    (ApiKey::Produce, 0, 9),
+    (ApiKey::Produce, 0, 10),
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 7),
     (ApiKey::Metadata, 0, 12),
@@ -61,7 +61,7 @@ mod tests {
                 "{key:?} {min}..={max} vs {codec}"
             );
         }
-        assert_eq!(supported(ApiKey::Produce), Some((0, 9)));
+        assert_eq!(supported(ApiKey::Produce), Some((0, 10)));
         assert_eq!(supported(ApiKey::JoinGroup), Some((0, 7)));
         assert_eq!(supported(ApiKey::EndTxn), None);
     }

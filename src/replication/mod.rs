@@ -206,7 +206,7 @@ impl Replica {
                 if l.pending_isr.as_ref().is_some_and(|(p, _)| *p == view.isr) {
                     l.pending_isr = None;
                 }
-                for r in &view.replicas {
+                for r in view.replicas.iter().filter(|r| **r != view.me) {
                     l.followers.entry(*r).or_insert(Progress {
                         end: Offset(-1),
                         caught_up_at: now,

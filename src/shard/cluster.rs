@@ -365,13 +365,21 @@ async fn lead_once(shard: &Rc<Shard>) {
         );
         role.sessions.borrow_mut().restart(now);
     }
-    let expired = role.sessions.borrow().expired(
-        &service.controller_image(),
-        role.node_id,
-        now,
-        role.timeouts,
-        |n| role.raft_silence(n),
-    );
+    // A broker whose listener refused the Raft connection is gone: fenced now, not after
+    // its session (its partitions fail over ~1 s sooner).
+    let image = service.controller_image();
+    for (peer, at) in role.member.refusals.take() {
+        let node = peer as i32;
+        if let Some(b) = image.brokers.get(&node).filter(|b| !b.fenced) {
+            role.sessions.borrow_mut().refused(node, b.epoch, at);
+        }
+    }
+    let expired = role
+        .sessions
+        .borrow()
+        .expired(&image, role.node_id, now, role.timeouts, |n| {
+            role.raft_silence(n)
+        });
     service.lead(&role.cluster_id, &expired).await;
 }
 

@@ -232,7 +232,7 @@ impl ControllerService {
                     .is_some_and(|b| b.epoch == epoch);
                 let moved = if current {
                     tracing::info!(node_id, "controlled shutdown: moving leadership away");
-                    c.elect_leaders(Some(node_id)).await
+                    c.shut_down(node_id, epoch).await
                 } else {
                     Ok(None)
                 };
@@ -338,6 +338,7 @@ async fn apply(shard: &Rc<Shard>, record: &MetadataRecord) -> Result<(), String>
         }
         MetadataRecord::TopicConfigsChanged { .. }
         | MetadataRecord::PartitionsChanged { .. }
+        | MetadataRecord::BrokerShuttingDown { .. }
         | MetadataRecord::ClusterCreated { .. }
         | MetadataRecord::BrokerRegistered { .. }
         | MetadataRecord::BrokerFenced { .. }

@@ -113,11 +113,19 @@ impl Shard {
             .map(|r| r.log().borrow().size_bytes())
             .sum();
         let groups = self.coordinator.get().map_or(0, |c| c.group_count());
+        let (under_replicated, lag_max) = self.replication_gauges(&partitions);
+        let offline = (self.controller.is_some() && self.config.cluster.is_some())
+            .then(|| crate::cluster::elect::offline_count(&self.image()));
         crate::metrics::with(|m| {
             use std::sync::atomic::Ordering::Relaxed;
             m.partitions.store(partitions.len() as u64, Relaxed);
             m.log_bytes.store(log_bytes, Relaxed);
             m.groups.store(groups as u64, Relaxed);
+            m.under_replicated.store(under_replicated, Relaxed);
+            m.replication_lag_max.store(lag_max, Relaxed);
+            if let Some(n) = offline {
+                m.offline_partitions.store(n, Relaxed);
+            }
         });
     }
 

@@ -75,6 +75,35 @@ impl Shard {
         self.fetchers.assign(wanted);
     }
 
+    /// (partitions led here with an ISR smaller than their replicas, the largest follower lag
+    /// in records) over `partitions`.
+    pub(super) fn replication_gauges(
+        &self,
+        partitions: &std::collections::HashMap<TopicPartition, Rc<crate::replication::Replica>>,
+    ) -> (u64, u64) {
+        if self.config.cluster.is_none() {
+            return (0, 0);
+        }
+        let image = self.image();
+        let (mut under, mut lag_max) = (0u64, 0u64);
+        for (tp, replica) in partitions {
+            if replica.leading_epoch().is_none() {
+                continue;
+            }
+            if let Some(view) = self.role_view(&image, tp) {
+                if view.isr.len() < view.replicas.len() {
+                    under += 1;
+                }
+            }
+            let end = replica.log().borrow().log_end().0;
+            for (_, at) in replica.follower_ends() {
+                let lag = if at.0 < 0 { end } else { end - at.0 };
+                lag_max = lag_max.max(lag.max(0) as u64);
+            }
+        }
+        (under, lag_max)
+    }
+
     /// The leader's side of a follower's fetch: checked and recorded, then read (up to what
     /// this leader has written, synced or not).
     pub async fn replica_fetch(
@@ -145,6 +174,13 @@ impl Shard {
                     isr,
                 });
                 let shard = self.clone();
+                let before = self
+                    .role_view(&self.image(), &tp)
+                    .map_or(0, |v| v.isr.len());
+                let after = match &op {
+                    ControllerOp::AlterIsr(a) => a.isr.len(),
+                    _ => before,
+                };
                 crate::runtime::io::spawn(async move {
                     let answer = super::metadata::ask(&shard, op).await;
                     let ok = answer
@@ -154,9 +190,59 @@ impl Shard {
                     if !ok {
                         tracing::info!(partition = %tp, ?answer, "ISR change refused");
                         replica.isr_change_refused();
+                        return;
                     }
+                    crate::metrics::with(|m| {
+                        use std::sync::atomic::Ordering::Relaxed;
+                        if after < before {
+                            m.isr_shrinks.fetch_add(1, Relaxed);
+                        } else if after > before {
+                            m.isr_expands.fetch_add(1, Relaxed);
+                        }
+                    });
                 });
             }
+        }
+    }
+}
+
+/// How long a clean stop waits for its partitions' leadership to move (Kafka's controlled
+/// shutdown); past it the broker stops anyway and its partitions fail over as after a crash.
+const CONTROLLED_SHUTDOWN_MS: u64 = 10_000;
+
+impl Shard {
+    /// A clean stop in a cluster: the controller shard asks the active controller to move
+    /// this broker's leadership away (`epoch`: this incarnation), and every shard waits until
+    /// the image it installed leads nothing here, so clients are told NOT_LEADER_OR_FOLLOWER
+    /// (and follow) before the broker goes, instead of finding it gone.
+    pub async fn controlled_shutdown(self: &Rc<Self>, epoch: i64) {
+        if self.config.cluster.is_none() {
+            return;
+        }
+        let deadline = self.env.monotonic() + Duration::from_millis(CONTROLLED_SHUTDOWN_MS);
+        if self.controller.is_some() {
+            let op = ControllerOp::ShutDownBroker {
+                node_id: self.config.node_id.0,
+                epoch,
+            };
+            let wait = Duration::from_millis(CONTROLLED_SHUTDOWN_MS);
+            let answer = self.env.timeout(wait, super::metadata::ask(self, op)).await;
+            tracing::info!(?answer, "controlled shutdown asked of the controller");
+        }
+        loop {
+            let leading = self
+                .partitions
+                .borrow()
+                .values()
+                .filter(|r| r.leading_epoch().is_some())
+                .count();
+            if leading == 0 || self.env.monotonic() >= deadline {
+                if leading > 0 {
+                    tracing::warn!(leading, "stopping while still leading partitions");
+                }
+                return;
+            }
+            self.env.sleep(Duration::from_millis(20)).await;
         }
     }
 }

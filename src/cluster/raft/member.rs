@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use openraft::{BasicNode, SnapshotPolicy};
 
-use super::network::{serve, HandlerSlot, LeaderContact, Network};
+use super::network::{serve, HandlerSlot, LeaderContact, Network, PeerRefusals};
 use super::{MetadataRaft, MetadataStateMachine, RaftLogStore};
 use crate::runtime::env::Env;
 use crate::runtime::io::{self, TcpListener};
@@ -132,6 +132,8 @@ pub struct QuorumMember {
     pub handler: HandlerSlot,
     /// When a leader's append last reached this member.
     pub contact: LeaderContact,
+    /// Peers whose listener refused this member's Raft connections.
+    pub refusals: PeerRefusals,
     _server: io::Task<()>,
 }
 
@@ -152,10 +154,11 @@ impl QuorumMember {
             .await
             .map_err(|e| format!("metadata quorum snapshot: {e}"))?;
         check_stored_voters(config, &log, &state_machine).await?;
+        let refusals = PeerRefusals::default();
         let raft = MetadataRaft::new(
             config.node_id,
             raft_config,
-            Network::new(env.clone(), config.node_id),
+            Network::new(env.clone(), config.node_id, refusals.clone()),
             log,
             state_machine.clone(),
         )
@@ -195,6 +198,7 @@ impl QuorumMember {
             state_machine,
             handler,
             contact,
+            refusals,
             _server: server,
         })
     }

@@ -190,11 +190,33 @@ async fn read_frame<T: for<'a> Deserialize<'a>>(
 pub struct Network {
     env: Env,
     node_id: u64,
+    refusals: PeerRefusals,
 }
 
 impl Network {
-    pub fn new(env: Env, node_id: u64) -> Network {
-        Network { env, node_id }
+    pub fn new(env: Env, node_id: u64, refusals: PeerRefusals) -> Network {
+        Network {
+            env,
+            node_id,
+            refusals,
+        }
+    }
+}
+
+/// When each peer's controller listener last refused a connection from this member's Raft
+/// (nothing listens: its process is gone). The active controller fences such a broker at
+/// once instead of waiting out its session (`shard::cluster`).
+#[derive(Clone, Default)]
+pub struct PeerRefusals(std::rc::Rc<std::cell::RefCell<std::collections::HashMap<u64, Duration>>>);
+
+impl PeerRefusals {
+    fn note(&self, peer: u64, at: Duration) {
+        self.0.borrow_mut().insert(peer, at);
+    }
+
+    /// The refusals noted since the last call: (peer, when).
+    pub fn take(&self) -> Vec<(u64, Duration)> {
+        self.0.borrow_mut().drain().collect()
     }
 }
 
@@ -205,6 +227,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         Peer {
             env: self.env.clone(),
             node_id: self.node_id,
+            refusals: self.refusals.clone(),
             target,
             addr: node.addr.parse().ok(),
             raw_addr: node.addr.clone(),
@@ -217,6 +240,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub struct Peer {
     env: Env,
     node_id: u64,
+    refusals: PeerRefusals,
     target: u64,
     addr: Option<SocketAddr>,
     raw_addr: String,
@@ -248,6 +272,9 @@ impl Peer {
                 ))
             })?;
             let stream = io::connect(addr).await.map_err(|e| {
+                if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                    self.refusals.note(self.target, self.env.monotonic());
+                }
                 CallError::Unreachable(format!("node {} at {addr}: {e}", self.target))
             })?;
             let _ = stream.set_nodelay(true);

@@ -143,10 +143,10 @@ pub async fn handle(
         RequestKind::Produce(r) => {
             let turn = turn.unwrap_or_else(|| crate::shard::Sequencer::new().turn());
             if r.acks == 0 {
-                produce::handle(shard, r, turn).await;
+                produce::handle(shard, r, turn, version).await;
                 return Reply::Nothing;
             }
-            produce::handle(shard, r, turn).await
+            produce::handle(shard, r, turn, version).await
         }
         RequestKind::Fetch(r) => return fetch::handle(shard, r, correlation_id, version).await,
         RequestKind::ListOffsets(r) => list_offsets::handle(shard, r).await,

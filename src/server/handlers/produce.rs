@@ -2,9 +2,10 @@
 //! owner, answer in request order. Runs on: the connection's shard; appends run on the owners.
 
 use kafka_protocol::messages::produce_response::{
-    PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
+    LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
 };
-use kafka_protocol::messages::{ProduceRequest, ResponseKind};
+use kafka_protocol::messages::{BrokerId, ProduceRequest, ResponseKind};
+use kafka_protocol::protocol::StrBytes;
 
 use crate::protocol::types::TopicPartition;
 use crate::protocol::ErrorCode;
@@ -23,7 +24,12 @@ fn error_partition(index: i32, code: ErrorCode) -> PartitionProduceResponse {
 
 /// `turn`: the request's place in its connection's order; it is held through auto-creation
 /// and until every partition's batches are handed to their owners.
-pub async fn handle(shard: &ShardRef, request: ProduceRequest, mut turn: Turn) -> ResponseKind {
+pub async fn handle(
+    shard: &ShardRef,
+    request: ProduceRequest,
+    mut turn: Turn,
+    version: i16,
+) -> ResponseKind {
     turn.wait().await;
     let acks = Acks::from_wire(request.acks);
     let acks_valid = acks.is_some();
@@ -94,5 +100,44 @@ pub async fn handle(shard: &ShardRef, request: ProduceRequest, mut turn: Turn) -
             r.log_start_offset = log_start.0;
         }
     }
-    ResponseKind::Produce(ProduceResponse::default().with_responses(responses))
+    let mut response = ProduceResponse::default().with_responses(responses);
+    if version >= 10 {
+        add_leader_hints(shard, &mut response);
+    }
+    ResponseKind::Produce(response)
+}
+
+/// KIP-951: a partition answered NOT_LEADER_OR_FOLLOWER carries its current leader and
+/// epoch, and the response that leader's address, so the client goes there without first
+/// asking for metadata.
+fn add_leader_hints(shard: &ShardRef, response: &mut ProduceResponse) {
+    let image = shard.image();
+    let mut leaders = std::collections::BTreeSet::new();
+    for topic in &mut response.responses {
+        for p in &mut topic.partition_responses {
+            if p.error_code != ErrorCode::NotLeaderOrFollower.code() || p.index < 0 {
+                continue;
+            }
+            let Some((a, _)) = image.partition(topic.name.as_str(), p.index as u32) else {
+                continue;
+            };
+            if !image.is_live(a.leader) {
+                continue;
+            }
+            p.current_leader = LeaderIdAndEpoch::default()
+                .with_leader_id(BrokerId(a.leader))
+                .with_leader_epoch(a.leader_epoch);
+            leaders.insert(a.leader);
+        }
+    }
+    response.node_endpoints = leaders
+        .into_iter()
+        .filter_map(|id| image.brokers.get(&id))
+        .map(|b| {
+            NodeEndpoint::default()
+                .with_node_id(BrokerId(b.node_id))
+                .with_host(StrBytes::from_string(b.host.clone()))
+                .with_port(b.port as i32)
+        })
+        .collect();
 }

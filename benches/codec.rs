@@ -94,6 +94,7 @@ fn bench_fetch_pieces(c: &mut Criterion) {
                 .collect();
             let topics = vec![TopicOut {
                 name: bytes::Bytes::from_static(b"bench"),
+                topic_id: [0; 16],
                 partitions,
             }];
             encode(42, 12, topics)

@@ -438,6 +438,7 @@ async fn shard_main(
         image.clone(),
         controller,
     ));
+    shard.fetchers.set_broker_epoch(epoch);
     recover_partitions(&shard, &image).await;
     start_coordinator(&shard).await;
     for receiver in receivers {

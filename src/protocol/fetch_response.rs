@@ -24,6 +24,8 @@ pub struct PartitionOut<R> {
 
 pub struct TopicOut<R> {
     pub name: Bytes,
+    /// The topic's id: v13+ name topics by id (followers only: see `versions`).
+    pub topic_id: [u8; 16],
     pub partitions: Vec<PartitionOut<R>>,
 }
 
@@ -36,8 +38,8 @@ pub enum Piece<R> {
 /// The whole response frame (size prefix included) as pieces, in order.
 pub fn encode<R>(correlation_id: i32, version: i16, topics: Vec<TopicOut<R>>) -> Vec<Piece<R>> {
     assert!(
-        (4..=FLEXIBLE_MIN_VERSION).contains(&version),
-        "fetch_response::encode serves v4..=v12 (the decoded Fetch range)"
+        (4..=crate::protocol::versions::REPLICA_FETCH_VERSION).contains(&version),
+        "fetch_response::encode serves v4..=v15 (the decoded Fetch range)"
     );
     let flexible = version >= FLEXIBLE_MIN_VERSION;
     let mut pieces = Vec::new();
@@ -55,12 +57,16 @@ pub fn encode<R>(correlation_id: i32, version: i16, topics: Vec<TopicOut<R>>) ->
     }
     put_len(&mut buf, flexible, topics.len());
     for topic in topics {
-        if flexible {
+        if version >= 13 {
+            buf.put_slice(&topic.topic_id);
+        } else if flexible {
             put_uvarint(&mut buf, topic.name.len() as u64 + 1);
         } else {
             buf.put_i16(topic.name.len() as i16);
         }
-        buf.put_slice(&topic.name);
+        if version < 13 {
+            buf.put_slice(&topic.name);
+        }
         put_len(&mut buf, flexible, topic.partitions.len());
         for p in topic.partitions {
             buf.put_i32(p.index);
@@ -147,6 +153,7 @@ mod tests {
     };
     use kafka_protocol::messages::{ResponseHeader, TopicName};
     use kafka_protocol::protocol::{Encodable, StrBytes};
+    use uuid::Uuid;
 
     fn reference(version: i16, records: &[Option<Bytes>]) -> Vec<u8> {
         let partitions = records
@@ -170,7 +177,16 @@ mod tests {
             .collect();
         let response = FetchResponse::default().with_responses(vec![
             FetchableTopicResponse::default()
-                .with_topic(TopicName(StrBytes::from_static_str("orders")))
+                .with_topic(if version < 13 {
+                    TopicName(StrBytes::from_static_str("orders"))
+                } else {
+                    TopicName::default()
+                })
+                .with_topic_id(if version >= 13 {
+                    Uuid::from_bytes([5; 16])
+                } else {
+                    Uuid::nil()
+                })
                 .with_partitions(partitions),
             FetchableTopicResponse::default()
                 .with_topic(TopicName(StrBytes::from_static_str("")))
@@ -206,10 +222,12 @@ mod tests {
         let topics = vec![
             TopicOut {
                 name: Bytes::from_static(b"orders"),
+                topic_id: [5; 16],
                 partitions,
             },
             TopicOut {
                 name: Bytes::new(),
+                topic_id: [0; 16],
                 partitions: vec![],
             },
         ];
@@ -231,7 +249,7 @@ mod tests {
             Some(Bytes::new()),
             Some(big),
         ];
-        for version in 4..=12 {
+        for version in 4..=15 {
             assert_eq!(
                 ours(version, &records),
                 reference(version, &records),

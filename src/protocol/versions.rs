@@ -32,6 +32,11 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetDelete, 0, 0),
 ];
 
+/// The Fetch version followers send: decoded but not advertised (clients keep v12, which
+/// names topics), served only with a replica state whose broker epoch is a live broker's
+/// current one, so a client cannot pass itself off as a follower.
+pub const REPLICA_FETCH_VERSION: i16 = 15;
+
 /// First Produce version whose body the codec decodes (magic v2 only).
 pub const PRODUCE_VERSION_DECODED_MIN: i16 = 3;
 

@@ -1,6 +1,7 @@
 //! Followers fetch from leaders over the Kafka protocol: one fetcher per (leader broker,
 //! shard) carries every partition this shard follows from that leader on one connection, as
-//! Fetch v12 requests with this broker's id as replica id. A fetched batch is appended with the
+//! Fetch v15 requests whose replica state names this broker and its incarnation (its broker
+//! epoch), which the leader checks against the metadata. A fetched batch is appended with the
 //! storage's follower append (the leader's offsets and epochs kept); the next fetch, which
 //! tells the leader this follower's position, is sent only once those appends are durable, so
 //! the position a leader counts is always fdatasynced. A diverging epoch in the answer
@@ -16,10 +17,10 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
-use kafka_protocol::messages::{
-    ApiKey, BrokerId, FetchResponse, RequestHeader, ResponseHeader, TopicName,
+use kafka_protocol::messages::fetch_request::{
+    FetchPartition, FetchRequest, FetchTopic, ReplicaState,
 };
+use kafka_protocol::messages::{ApiKey, BrokerId, FetchResponse, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use super::Replica;
@@ -29,8 +30,7 @@ use crate::runtime::env::Env;
 use crate::runtime::io::{self, TcpStream};
 use crate::storage::Partition;
 
-/// The Fetch version followers send (diverging epochs, names not ids).
-const REPLICA_FETCH_VERSION: i16 = 12;
+use crate::protocol::versions::REPLICA_FETCH_VERSION;
 /// How long a leader may hold a fetch that finds nothing new.
 const FETCH_WAIT_MS: i32 = 500;
 /// Bytes per partition and per response.
@@ -42,6 +42,7 @@ const REFUSED_BACKOFF_MS: u64 = 200;
 /// A partition this shard follows, and from whom.
 pub struct Followed {
     pub tp: TopicPartition,
+    pub topic_id: [u8; 16],
     pub replica: Rc<Replica>,
     pub leader: i32,
     pub addr: SocketAddr,
@@ -50,14 +51,19 @@ pub struct Followed {
 /// The fetchers of one shard, one per leader broker.
 pub struct Fetchers {
     me: i32,
+    /// This broker's incarnation, which leaders check.
+    broker_epoch: Cell<i64>,
     env: Env,
     by_leader: RefCell<HashMap<i32, Rc<Fetcher>>>,
 }
 
+/// A followed partition's replica and topic id.
+type Carried = (Rc<Replica>, [u8; 16]);
+
 struct Fetcher {
     leader: i32,
     addr: Cell<SocketAddr>,
-    partitions: RefCell<BTreeMap<TopicPartition, Rc<Replica>>>,
+    partitions: RefCell<BTreeMap<TopicPartition, Carried>>,
     stopped: Cell<bool>,
 }
 
@@ -65,22 +71,28 @@ impl Fetchers {
     pub fn new(me: i32, env: Env) -> Fetchers {
         Fetchers {
             me,
+            broker_epoch: Cell::new(-1),
             env,
             by_leader: RefCell::new(HashMap::new()),
         }
     }
 
+    /// This broker's incarnation (set once at start, before any fetcher runs).
+    pub fn set_broker_epoch(&self, epoch: i64) {
+        self.broker_epoch.set(epoch);
+    }
+
     /// Makes the fetchers carry exactly `wanted`: new leaders get a fetcher, fetchers of
     /// leaders no longer followed stop.
     pub fn assign(&self, wanted: Vec<Followed>) {
-        let mut grouped: HashMap<i32, (SocketAddr, BTreeMap<TopicPartition, Rc<Replica>>)> =
+        let mut grouped: HashMap<i32, (SocketAddr, BTreeMap<TopicPartition, Carried>)> =
             HashMap::new();
         for f in wanted {
             let entry = grouped
                 .entry(f.leader)
                 .or_insert_with(|| (f.addr, BTreeMap::new()));
             entry.0 = f.addr;
-            entry.1.insert(f.tp, f.replica);
+            entry.1.insert(f.tp, (f.replica, f.topic_id));
         }
         let mut by_leader = self.by_leader.borrow_mut();
         by_leader.retain(|leader, fetcher| {
@@ -104,7 +116,8 @@ impl Fetchers {
                         stopped: Cell::new(false),
                     });
                     by_leader.insert(leader, fetcher.clone());
-                    let (me, env) = (self.me, self.env.clone());
+                    let me = (self.me, self.broker_epoch.get());
+                    let env = self.env.clone();
                     io::spawn(async move { fetcher.run(me, env).await });
                 }
             }
@@ -124,13 +137,15 @@ impl Fetchers {
 /// One partition in a fetch request.
 struct Asked {
     tp: TopicPartition,
+    topic_id: [u8; 16],
     replica: Rc<Replica>,
     epoch: LeaderEpoch,
     offset: Offset,
 }
 
 impl Fetcher {
-    async fn run(self: Rc<Self>, me: i32, env: Env) {
+    /// `me`: this broker's id and incarnation.
+    async fn run(self: Rc<Self>, me: (i32, i64), env: Env) {
         let mut stream: Option<TcpStream> = None;
         let mut correlation_id = 0i32;
         let mut resting: HashMap<TopicPartition, Duration> = HashMap::new();
@@ -180,7 +195,7 @@ impl Fetcher {
         let now = env.monotonic();
         resting.retain(|_, until| *until > now);
         let mut asked = Vec::new();
-        for (tp, replica) in self.partitions.borrow().iter() {
+        for (tp, (replica, topic_id)) in self.partitions.borrow().iter() {
             let Some((leader, epoch)) = replica.following() else {
                 continue;
             };
@@ -194,6 +209,7 @@ impl Fetcher {
             }
             asked.push(Asked {
                 tp: tp.clone(),
+                topic_id: *topic_id,
                 replica: replica.clone(),
                 epoch,
                 offset: log.log_end(),
@@ -211,14 +227,17 @@ impl Fetcher {
         response: FetchResponse,
         resting: &mut HashMap<TopicPartition, Duration>,
     ) {
-        let by_tp: HashMap<TopicPartition, Asked> =
-            asked.into_iter().map(|a| (a.tp.clone(), a)).collect();
+        let by_id: HashMap<([u8; 16], i32), Asked> = asked
+            .into_iter()
+            .map(|a| ((a.topic_id, a.tp.partition.0), a))
+            .collect();
         let rest_until = env.monotonic() + Duration::from_millis(REFUSED_BACKOFF_MS);
         let mut appended = Vec::new();
         for topic in response.responses {
             for p in topic.partitions {
-                let tp = TopicPartition::new(topic.topic.as_str(), p.partition_index);
-                let Some(a) = by_tp.get(&tp) else { continue };
+                let key = (topic.topic_id.into_bytes(), p.partition_index);
+                let Some(a) = by_id.get(&key) else { continue };
+                let tp = a.tp.clone();
                 // The role may have changed while the fetch was out.
                 if a.replica.following() != Some((self.leader, a.epoch)) {
                     continue;
@@ -288,12 +307,12 @@ async fn truncate(a: &Asked, epoch: LeaderEpoch, leader_end: Offset) {
     }
 }
 
-fn fetch_request(me: i32, asked: &[Asked]) -> FetchRequest {
-    let mut topics: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
+fn fetch_request(me: (i32, i64), asked: &[Asked]) -> FetchRequest {
+    let mut topics: BTreeMap<[u8; 16], Vec<FetchPartition>> = BTreeMap::new();
     for a in asked {
         let p = a.replica.log().borrow();
         let last_fetched_epoch = p.epochs().latest().map_or(-1, |(e, _)| e.0);
-        topics.entry(a.tp.topic.as_str()).or_default().push(
+        topics.entry(a.topic_id).or_default().push(
             FetchPartition::default()
                 .with_partition(a.tp.partition.0)
                 .with_current_leader_epoch(a.epoch.0)
@@ -304,7 +323,11 @@ fn fetch_request(me: i32, asked: &[Asked]) -> FetchRequest {
         );
     }
     FetchRequest::default()
-        .with_replica_id(BrokerId(me))
+        .with_replica_state(
+            ReplicaState::default()
+                .with_replica_id(BrokerId(me.0))
+                .with_replica_epoch(me.1),
+        )
         .with_max_wait_ms(FETCH_WAIT_MS)
         .with_min_bytes(1)
         .with_max_bytes(RESPONSE_FETCH_BYTES)
@@ -312,9 +335,9 @@ fn fetch_request(me: i32, asked: &[Asked]) -> FetchRequest {
         .with_topics(
             topics
                 .into_iter()
-                .map(|(name, partitions)| {
+                .map(|(topic_id, partitions)| {
                     FetchTopic::default()
-                        .with_topic(TopicName(StrBytes::from_string(name.to_string())))
+                        .with_topic_id(uuid::Uuid::from_bytes(topic_id))
                         .with_partitions(partitions)
                 })
                 .collect(),

@@ -65,8 +65,12 @@ impl Shard {
             let Some(addr) = broker_addr(&image, leader) else {
                 continue;
             };
+            let Some(topic_id) = image.topics.get(&tp.topic).map(|t| t.topic_id.0) else {
+                continue;
+            };
             wanted.push(Followed {
                 tp: tp.clone(),
+                topic_id,
                 replica: replica.clone(),
                 leader,
                 addr,

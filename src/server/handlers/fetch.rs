@@ -36,7 +36,9 @@ pub async fn handle(
     correlation_id: i32,
     version: i16,
 ) -> Reply {
-    if request.replica_id.0 >= 0 {
+    // Only followers send v15 (never advertised); a replica id in an older version proves
+    // nothing, so such a fetch is served as a consumer's (it cannot move a high watermark).
+    if version >= crate::protocol::versions::REPLICA_FETCH_VERSION {
         return super::replica_fetch::handle(shard, request, correlation_id, version).await;
     }
     let started = shard.env.monotonic();
@@ -100,6 +102,7 @@ fn plan(shard: &ShardRef, request: FetchRequest, request_max: usize) -> Plan {
         }
         plan.topics.push(TopicOut {
             name: bytes::Bytes::copy_from_slice(topic.topic.as_bytes()),
+            topic_id: [0; 16],
             partitions: parts,
         });
     }

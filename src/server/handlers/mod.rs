@@ -77,7 +77,8 @@ pub fn decode(mut frame: Bytes) -> Decoded {
         return Decoded::Close(format!("unknown api key {key}"));
     };
     let served = versions::supported(api_key);
-    let in_range = served.is_some_and(|(min, max)| version >= min && version <= max);
+    let in_range = served.is_some_and(|(min, max)| version >= min && version <= max)
+        || (api_key == ApiKey::Fetch && version == versions::REPLICA_FETCH_VERSION);
     if api_key == ApiKey::ApiVersions && !in_range {
         return Decoded::UnsupportedApiVersions { correlation_id };
     }

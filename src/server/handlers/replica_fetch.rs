@@ -1,11 +1,10 @@
-//! Fetch from a follower (a replica id ≥ 0): each partition's fetch offset is the follower's
+//! Fetch from a follower (v15, with a replica state): each partition's fetch offset is the follower's
 //! durable log end, recorded by the leader (it moves the high watermark), then answered with
 //! what the leader has written past it, or with the epoch where the follower's log diverges
 //! (KIP-320). A fetch that finds nothing waits until a log is written further or `max_wait_ms`
 //! passes. Runs on: the connection's shard; the checks and reads run on the owners.
-//! Only a registered, live broker may fetch as a replica, and only partitions it holds a
-//! replica of; a client that claims a replica id of another live broker is not yet told
-//! apart (that needs Fetch v15's broker epoch: see ARCHITECTURE.md).
+//! Only a live broker's current incarnation may fetch as a replica (the replica state's broker
+//! epoch must be the one it registered with), and only partitions it holds a replica of.
 
 use std::time::Duration;
 
@@ -26,9 +25,13 @@ pub async fn handle(
     correlation_id: i32,
     version: i16,
 ) -> Reply {
-    let follower = request.replica_id.0;
+    let follower = request.replica_state.replica_id.0;
     let image = shard.image();
-    let registered = shard.config.cluster.is_some() && image.is_live(follower);
+    let registered = shard.config.cluster.is_some()
+        && image
+            .brokers
+            .get(&follower)
+            .is_some_and(|b| !b.fenced && b.epoch == request.replica_state.replica_epoch);
     let wait = Duration::from_millis((request.max_wait_ms.max(0) as u64).min(FETCH_WAIT_MAX_MS));
     let deadline = shard.env.monotonic() + wait;
     let request_max = (request.max_bytes.max(1) as u32).min(shard.config.fetch_max_bytes) as usize;
@@ -36,7 +39,11 @@ pub async fn handle(
     let mut places = Vec::new();
     let mut items = Vec::new();
     for topic in request.topics {
-        let name = topic.topic.to_string();
+        let topic_id = topic.topic_id.into_bytes();
+        let name = image
+            .topic_by_id(&crate::protocol::types::TopicId(topic_id))
+            .map(|t| t.name.clone())
+            .unwrap_or_default();
         let mut parts = Vec::new();
         for p in topic.partitions {
             let mut out = PartitionOut {
@@ -50,14 +57,15 @@ pub async fn handle(
             };
             let tp = TopicPartition::new(name.as_str(), p.partition);
             let holds = p.partition >= 0
+                && !name.is_empty()
                 && image
                     .partition(&name, p.partition as u32)
                     .is_some_and(|(a, _)| a.replicas.contains(&follower));
             if !registered || !holds || items.iter().any(|(t, _)| *t == tp) {
-                out.error_code = if registered {
-                    ErrorCode::UnknownTopicOrPartition.code()
-                } else {
-                    ErrorCode::NotLeaderOrFollower.code()
+                out.error_code = match (registered, name.is_empty()) {
+                    (false, _) => ErrorCode::StaleBrokerEpoch.code(),
+                    (true, true) => ErrorCode::UnknownTopicId.code(),
+                    (true, false) => ErrorCode::UnknownTopicOrPartition.code(),
                 };
             } else {
                 places.push((topics.len(), parts.len()));
@@ -77,6 +85,7 @@ pub async fn handle(
         }
         topics.push(TopicOut {
             name: bytes::Bytes::copy_from_slice(name.as_bytes()),
+            topic_id,
             partitions: parts,
         });
     }

@@ -1,6 +1,8 @@
 //! `tusk cluster info`: the cluster id, the controller and every broker (id, address, alive,
 //! controller, Raft role, committed metadata offset), from Metadata and each broker's own
-//! DescribeConfigs (its `tusk.raft.*` and `tusk.metadata.*` entries). Runs on: the CLI thread.
+//! DescribeConfigs (its `tusk.raft.*` and `tusk.metadata.*` entries), and the partitions that
+//! are under-replicated or offline. `tusk cluster elect-leaders`: preferred-leader elections
+//! (ElectLeaders). Runs on: the CLI thread.
 
 use clap::Subcommand;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
@@ -14,8 +16,16 @@ use crate::client::Connection;
 
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
-    /// Cluster id, controller, brokers (alive, Raft role, committed metadata) and topic count
+    /// Cluster id, controller, brokers (alive, Raft role, committed metadata), topic count,
+    /// under-replicated and offline partitions
     Info,
+    /// Moves leadership back to each partition's preferred replica where it is live and in
+    /// sync (after failovers left it elsewhere)
+    ElectLeaders {
+        /// Only this topic's partitions (repeatable) [default: every partition]
+        #[arg(long)]
+        topic: Vec<String>,
+    },
 }
 
 /// One broker as the table shows it.
@@ -62,7 +72,76 @@ fn entry(entries: &[(String, String)], key: &str) -> String {
 }
 
 pub fn run(command: ClusterCommand, client: &ClientArgs) -> anyhow::Result<()> {
-    let ClusterCommand::Info = command;
+    match command {
+        ClusterCommand::Info => info(client),
+        ClusterCommand::ElectLeaders { topic } => elect_leaders(client, &topic),
+    }
+}
+
+/// ElectLeaders (preferred) for `topics`' partitions, or every partition.
+fn elect_leaders(client: &ClientArgs, topics: &[String]) -> anyhow::Result<()> {
+    use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+    use kafka_protocol::messages::ElectLeadersRequest;
+    let mut conn = client.connect()?;
+    let asked = if topics.is_empty() {
+        None
+    } else {
+        let r = metadata(
+            &mut conn,
+            Some(&topics.iter().map(|t| t.as_str()).collect::<Vec<_>>()),
+        )?;
+        Some(
+            r.topics
+                .iter()
+                .map(|t| {
+                    TopicPartitions::default()
+                        .with_topic(t.name.clone().unwrap_or_default())
+                        .with_partitions(t.partitions.iter().map(|p| p.partition_index).collect())
+                })
+                .collect(),
+        )
+    };
+    let request = ElectLeadersRequest::default()
+        .with_topic_partitions(asked)
+        .with_timeout_ms(30_000);
+    let version = conn.version(ApiKey::ElectLeaders, 2)?;
+    let response = conn.call(request, version)?;
+    let mut rows = Vec::new();
+    for t in &response.replica_election_results {
+        for p in &t.partition_result {
+            let code = crate::protocol::ErrorCode::from_code(p.error_code);
+            rows.push(json!({
+                "topic": t.topic.to_string(),
+                "partition": p.partition_id,
+                "result": match code {
+                    Some(crate::protocol::ErrorCode::None) => "elected".to_string(),
+                    Some(c) => c.name(),
+                    None => format!("error {}", p.error_code),
+                },
+                "message": p.error_message.as_ref().map(|m| m.to_string()),
+            }));
+        }
+    }
+    let elected = rows.iter().filter(|r| r["result"] == "elected").count();
+    let value = json!({"elected": elected, "partitions": rows});
+    emit(client.json, value, || {
+        let mut t = Table::new(&["TOPIC", "PARTITION", "RESULT"]);
+        for r in &rows {
+            t.row(vec![
+                r["topic"].as_str().unwrap_or_default().to_string(),
+                r["partition"].to_string(),
+                r["result"].as_str().unwrap_or_default().to_string(),
+            ]);
+        }
+        format!(
+            "{elected} partition(s) moved to their preferred leader\n\n{}",
+            t.render()
+        )
+    });
+    Ok(())
+}
+
+fn info(client: &ClientArgs) -> anyhow::Result<()> {
     let mut conn = client.connect()?;
     let r = metadata(&mut conn, None)?;
     let cluster_id = r
@@ -100,6 +179,12 @@ pub fn run(command: ClusterCommand, client: &ClientArgs) -> anyhow::Result<()> {
     }
     rows.sort_by_key(|b| b.node_id);
     let controller = r.controller_id.0;
+    let partitions = r.topics.iter().flat_map(|t| t.partitions.iter());
+    let under_replicated = partitions
+        .clone()
+        .filter(|p| p.isr_nodes.len() < p.replica_nodes.len())
+        .count();
+    let offline = partitions.filter(|p| p.leader_id.0 < 0).count();
     let value = json!({
         "cluster_id": cluster_id,
         "controller_id": controller,
@@ -112,6 +197,8 @@ pub fn run(command: ClusterCommand, client: &ClientArgs) -> anyhow::Result<()> {
             "committed_metadata_offset": b.committed,
         })).collect::<Vec<_>>(),
         "topics": r.topics.len(),
+        "under_replicated_partitions": under_replicated,
+        "offline_partitions": offline,
     });
     emit(client.json, value, || {
         let mut t = Table::new(&[
@@ -135,7 +222,8 @@ pub fn run(command: ClusterCommand, client: &ClientArgs) -> anyhow::Result<()> {
             ]);
         }
         format!(
-            "cluster {cluster_id}, {} topic(s)\n\n{}",
+            "cluster {cluster_id}, {} topic(s), {under_replicated} under-replicated and \
+             {offline} offline partition(s)\n\n{}",
             r.topics.len(),
             t.render()
         )

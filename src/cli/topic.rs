@@ -44,6 +44,9 @@ pub enum TopicCommand {
         name: String,
         #[arg(long, default_value_t = 1)]
         partitions: i32,
+        /// Replicas of each partition (-1: the broker default, min(3, live brokers))
+        #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+        replication_factor: i16,
         /// A topic config, e.g. retention.ms=86400000 (repeatable)
         #[arg(long = "config", value_name = "KEY=VALUE")]
         configs: Vec<String>,
@@ -72,8 +75,15 @@ pub fn run(command: TopicCommand, client: &ClientArgs) -> anyhow::Result<()> {
         TopicCommand::Create {
             name,
             partitions,
+            replication_factor,
             configs,
-        } => create(&mut conn, client, &name, partitions, &configs),
+        } => create(
+            &mut conn,
+            client,
+            &name,
+            (partitions, replication_factor),
+            &configs,
+        ),
         TopicCommand::List => list(&mut conn, client),
         TopicCommand::Describe { name } => describe(&mut conn, client, &name),
         TopicCommand::Delete { name } => delete(&mut conn, client, &name),
@@ -102,13 +112,13 @@ fn create(
     conn: &mut Connection,
     client: &ClientArgs,
     name: &str,
-    partitions: i32,
+    (partitions, replication_factor): (i32, i16),
     configs: &[String],
 ) -> anyhow::Result<()> {
     let mut creatable = CreatableTopic::default()
         .with_name(topic_name(name))
         .with_num_partitions(partitions)
-        .with_replication_factor(-1);
+        .with_replication_factor(replication_factor);
     for c in configs {
         let (k, v) = split_pair(c).context("--config")?;
         creatable.configs.push(

@@ -6,6 +6,7 @@
 //! validation sees every earlier change.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -68,6 +69,10 @@ pub enum ControllerOp {
     PlaceOffsets,
     /// A partition leader's new ISR (Kafka's AlterPartition).
     AlterIsr(super::elect::AlterIsr),
+    /// Preferred-leader elections (ElectLeaders) for these partitions, one answer each.
+    ElectPreferred {
+        partitions: Vec<(String, u32)>,
+    },
     /// A broker about to stop cleanly: its partitions get other leaders first (Kafka's
     /// controlled shutdown).
     ShutDownBroker {
@@ -84,6 +89,7 @@ impl ControllerOp {
             ControllerOp::DeleteTopics { names } => names.len(),
             ControllerOp::CreatePartitions { topics, .. } => topics.len(),
             ControllerOp::AlterTopicConfigs { topics, .. } => topics.len(),
+            ControllerOp::ElectPreferred { partitions } => partitions.len(),
             ControllerOp::BrokerHeartbeat { .. }
             | ControllerOp::AllocateProducerIds { .. }
             | ControllerOp::PlaceOffsets
@@ -129,6 +135,10 @@ pub enum ControllerError {
     NotController(String),
     /// An ISR change from a broker that no longer leads the partition at that epoch.
     StaleLeader(String),
+    /// A preferred-leader election for a partition its preferred replica already leads.
+    ElectionNotNeeded(String),
+    /// A preferred-leader election whose preferred replica is not live or not in sync.
+    PreferredLeaderNotAvailable(String),
     /// The quorum did not commit in time (a minority of voters runs); the outcome is unknown.
     NoQuorum(String),
 }
@@ -149,6 +159,8 @@ impl ControllerError {
             | ControllerError::StaleBrokerEpoch(m)
             | ControllerError::NotController(m)
             | ControllerError::StaleLeader(m)
+            | ControllerError::ElectionNotNeeded(m)
+            | ControllerError::PreferredLeaderNotAvailable(m)
             | ControllerError::NoQuorum(m) => m,
         }
     }
@@ -450,6 +462,60 @@ impl Controller {
             .propose(MetadataRecord::BrokerShuttingDown { node_id, epoch })
             .await?;
         Ok(self.elect_leaders(None).await?.or(Some(index)))
+    }
+
+    /// Preferred-leader elections: one answer per partition (the index of the record that
+    /// moved it, or why not), the changes of one topic proposed together.
+    pub async fn elect_preferred(&self, partitions: &[(String, u32)]) -> ControllerAnswer {
+        use super::elect::PreferredRefused;
+        let mut answers: ControllerAnswer = Vec::with_capacity(partitions.len());
+        let mut by_topic: BTreeMap<String, Vec<(usize, super::records::PartitionChange)>> =
+            BTreeMap::new();
+        for (i, (topic, p)) in partitions.iter().enumerate() {
+            let what = format!("{topic}-{p}");
+            answers.push(
+                match super::elect::preferred_change(&self.image.borrow(), topic, *p) {
+                    Ok(change) => {
+                        by_topic.entry(topic.clone()).or_default().push((i, change));
+                        Ok(-1)
+                    }
+                    Err(PreferredRefused::Unknown) => Err(ControllerError::UnknownTopic(format!(
+                        "no partition {what}"
+                    ))),
+                    Err(PreferredRefused::NotNeeded) => Err(ControllerError::ElectionNotNeeded(
+                        format!("the preferred replica of {what} leads it"),
+                    )),
+                    Err(PreferredRefused::NotAvailable) => {
+                        Err(ControllerError::PreferredLeaderNotAvailable(format!(
+                            "the preferred replica of {what} is not live and in sync"
+                        )))
+                    }
+                },
+            );
+        }
+        for (topic, changes) in by_topic {
+            let topic_id = if topic == OFFSETS_TOPIC {
+                crate::constants::OFFSETS_TOPIC_ID
+            } else {
+                match self.image.borrow().topics.get(&topic) {
+                    Some(t) => t.topic_id.0,
+                    None => continue,
+                }
+            };
+            for chunk in changes.chunks(ASSIGNMENTS_PER_RECORD_MAX) {
+                let record = MetadataRecord::PartitionsChanged {
+                    name: topic.clone(),
+                    topic_id,
+                    changes: chunk.iter().map(|(_, c)| c.clone()).collect(),
+                };
+                tracing::info!(%record, "preferred leader election");
+                let result = self.propose(record).await.map(|i| i as i64);
+                for (i, _) in chunk {
+                    answers[*i] = result.clone();
+                }
+            }
+        }
+        answers
     }
 
     /// A leader's ISR change (AlterPartition): the record's index, `None` if nothing changes.

@@ -97,6 +97,41 @@ fn change_for(
     }
 }
 
+/// Why a preferred-leader election was not made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PreferredRefused {
+    Unknown,
+    /// The preferred replica already leads.
+    NotNeeded,
+    /// The preferred replica is not live or not in the ISR.
+    NotAvailable,
+}
+
+/// Moves leadership to the partition's preferred replica (its first), if that one is live and
+/// in sync: the change, at leader epoch + 1 (Kafka's preferred leader election).
+pub fn preferred_change(
+    image: &MetadataImage,
+    topic: &str,
+    partition: u32,
+) -> Result<PartitionChange, PreferredRefused> {
+    let (a, isr) = image
+        .partition(topic, partition)
+        .ok_or(PreferredRefused::Unknown)?;
+    let preferred = *a.replicas.first().ok_or(PreferredRefused::Unknown)?;
+    if a.leader == preferred {
+        return Err(PreferredRefused::NotNeeded);
+    }
+    if !image.is_eligible(preferred) || !isr.contains(&preferred) {
+        return Err(PreferredRefused::NotAvailable);
+    }
+    Ok(PartitionChange {
+        partition,
+        leader: preferred,
+        leader_epoch: a.leader_epoch + 1,
+        isr: isr.to_vec(),
+    })
+}
+
 /// A leader's request to change its partition's ISR.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AlterIsr {
@@ -283,6 +318,54 @@ mod tests {
         let (a, isr) = img.partition("t", 0).unwrap();
         assert_eq!((a.leader, a.leader_epoch), (2, 1));
         assert_eq!(isr, &[2]);
+    }
+
+    #[test]
+    fn preferred_election_moves_leadership_back_only_to_a_live_in_sync_preferred_replica() {
+        let mut img = image(&[(1, true), (2, false), (3, false)], &[1, 2, 3], None);
+        let changes = leadership_changes(&img, None);
+        apply_all(&mut img, &changes);
+        assert_eq!(
+            preferred_change(&img, "t", 0),
+            Err(PreferredRefused::NotAvailable)
+        );
+        img.apply(&MetadataRecord::BrokerUnfenced {
+            node_id: 1,
+            epoch: 1,
+        });
+        // Live but out of the ISR (it has not caught up): still not available.
+        assert_eq!(
+            preferred_change(&img, "t", 0),
+            Err(PreferredRefused::NotAvailable)
+        );
+        let rejoin = alter_isr(
+            &img,
+            &AlterIsr {
+                topic: "t".into(),
+                partition: 0,
+                leader: 2,
+                leader_epoch: 1,
+                isr: vec![2, 3, 1],
+            },
+        )
+        .unwrap()
+        .unwrap();
+        img.apply(&rejoin);
+        let c = preferred_change(&img, "t", 0).unwrap();
+        assert_eq!((c.leader, c.leader_epoch), (1, 2));
+        img.apply(&MetadataRecord::PartitionsChanged {
+            name: "t".into(),
+            topic_id: [1; 16],
+            changes: vec![c],
+        });
+        assert_eq!(
+            preferred_change(&img, "t", 0),
+            Err(PreferredRefused::NotNeeded)
+        );
+        assert_eq!(
+            preferred_change(&img, "t", 9),
+            Err(PreferredRefused::Unknown)
+        );
     }
 
     #[test]

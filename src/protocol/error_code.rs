@@ -55,6 +55,8 @@ pub enum ErrorCode {
     NotEnoughReplicasAfterAppend = 20,
     FencedLeaderEpoch = 74,
     UnknownLeaderEpoch = 75,
+    PreferredLeaderNotAvailable = 80,
+    ElectionNotNeeded = 84,
 }
 
 impl ErrorCode {
@@ -82,6 +84,8 @@ impl ErrorCode {
         ErrorCode::NotEnoughReplicasAfterAppend,
         ErrorCode::FencedLeaderEpoch,
         ErrorCode::UnknownLeaderEpoch,
+        ErrorCode::PreferredLeaderNotAvailable,
+        ErrorCode::ElectionNotNeeded,
         ErrorCode::InvalidRequiredAcks,
         ErrorCode::InvalidRequest,
         ErrorCode::UnsupportedForMessageFormat,

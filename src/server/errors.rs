@@ -69,6 +69,8 @@ pub fn controller_answer(r: &Result<(), ControllerError>) -> (ErrorCode, Option<
         ControllerError::NotEnoughBrokers(_) => ErrorCode::InvalidReplicationFactor,
         ControllerError::StaleBrokerEpoch(_) => ErrorCode::StaleBrokerEpoch,
         ControllerError::StaleLeader(_) => ErrorCode::FencedLeaderEpoch,
+        ControllerError::ElectionNotNeeded(_) => ErrorCode::ElectionNotNeeded,
+        ControllerError::PreferredLeaderNotAvailable(_) => ErrorCode::PreferredLeaderNotAvailable,
         // No controller could be reached within the wait: the client may retry.
         ControllerError::NotController(_) | ControllerError::NoQuorum(_) => {
             ErrorCode::RequestTimedOut

@@ -221,6 +221,12 @@ impl ControllerService {
             ControllerOp::PlaceOffsets => {
                 answers.push(self.settle(c.place_offsets().await).await);
             }
+            ControllerOp::ElectPreferred { partitions } => {
+                for answer in c.elect_preferred(&partitions).await {
+                    let proposed = answer.map(|i| (i >= 0).then_some(i as u64));
+                    answers.push(self.settle(proposed).await);
+                }
+            }
             ControllerOp::AlterIsr(req) => {
                 answers.push(self.settle(c.alter_isr(&req).await).await);
             }

@@ -1,0 +1,136 @@
+//! What operators see and do about partition leadership, on three real `tusk serve`
+//! processes: after a leader is killed `tusk cluster info` counts its partitions as
+//! under-replicated and `/metrics` agrees; once it is back and in sync, `tusk cluster
+//! elect-leaders` (ElectLeaders) moves leadership back to the preferred replicas, a second
+//! run finds nothing to do, and unclean elections are refused.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::cluster::Cluster;
+
+const TOPIC: &str = "preferred";
+
+fn tusk(args: &[&str], bootstrap: &str) -> serde_json::Value {
+    let out = common::run_with_timeout(
+        Command::new(env!("CARGO_BIN_EXE_tusk")).args(args).args([
+            "--json",
+            "--bootstrap",
+            bootstrap,
+        ]),
+        None,
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "tusk {args:?}: {}", out.stderr);
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {}", out.stdout))
+}
+
+/// (partition, leader, preferred replica, ISR size) of every partition.
+fn leaders(bootstrap: &str) -> Vec<(i64, i64, i64, usize)> {
+    let d = tusk(&["topic", "describe", TOPIC], bootstrap);
+    d["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .map(|p| {
+            (
+                p["partition"].as_i64().unwrap(),
+                p["leader"].as_i64().unwrap(),
+                p["replicas"][0].as_i64().unwrap(),
+                p["isr"].as_array().map_or(0, |a| a.len()),
+            )
+        })
+        .collect()
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "not within 30 s: {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn elect_leaders_moves_leadership_back_to_the_preferred_replicas() {
+    let mut cluster = Cluster::start(3, 1);
+    let at1 = cluster.bootstrap_of(1);
+    let out = common::run_with_timeout(
+        Command::new(env!("CARGO_BIN_EXE_tusk")).args([
+            "topic",
+            "create",
+            TOPIC,
+            "--partitions",
+            "6",
+            "--replication-factor",
+            "3",
+            "--bootstrap",
+            &at1,
+        ]),
+        None,
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "topic create: {}", out.stderr);
+    wait_until(
+        "every partition led by its preferred replica, all in sync",
+        || {
+            leaders(&at1)
+                .iter()
+                .all(|(_, l, pref, isr)| l == pref && *isr == 3)
+        },
+    );
+    let led_by_3: Vec<i64> = leaders(&at1)
+        .iter()
+        .filter(|(_, l, _, _)| *l == 3)
+        .map(|(p, ..)| *p)
+        .collect();
+    assert!(!led_by_3.is_empty(), "broker 3 leads some partitions");
+    cluster.broker(3).kill9();
+    wait_until("broker 3's partitions led elsewhere", || {
+        leaders(&at1).iter().all(|(_, l, _, _)| *l != 3 && *l > 0)
+    });
+    let info = tusk(&["cluster", "info"], &at1);
+    eprintln!(
+        "broker 3 down: under-replicated {}, offline {}",
+        info["under_replicated_partitions"], info["offline_partitions"]
+    );
+    assert_eq!(info["under_replicated_partitions"].as_u64(), Some(6));
+    assert_eq!(info["offline_partitions"].as_u64(), Some(0));
+    cluster.broker(3).restart();
+    wait_until("broker 3 back in every ISR", || {
+        leaders(&at1).iter().all(|(_, _, _, isr)| *isr == 3)
+    });
+    let moved = tusk(&["cluster", "elect-leaders", "--topic", TOPIC], &at1);
+    eprintln!("elect-leaders: {moved}");
+    assert_eq!(moved["elected"].as_u64(), Some(led_by_3.len() as u64));
+    wait_until("every partition led by its preferred replica again", || {
+        leaders(&at1).iter().all(|(_, l, pref, _)| l == pref)
+    });
+    let again = tusk(&["cluster", "elect-leaders"], &at1);
+    assert_eq!(again["elected"].as_u64(), Some(0), "{again}");
+    assert!(again["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["result"] == "ELECTION_NOT_NEEDED"));
+    let info = tusk(&["cluster", "info"], &at1);
+    assert_eq!(info["under_replicated_partitions"].as_u64(), Some(0));
+    // Unclean elections are never made.
+    let mut conn = tusk::client::Connection::connect(&at1, "unclean").unwrap();
+    let request = kafka_protocol::messages::ElectLeadersRequest::default()
+        .with_election_type(1)
+        .with_topic_partitions(Some(vec![
+            kafka_protocol::messages::elect_leaders_request::TopicPartitions::default()
+                .with_topic(tusk::client::topic_name(TOPIC))
+                .with_partitions(vec![0, 0, 1]),
+        ]));
+    let response = conn.call(request, 1).unwrap();
+    let results = &response.replica_election_results[0].partition_result;
+    assert_eq!(results.len(), 2, "a partition named twice is answered once");
+    assert!(results.iter().all(|r| r.error_code == POLICY_VIOLATION));
+}
+
+/// Kafka's POLICY_VIOLATION.
+const POLICY_VIOLATION: i16 = 44;

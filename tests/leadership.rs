@@ -2,7 +2,8 @@
 //! processes: after a leader is killed `tusk cluster info` counts its partitions as
 //! under-replicated and `/metrics` agrees; once it is back and in sync, `tusk cluster
 //! elect-leaders` (ElectLeaders) moves leadership back to the preferred replicas, a second
-//! run finds nothing to do, and unclean elections are refused.
+//! run finds nothing to do, and unclean elections are refused. A follower that was down
+//! catches up at most at the replication throttle's rate, and far faster without one.
 
 mod common;
 
@@ -53,8 +54,16 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// The tests of this file run one at a time: each runs three brokers on a 2-core machine.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn elect_leaders_moves_leadership_back_to_the_preferred_replicas() {
+    let _serial = serial();
     let mut cluster = Cluster::start(3, 1);
     let at1 = cluster.bootstrap_of(1);
     let out = common::run_with_timeout(
@@ -134,3 +143,89 @@ fn elect_leaders_moves_leadership_back_to_the_preferred_replicas() {
 
 /// Kafka's POLICY_VIOLATION.
 const POLICY_VIOLATION: i16 = 44;
+
+/// Broker 3 is down while 8 MiB are produced (acks=1); once restarted it catches up through
+/// the throttle (`throttled`: 1 MiB/s) or not. Returns how long until it is back in the ISR.
+fn catch_up(throttled: bool) -> Duration {
+    let extra: &[&str] = if throttled {
+        &[
+            "--replica-lag-time-max-ms",
+            "1000",
+            "--replication-throttle-bytes-per-sec",
+            "1048576",
+        ]
+    } else {
+        &["--replica-lag-time-max-ms", "1000"]
+    };
+    let mut cluster = Cluster::start_with(3, 1, extra);
+    let at1 = cluster.bootstrap_of(1);
+    let out = common::run_with_timeout(
+        Command::new(env!("CARGO_BIN_EXE_tusk")).args([
+            "topic",
+            "create",
+            TOPIC,
+            "--partitions",
+            "1",
+            "--replication-factor",
+            "3",
+            "--bootstrap",
+            &at1,
+        ]),
+        None,
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "topic create: {}", out.stderr);
+    wait_until("all in sync", || {
+        leaders(&at1)
+            .iter()
+            .all(|(_, l, _, isr)| *l > 0 && *isr == 3)
+    });
+    let leader = leaders(&at1)[0].1 as i32;
+    let down = [1, 2, 3].into_iter().find(|b| *b != leader).unwrap();
+    cluster.broker(down).kill9();
+    let at_leader = cluster.bootstrap_of(leader);
+    let producer = common::producer(&at_leader, &[("acks", "1"), ("linger.ms", "20")]);
+    let value = "x".repeat(1024);
+    for i in 0..8192 {
+        common::send(
+            &producer,
+            rdkafka::producer::BaseRecord::<(), String, usize>::with_opaque_to(TOPIC, i)
+                .partition(0)
+                .payload(&value),
+        );
+    }
+    common::flush(&producer, 8192, Duration::from_secs(60));
+    wait_until("the dead follower out of the ISR", || {
+        leaders(&at_leader)[0].3 == 2
+    });
+    let restarted = Instant::now();
+    cluster.broker(down).restart();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while leaders(&at_leader)[0].3 != 3 {
+        assert!(Instant::now() < deadline, "the follower never caught up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    restarted.elapsed()
+}
+
+#[test]
+fn a_cold_follower_catches_up_no_faster_than_the_replication_throttle() {
+    let _serial = serial();
+    let free = catch_up(false);
+    let throttled = catch_up(true);
+    let mib = 8.0 * (1024.0 + 70.0) / 1024.0;
+    eprintln!(
+        "catch-up of ~{mib:.1} MiB after a restart: unthrottled {} ms ({:.1} MiB/s), throttled \
+         to 1 MiB/s {} ms ({:.2} MiB/s)",
+        free.as_millis(),
+        mib / free.as_secs_f64(),
+        throttled.as_millis(),
+        mib / throttled.as_secs_f64()
+    );
+    // A lower bound only: a slow machine makes the throttled catch-up longer, never shorter.
+    // 8 MiB at 1 MiB/s with one second banked takes at least ~7 s.
+    assert!(
+        throttled >= Duration::from_secs(5),
+        "the throttled catch-up took only {throttled:?}"
+    );
+}

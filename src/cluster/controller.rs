@@ -69,6 +69,8 @@ pub enum ControllerOp {
     PlaceOffsets,
     /// A partition leader's new ISR (Kafka's AlterPartition).
     AlterIsr(super::elect::AlterIsr),
+    /// A leader whose log failed hands the partition over (`AlterIsr` names it).
+    Resign(super::elect::AlterIsr),
     /// Preferred-leader elections (ElectLeaders) for these partitions, one answer each.
     ElectPreferred {
         partitions: Vec<(String, u32)>,
@@ -94,6 +96,7 @@ impl ControllerOp {
             | ControllerOp::AllocateProducerIds { .. }
             | ControllerOp::PlaceOffsets
             | ControllerOp::AlterIsr(_)
+            | ControllerOp::Resign(_)
             | ControllerOp::ShutDownBroker { .. } => 1,
         }
     }
@@ -516,6 +519,47 @@ impl Controller {
             }
         }
         answers
+    }
+
+    /// A leader with a failed log resigns (`req.isr` is ignored): the index of the record
+    /// that moved its partition, `None` if no other replica may lead.
+    pub async fn resign(
+        &self,
+        req: &super::elect::AlterIsr,
+    ) -> Result<Option<u64>, ControllerError> {
+        let change = super::elect::resign(
+            &self.image.borrow(),
+            &req.topic,
+            req.partition,
+            req.leader,
+            req.leader_epoch,
+        );
+        let change = match change {
+            Ok(Some(c)) => c,
+            Ok(None) => return Ok(None),
+            Err(_) => {
+                return Err(ControllerError::StaleLeader(format!(
+                    "broker {} does not lead {}-{} at epoch {}",
+                    req.leader, req.topic, req.partition, req.leader_epoch
+                )))
+            }
+        };
+        let topic_id = if req.topic == OFFSETS_TOPIC {
+            crate::constants::OFFSETS_TOPIC_ID
+        } else {
+            let image = self.image.borrow();
+            let Some(t) = image.topics.get(&req.topic) else {
+                return Ok(None);
+            };
+            t.topic_id.0
+        };
+        let record = MetadataRecord::PartitionsChanged {
+            name: req.topic.clone(),
+            topic_id,
+            changes: vec![change],
+        };
+        tracing::warn!(%record, "a leader's log failed; leadership moves");
+        Ok(Some(self.propose(record).await?))
     }
 
     /// A leader's ISR change (AlterPartition): the record's index, `None` if nothing changes.

@@ -97,6 +97,36 @@ fn change_for(
     }
 }
 
+/// A leader whose log failed (a failed fdatasync: it refuses writes until restart) hands its
+/// partition to another live in-sync replica, at leader epoch + 1, and leaves the ISR. `None`
+/// if no other replica may lead (the partition keeps its leader, which answers
+/// KAFKA_STORAGE_ERROR, rather than go offline).
+pub fn resign(
+    image: &MetadataImage,
+    topic: &str,
+    partition: u32,
+    leader: i32,
+    leader_epoch: i32,
+) -> Result<Option<PartitionChange>, AlterRefused> {
+    let (a, isr) = image
+        .partition(topic, partition)
+        .ok_or(AlterRefused::Unknown)?;
+    if a.leader != leader || a.leader_epoch != leader_epoch {
+        return Err(AlterRefused::StaleLeader);
+    }
+    let next = a
+        .replicas
+        .iter()
+        .copied()
+        .find(|r| *r != leader && isr.contains(r) && image.is_eligible(*r));
+    Ok(next.map(|next| PartitionChange {
+        partition,
+        leader: next,
+        leader_epoch: leader_epoch + 1,
+        isr: isr.iter().copied().filter(|r| *r != leader).collect(),
+    }))
+}
+
 /// Why a preferred-leader election was not made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PreferredRefused {
@@ -365,6 +395,24 @@ mod tests {
         assert_eq!(
             preferred_change(&img, "t", 9),
             Err(PreferredRefused::Unknown)
+        );
+    }
+
+    #[test]
+    fn a_leader_with_a_failed_log_resigns_to_an_in_sync_replica() {
+        let img = image(
+            &[(1, false), (2, false), (3, false)],
+            &[1, 2, 3],
+            Some(&[1, 3]),
+        );
+        let c = resign(&img, "t", 0, 1, 0).unwrap().unwrap();
+        assert_eq!((c.leader, c.leader_epoch, c.isr), (3, 1, vec![3]));
+        assert_eq!(resign(&img, "t", 0, 2, 0), Err(AlterRefused::StaleLeader));
+        let alone = image(&[(1, false), (2, false)], &[1, 2], Some(&[1]));
+        assert_eq!(
+            resign(&alone, "t", 0, 1, 0),
+            Ok(None),
+            "nobody else in sync"
         );
     }
 

@@ -127,6 +127,10 @@ pub struct Settings {
     /// replicas [default: 10000]
     #[arg(long)]
     pub replica_lag_time_max_ms: Option<u64>,
+    /// Bytes per second this broker sends, as leader, to followers outside the ISR (a cold
+    /// catch-up must not take the disk from produces); 0: unlimited [default: 0]
+    #[arg(long)]
+    pub replication_throttle_bytes_per_sec: Option<u64>,
 }
 
 impl Settings {
@@ -168,7 +172,8 @@ impl Settings {
             broker_session_timeout_ms,
             default_replication_factor,
             min_insync_replicas,
-            replica_lag_time_max_ms
+            replica_lag_time_max_ms,
+            replication_throttle_bytes_per_sec
         )
     }
 }
@@ -262,6 +267,8 @@ pub struct Config {
     pub min_insync_replicas: u16,
     /// Kafka's `replica.lag.time.max.ms`.
     pub replica_lag_time_max_ms: u64,
+    /// Leader-side throttle of catch-up replication (followers outside the ISR); 0: none.
+    pub replication_throttle_bytes_per_sec: u64,
     /// `None`: a one-node cluster.
     pub cluster: Option<ClusterConfig>,
     pub group: GroupConfig,
@@ -504,6 +511,16 @@ impl Config {
         if min_insync_replicas == 0 {
             return refuse("min_insync_replicas", "must be at least 1");
         }
+        let replication_throttle_bytes_per_sec = s.replication_throttle_bytes_per_sec.unwrap_or(0);
+        if (1..1024 * 1024).contains(&replication_throttle_bytes_per_sec) {
+            return refuse(
+                "replication_throttle_bytes_per_sec",
+                format!(
+                    "must be 0 (unlimited) or at least 1048576, got \
+                     {replication_throttle_bytes_per_sec}"
+                ),
+            );
+        }
         let replica_lag_time_max_ms = s.replica_lag_time_max_ms.unwrap_or(10_000);
         if !(500..=600_000).contains(&replica_lag_time_max_ms) {
             return refuse(
@@ -553,6 +570,7 @@ impl Config {
             default_replication_factor,
             min_insync_replicas,
             replica_lag_time_max_ms,
+            replication_throttle_bytes_per_sec,
             group: GroupConfig {
                 session_timeout_ms_min: session_min,
                 session_timeout_ms_max: session_max,

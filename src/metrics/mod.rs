@@ -101,6 +101,8 @@ pub struct ShardMetrics {
     pub isr_expands: AtomicU64,
     /// The largest lag (records) of a follower behind a partition this shard leads.
     pub replication_lag_max: AtomicU64,
+    /// Bytes sent to followers outside the ISR while the throttle held answers back.
+    pub replication_throttled_bytes: AtomicU64,
     /// The metadata quorum as this broker's member sees it (written by the controller shard).
     pub quorum: QuorumGauges,
 }
@@ -160,6 +162,7 @@ impl ShardMetrics {
             isr_shrinks: AtomicU64::new(0),
             isr_expands: AtomicU64::new(0),
             replication_lag_max: AtomicU64::new(0),
+            replication_throttled_bytes: AtomicU64::new(0),
             quorum: QuorumGauges::default(),
         }
     }
@@ -230,7 +233,7 @@ impl Registry {
         self.render_api_counters(&mut out);
         self.render_histograms(&mut out);
         type Gauge = fn(&ShardMetrics) -> i64;
-        let gauges: [(&str, &str, &str, Gauge); 11] = [
+        let gauges: [(&str, &str, &str, Gauge); 12] = [
             (
                 "tusk_connections_active",
                 "gauge",
@@ -290,6 +293,12 @@ impl Registry {
                 "counter",
                 "ISR changes that added a member, asked by the shard's leaders.",
                 |m| m.isr_expands.load(Relaxed) as i64,
+            ),
+            (
+                "tusk_replication_throttled_bytes_total",
+                "counter",
+                "Bytes sent to followers outside the ISR in answers the throttle held back.",
+                |m| m.replication_throttled_bytes.load(Relaxed) as i64,
             ),
             (
                 "tusk_replication_lag_max_records",

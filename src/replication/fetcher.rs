@@ -233,6 +233,7 @@ impl Fetcher {
             .collect();
         let rest_until = env.monotonic() + Duration::from_millis(REFUSED_BACKOFF_MS);
         let mut appended = Vec::new();
+        let mut starts = Vec::new();
         for topic in response.responses {
             for p in topic.partitions {
                 let key = (topic.topic_id.into_bytes(), p.partition_index);
@@ -253,6 +254,10 @@ impl Fetcher {
                     continue;
                 }
                 let hwm = Offset(p.high_watermark);
+                let leader_start = Offset(p.log_start_offset);
+                if leader_start > a.replica.log().borrow().log_start() {
+                    starts.push((a, leader_start));
+                }
                 match p.records.filter(|r| !r.is_empty()) {
                     Some(records) => {
                         let log = a.replica.log();

@@ -156,6 +156,9 @@ pub struct Replica {
     generation: Cell<u64>,
     /// The ISR's size in the metadata (for the check when acks=all completes).
     isr_size: Rc<Cell<usize>>,
+    /// The leader epoch at which this replica last asked to hand a failed log's leadership
+    /// over.
+    resigned: Cell<Option<LeaderEpoch>>,
 }
 
 /// How long an ISR change may wait for the metadata before the leader asks again.
@@ -185,6 +188,7 @@ impl Replica {
             epoch_watch: RefCell::new(Vec::new()),
             generation: Cell::new(0),
             isr_size: Rc::new(Cell::new(1)),
+            resigned: Cell::new(None),
         }
     }
 
@@ -505,6 +509,20 @@ impl Replica {
         drop(role);
         self.update_hwm();
         Some((isr, epoch))
+    }
+
+    /// The epoch to resign at if this replica leads with a failed log (asked once per epoch:
+    /// the controller either moves the partition or has nobody else to give it to).
+    pub fn resignation(&self) -> Option<LeaderEpoch> {
+        let role = self.role.borrow();
+        let Role::Leader(l) = &*role else {
+            return None;
+        };
+        if self.log.borrow().failure().is_none() || self.resigned.get() == Some(l.view.epoch) {
+            return None;
+        }
+        self.resigned.set(Some(l.view.epoch));
+        Some(l.view.epoch)
     }
 
     /// The controller refused the ISR change: forget it (the next check asks again).

@@ -227,6 +227,9 @@ impl ControllerService {
                     answers.push(self.settle(proposed).await);
                 }
             }
+            ControllerOp::Resign(req) => {
+                answers.push(self.settle(c.resign(&req).await).await);
+            }
             ControllerOp::AlterIsr(req) => {
                 answers.push(self.settle(c.alter_isr(&req).await).await);
             }

@@ -60,6 +60,8 @@ pub struct Shard {
     pub coordinator: std::cell::OnceCell<Rc<Coordinator>>,
     /// In a cluster: the fetchers following other brokers' partitions this shard owns.
     pub fetchers: crate::replication::fetcher::Fetchers,
+    /// The leader's throttle on catch-up replication.
+    pub replication_throttle: replicas::ReplicationThrottle,
 }
 
 pub type ShardRef = Rc<Shard>;
@@ -97,6 +99,7 @@ impl Shard {
             reopen_tried: RefCell::new(HashMap::new()),
             coordinator: std::cell::OnceCell::new(),
             fetchers,
+            replication_throttle: Default::default(),
         }
     }
 

@@ -166,6 +166,10 @@ impl Shard {
                 .map(|(tp, r)| (tp.clone(), r.clone()))
                 .collect();
             for (tp, replica) in replicas {
+                if let Some(epoch) = replica.resignation() {
+                    self.resign(&tp, epoch);
+                    continue;
+                }
                 let Some((isr, epoch)) = replica.isr_change(lag) else {
                     continue;
                 };
@@ -206,6 +210,57 @@ impl Shard {
                     });
                 });
             }
+        }
+    }
+}
+
+impl Shard {
+    /// Asks the controller to move a partition whose log failed to another in-sync replica.
+    fn resign(self: &Rc<Self>, tp: &TopicPartition, epoch: LeaderEpoch) {
+        tracing::warn!(partition = %tp, "its log failed; asking to hand leadership over");
+        let op = ControllerOp::Resign(AlterIsr {
+            topic: tp.topic.to_string(),
+            partition: tp.partition.0 as u32,
+            leader: self.config.node_id.0,
+            leader_epoch: epoch.0,
+            isr: Vec::new(),
+        });
+        let shard = self.clone();
+        crate::runtime::io::spawn(async move {
+            let _ = super::metadata::ask(&shard, op).await;
+        });
+    }
+}
+
+/// The leader's throttle on catch-up replication: a token bucket of this shard's share of
+/// `replication_throttle_bytes_per_sec`, at most one second of it banked.
+#[derive(Default)]
+pub struct ReplicationThrottle {
+    /// (bytes that may still go, when last refilled).
+    state: std::cell::Cell<(f64, Duration)>,
+}
+
+impl Shard {
+    /// Charges `bytes` sent to followers outside the ISR; how long to hold the answer so that
+    /// this shard stays within its share of the throttle (zero when unthrottled).
+    pub fn throttle_replication(&self, bytes: usize) -> Duration {
+        let rate = self.config.replication_throttle_bytes_per_sec as f64 / self.shard_count as f64;
+        if rate <= 0.0 || bytes == 0 {
+            return Duration::ZERO;
+        }
+        let now = self.env.monotonic();
+        let (tokens, last) = self.replication_throttle.state.get();
+        let refilled = (tokens + now.saturating_sub(last).as_secs_f64() * rate).min(rate);
+        let left = refilled - bytes as f64;
+        self.replication_throttle.state.set((left, now));
+        if left >= 0.0 {
+            Duration::ZERO
+        } else {
+            crate::metrics::with(|m| {
+                m.replication_throttled_bytes
+                    .fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+            });
+            Duration::from_secs_f64(-left / rate)
         }
     }
 }

@@ -1,8 +1,9 @@
 //! Retention: closed segments past `retention.ms` or beyond `retention.bytes` are deleted, as
 //! the topic's configuration asks (the only data the broker removes, and only by that
 //! policy), and closed offsets segments that a compacting snapshot covers. Runs on: the owning
-//! shard. Invariants: the active segment always stays; the log start moves before the files
-//! go, so no read is offered bytes that are being deleted.
+//! shard. Invariants: the active segment always stays, and so does any segment holding
+//! offsets at or past the high watermark; the log start moves before the files go, so no read
+//! is offered bytes that are being deleted.
 
 use super::partition::PartitionHandle;
 use super::segment;
@@ -53,7 +54,9 @@ async fn remove_leading_segments(
         let mut removed = Vec::new();
         while p.segments.len() > 1 {
             let first = p.segments.values().next().expect("segment");
-            if !first.closed || !remove(first) {
+            // Only what every in-sync replica holds goes (a leader's high watermark may lag
+            // its log while followers catch up; a follower's its leader's).
+            if !first.closed || first.next_offset > p.high_watermark || !remove(first) {
                 break;
             }
             let base = first.base_offset;

@@ -90,6 +90,25 @@ pub async fn handle(
         });
     }
     let answers = fetch_until_ready(shard, &items, deadline).await;
+    // Catch-up traffic (partitions whose ISR lacks this follower) is throttled by holding the
+    // answer back; in-sync followers are never slowed.
+    let catching_up: usize = items
+        .iter()
+        .zip(&answers)
+        .filter(|((tp, _), _)| {
+            image
+                .partition(&tp.topic, tp.partition.0 as u32)
+                .is_some_and(|(_, isr)| !isr.contains(&follower))
+        })
+        .map(|(_, a)| match a {
+            PartitionResponse::ReplicaFetch { records, .. } => records.len(),
+            _ => 0,
+        })
+        .sum();
+    let hold = shard.throttle_replication(catching_up);
+    if !hold.is_zero() {
+        shard.env.sleep(hold).await;
+    }
     for ((ti, pi), answer) in places.into_iter().zip(answers) {
         if let PartitionResponse::ReplicaFetch {
             error,

@@ -571,6 +571,15 @@ fn unusable_start_conditions_are_refused_by_name() {
             vec!["--default-replication-factor", "3"],
             "default_replication_factor",
         ),
+        (vec!["--min-insync-replicas", "0"], "min_insync_replicas"),
+        (
+            vec!["--replica-lag-time-max-ms", "10"],
+            "replica_lag_time_max_ms",
+        ),
+        (
+            vec!["--replication-throttle-bytes-per-sec", "5"],
+            "replication_throttle_bytes_per_sec",
+        ),
     ] {
         let mut all = vec!["--data-dir", dir, "--listen", &listen];
         all.extend(args.iter().copied());

@@ -204,7 +204,7 @@ impl Fetcher {
             }
             let log = replica.log().borrow();
             // Only what is durable may be reported, and appends must continue the log.
-            if log.failure().is_some() || log.flushed() != log.log_end() {
+            if log.failure().is_some() || log.is_truncating() || log.flushed() != log.log_end() {
                 continue;
             }
             asked.push(Asked {
@@ -281,6 +281,11 @@ impl Fetcher {
                 }
                 Err(_) => tracing::warn!(partition = %a.tp, "follower writer went away"),
             }
+        }
+        // The leader's log start (its retention) reaches the follower: whole segments below
+        // it go here too (below this follower's high watermark only).
+        for (a, start) in starts {
+            crate::storage::delete_segments_before(a.replica.log(), start).await;
         }
     }
 }

@@ -131,6 +131,9 @@ struct Progress {
 #[derive(Debug)]
 struct Leading {
     view: RoleView,
+    /// This leader's log end when it began to lead: a follower joins the ISR only once it has
+    /// everything below it (its high watermark may lag what the previous leader acknowledged).
+    start: Offset,
     followers: BTreeMap<i32, Progress>,
     /// An ISR this leader asked the controller for, not yet in the metadata, and when.
     pending_isr: Option<(Vec<i32>, Duration)>,
@@ -156,13 +159,15 @@ pub struct Replica {
     generation: Cell<u64>,
     /// The ISR's size in the metadata (for the check when acks=all completes).
     isr_size: Rc<Cell<usize>>,
-    /// The leader epoch at which this replica last asked to hand a failed log's leadership
-    /// over.
-    resigned: Cell<Option<LeaderEpoch>>,
+    /// When (and at which leader epoch) this replica last asked to hand a failed log's
+    /// leadership over.
+    resigned: Cell<Option<(LeaderEpoch, Duration)>>,
 }
 
 /// How long an ISR change may wait for the metadata before the leader asks again.
 const PENDING_ISR_MS: u64 = 5_000;
+/// How often a leader with a failed log asks again to hand its leadership over.
+const RESIGN_RETRY_MS: u64 = 2_000;
 
 impl Replica {
     /// The replica of a one-node cluster: acks=1 and acks=all both mean "durable here".
@@ -210,6 +215,14 @@ impl Replica {
                 if l.pending_isr.as_ref().is_some_and(|(p, _)| *p == view.isr) {
                     l.pending_isr = None;
                 }
+                // A follower that left the ISR proves its position again by fetching (it
+                // may have restarted with less) before it may rejoin.
+                for r in l.view.isr.iter().filter(|r| !view.isr.contains(r)) {
+                    if let Some(p) = l.followers.get_mut(r) {
+                        p.end = Offset(-1);
+                        p.last_fetch = None;
+                    }
+                }
                 for r in view.replicas.iter().filter(|r| **r != view.me) {
                     l.followers.entry(*r).or_insert(Progress {
                         end: Offset(-1),
@@ -256,8 +269,10 @@ impl Replica {
                 .collect();
             tracing::info!(partition = %self.log.borrow().tp, epoch = view.epoch.0,
                 isr = ?view.isr, "leading");
+            let start = self.log.borrow().log_end();
             *role = Role::Leader(Box::new(Leading {
                 view,
+                start,
                 followers,
                 pending_isr: None,
             }));
@@ -351,8 +366,7 @@ impl Replica {
         min_insync: usize,
         timeout: Duration,
     ) -> Done {
-        let (tx, mut lost) = oneshot::channel();
-        self.epoch_watch.borrow_mut().push(tx);
+        let mut lost = self.watch_epoch();
         let log = self.log.clone();
         let env = self.env.clone();
         let isr_size = self.isr_size.clone();
@@ -380,11 +394,51 @@ impl Replica {
         })
     }
 
-    /// Resolves once `offset` is below the high watermark (a retried batch's original).
-    pub async fn wait_durable(&self, offset: Offset) -> Result<(), Error> {
-        Partition::wait_durable(&self.log, offset)
-            .await
-            .map_err(Error::Storage)
+    /// A receiver that resolves when the role or epoch changes. Finished waits are pruned
+    /// as the list grows, so a steady leader keeps only the live ones.
+    fn watch_epoch(&self) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        let mut watch = self.epoch_watch.borrow_mut();
+        if watch.len() >= 64 && watch.len().is_power_of_two() {
+            watch.retain(|t| !t.is_canceled());
+        }
+        watch.push(tx);
+        rx
+    }
+
+    /// Resolves once `offset` is below the high watermark (a retried batch's original), while
+    /// this replica leads at the epoch it started waiting in (else NOT_LEADER_OR_FOLLOWER: the
+    /// original may have been truncated by a new leader) and within `timeout`.
+    pub fn wait_durable(&self, offset: Offset, timeout: Duration) -> Done {
+        let log = self.log.clone();
+        match &*self.role.borrow() {
+            Role::SingleNode => {
+                return Box::pin(async move {
+                    Partition::wait_durable(&log, offset)
+                        .await
+                        .map_err(Error::Storage)
+                })
+            }
+            Role::Follower(_) => return Box::pin(async { Err(Error::NotLeader) }),
+            Role::Leader(_) => {}
+        }
+        let mut lost = self.watch_epoch();
+        let env = self.env.clone();
+        Box::pin(async move {
+            let wait = async {
+                let mut hwm = std::pin::pin!(Partition::wait_durable(&log, offset));
+                std::future::poll_fn(|cx| {
+                    if Pin::new(&mut lost).poll(cx).is_ready() {
+                        return std::task::Poll::Ready(Err(Error::NotLeader));
+                    }
+                    hwm.as_mut().poll(cx).map(|r| r.map_err(Error::Storage))
+                })
+                .await
+            };
+            env.timeout(timeout, wait)
+                .await
+                .unwrap_or(Err(Error::TimedOut))
+        })
     }
 
     /// A follower's fetch at `offset`, checked and recorded: `Ok(None)` to read on,
@@ -495,7 +549,7 @@ impl Replica {
             let caught_up = l
                 .followers
                 .get(r)
-                .is_some_and(|p| p.end >= hwm && p.end.0 >= 0);
+                .is_some_and(|p| p.end >= hwm.max(l.start) && p.end.0 >= 0);
             if !isr.contains(r) && caught_up {
                 isr.push(*r);
             }
@@ -511,17 +565,23 @@ impl Replica {
         Some((isr, epoch))
     }
 
-    /// The epoch to resign at if this replica leads with a failed log (asked once per epoch:
-    /// the controller either moves the partition or has nobody else to give it to).
+    /// The epoch to resign at if this replica leads with a failed log: asked again every
+    /// `RESIGN_RETRY_MS` while it still leads (the controller may have had nobody else in
+    /// sync, or no quorum).
     pub fn resignation(&self) -> Option<LeaderEpoch> {
         let role = self.role.borrow();
         let Role::Leader(l) = &*role else {
             return None;
         };
-        if self.log.borrow().failure().is_none() || self.resigned.get() == Some(l.view.epoch) {
+        self.log.borrow().failure()?;
+        let now = self.env.monotonic();
+        let recent = self.resigned.get().is_some_and(|(epoch, at)| {
+            epoch == l.view.epoch && now.saturating_sub(at) < Duration::from_millis(RESIGN_RETRY_MS)
+        });
+        if recent {
             return None;
         }
-        self.resigned.set(Some(l.view.epoch));
+        self.resigned.set(Some((l.view.epoch, now)));
         Some(l.view.epoch)
     }
 

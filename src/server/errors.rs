@@ -24,6 +24,8 @@ pub fn storage_code(e: &StorageError) -> ErrorCode {
         StorageError::OutOfOrderSequence => ErrorCode::OutOfOrderSequenceNumber,
         StorageError::InvalidProducerEpoch => ErrorCode::InvalidProducerEpoch,
         StorageError::OffsetOutOfRange => ErrorCode::OffsetOutOfRange,
+        // A follower cutting its log back: the client asks again (it is no leader now).
+        StorageError::Truncating => ErrorCode::NotLeaderOrFollower,
         StorageError::NotContiguous { .. } => ErrorCode::OffsetOutOfRange,
     }
 }

@@ -77,7 +77,11 @@ impl Shard {
             }
         }
         for (i, replica, base_offset) in run.duplicates {
-            if let Err(e) = replica.wait_durable(base_offset).await {
+            let timeout = match &items[i].1 {
+                PartitionRequest::Produce { timeout_ms, .. } => Duration::from_millis(*timeout_ms),
+                _ => Duration::from_secs(30),
+            };
+            if let Err(e) = replica.wait_durable(base_offset, timeout).await {
                 let error = super::replicas::replica_error(e);
                 answers[i] = PartitionResponse::error_for(&items[i].1, error);
             }

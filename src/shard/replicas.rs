@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use super::messages::{PartitionError, PartitionResponse};
 use super::Shard;
-use crate::cluster::controller::ControllerOp;
+use crate::cluster::controller::{ControllerError, ControllerOp};
 use crate::cluster::elect::AlterIsr;
 use crate::cluster::MetadataImage;
 use crate::protocol::types::{LeaderEpoch, Offset, TopicPartition};
@@ -191,14 +191,26 @@ impl Shard {
                 };
                 crate::runtime::io::spawn(async move {
                     let answer = super::metadata::ask(&shard, op).await;
-                    let ok = answer
-                        .as_ref()
-                        .and_then(|a| a.first())
-                        .is_some_and(|r| r.is_ok());
-                    if !ok {
-                        tracing::info!(partition = %tp, ?answer, "ISR change refused");
-                        replica.isr_change_refused();
-                        return;
+                    let result = answer.as_ref().and_then(|a| a.first());
+                    match result {
+                        Some(Ok(_)) => {}
+                        // Refused for certain: forget it (the next check asks anew).
+                        Some(Err(
+                            ControllerError::StaleLeader(_)
+                            | ControllerError::InvalidConfig(_)
+                            | ControllerError::UnknownTopic(_),
+                        )) => {
+                            tracing::info!(partition = %tp, ?answer, "ISR change refused");
+                            replica.isr_change_refused();
+                            return;
+                        }
+                        // The outcome is unknown (no quorum in time, no controller): it may
+                        // still commit, so a member being added keeps counting for the high
+                        // watermark until the leader asks again.
+                        _ => {
+                            tracing::info!(partition = %tp, ?answer, "ISR change outcome unknown");
+                            return;
+                        }
                     }
                     crate::metrics::with(|m| {
                         use std::sync::atomic::Ordering::Relaxed;
@@ -241,27 +253,43 @@ pub struct ReplicationThrottle {
 }
 
 impl Shard {
-    /// Charges `bytes` sent to followers outside the ISR; how long to hold the answer so that
-    /// this shard stays within its share of the throttle (zero when unthrottled).
-    pub fn throttle_replication(&self, bytes: usize) -> Duration {
-        let rate = self.config.replication_throttle_bytes_per_sec as f64 / self.shard_count as f64;
+    /// Whether `bytes` may go to a follower outside the ISR now (charged if so; a response
+    /// may overdraw the bucket, which the next ones then wait out). Always when unthrottled.
+    pub fn take_replication_tokens(&self, bytes: usize) -> bool {
+        let rate = self.replication_rate();
         if rate <= 0.0 || bytes == 0 {
-            return Duration::ZERO;
+            return true;
         }
         let now = self.env.monotonic();
         let (tokens, last) = self.replication_throttle.state.get();
         let refilled = (tokens + now.saturating_sub(last).as_secs_f64() * rate).min(rate);
-        let left = refilled - bytes as f64;
-        self.replication_throttle.state.set((left, now));
-        if left >= 0.0 {
-            Duration::ZERO
-        } else {
+        if refilled <= 0.0 {
+            self.replication_throttle.state.set((refilled, now));
             crate::metrics::with(|m| {
                 m.replication_throttled_bytes
                     .fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
             });
-            Duration::from_secs_f64(-left / rate)
+            return false;
         }
+        self.replication_throttle
+            .state
+            .set((refilled - bytes as f64, now));
+        true
+    }
+
+    /// How long until the throttle lets bytes go again.
+    pub fn replication_refill_wait(&self) -> Duration {
+        let rate = self.replication_rate();
+        let (tokens, _) = self.replication_throttle.state.get();
+        if rate <= 0.0 || tokens > 0.0 {
+            return Duration::ZERO;
+        }
+        Duration::from_secs_f64(-tokens / rate + 0.001)
+    }
+
+    /// This shard's share of the throttle, bytes/s (0: none).
+    fn replication_rate(&self) -> f64 {
+        self.config.replication_throttle_bytes_per_sec as f64 / self.shard_count as f64
     }
 }
 

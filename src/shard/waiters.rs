@@ -91,7 +91,7 @@ impl Shard {
                     } else {
                         p.high_watermark()
                     };
-                    if reached > *offset || p.failure().is_some() {
+                    if reached > *offset {
                         drop(p);
                         if let Some(tx) = waiter.borrow_mut().take() {
                             let _ = tx.send(());

@@ -28,6 +28,9 @@ impl Partition {
         if let Some(why) = &p.failed {
             return Err(Error::Failed(why.clone()));
         }
+        if p.truncating {
+            return Err(Error::Truncating);
+        }
         let mut batches: Vec<(BatchHeader, Bytes)> = Vec::new();
         let mut expected = p.log_end;
         let mut epoch = p.epochs.latest().map(|(e, _)| e);
@@ -66,6 +69,17 @@ impl Partition {
     /// batches. Waits for writes in flight to finish first. Returns the new log end (at most
     /// `offset`: a cut inside a batch keeps none of it).
     pub async fn truncate_to(this: &PartitionHandle, offset: Offset) -> Result<Offset, Error> {
+        if this.borrow().truncating {
+            return Err(Error::Truncating);
+        }
+        // No append may start while the files are cut (their offsets would be reused).
+        this.borrow_mut().truncating = true;
+        let result = Partition::truncate_now(this, offset).await;
+        this.borrow_mut().truncating = false;
+        result
+    }
+
+    async fn truncate_now(this: &PartitionHandle, offset: Offset) -> Result<Offset, Error> {
         let env = this.borrow().env.clone();
         while this.borrow().is_writing() {
             env.sleep(std::time::Duration::from_millis(1)).await;

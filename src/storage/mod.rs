@@ -49,6 +49,8 @@ pub enum Error {
     OutOfOrderSequence,
     InvalidProducerEpoch,
     OffsetOutOfRange,
+    /// A truncation (a follower cutting back to its leader's history) is under way.
+    Truncating,
     /// A follower append whose first offset does not continue the log.
     NotContiguous {
         expected: Offset,
@@ -70,6 +72,7 @@ impl std::fmt::Display for Error {
             Error::OutOfOrderSequence => write!(f, "out of order sequence number"),
             Error::InvalidProducerEpoch => write!(f, "invalid producer epoch"),
             Error::OffsetOutOfRange => write!(f, "offset out of range"),
+            Error::Truncating => write!(f, "the log is being truncated"),
             Error::NotContiguous { expected, got } => write!(
                 f,
                 "a follower append starts at {} but the log ends at {}",

@@ -76,6 +76,7 @@ impl Partition {
             high_watermark: log_end,
             hwm_cap: None,
             data_waiters: Vec::new(),
+            truncating: false,
             pending: VecDeque::new(),
             writer_active: false,
             cache: VecDeque::new(),

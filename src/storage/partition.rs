@@ -110,6 +110,8 @@ pub struct Partition {
     pub(super) hwm_cap: Option<Offset>,
     /// Followers' fetches waiting for the log to be written past their offset.
     pub(super) data_waiters: Vec<Waiter>,
+    /// A truncation is under way: appends are refused until it ends.
+    pub(super) truncating: bool,
     pub(super) pending: VecDeque<PendingAppend>,
     pub(super) writer_active: bool,
     pub(super) cache: VecDeque<CachedBatch>,
@@ -296,6 +298,9 @@ impl Partition {
         if let Some(why) = &p.failed {
             return Err(Error::Failed(why.clone()));
         }
+        if p.truncating {
+            return Err(Error::Truncating);
+        }
         let max = p.config.message_max_bytes as usize;
         let batches = record_batch::split_produced(payload, max).map_err(Error::InvalidBatch)?;
         // Idempotence is checked on the first batch: producers send one batch per partition.
@@ -467,6 +472,10 @@ impl Partition {
             }
         }
         let mark = self.written.clone();
+        // Epochs first seen in the batches taken back go with them.
+        if self.epochs.truncate_from(mark.offset) {
+            self.epochs_dirty = true;
+        }
         let active = self
             .segments
             .values_mut()
@@ -547,6 +556,11 @@ impl Partition {
         self.failed = Some(why);
         self.notify_waiters();
         self.notify_data_waiters();
+    }
+
+    /// Whether a truncation is under way (appends are refused meanwhile).
+    pub fn is_truncating(&self) -> bool {
+        self.truncating
     }
 
     /// Why the log refuses writes, if it does (a failed write or sync, or closed).

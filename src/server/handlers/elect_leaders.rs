@@ -65,7 +65,7 @@ pub async fn handle(shard: &ShardRef, request: ElectLeadersRequest) -> ResponseK
         .into_iter()
         .map(|(topic, partitions)| {
             ReplicaElectionResult::default()
-                .with_topic(crate::client::topic_name(&topic))
+                .with_topic(kafka_protocol::messages::TopicName(str_bytes(&topic)))
                 .with_partition_result(partitions)
         })
         .collect();

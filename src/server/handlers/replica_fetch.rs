@@ -89,26 +89,15 @@ pub async fn handle(
             partitions: parts,
         });
     }
-    let answers = fetch_until_ready(shard, &items, deadline).await;
-    // Catch-up traffic (partitions whose ISR lacks this follower) is throttled by holding the
-    // answer back; in-sync followers are never slowed.
-    let catching_up: usize = items
+    let in_sync: Vec<bool> = items
         .iter()
-        .zip(&answers)
-        .filter(|((tp, _), _)| {
+        .map(|(tp, _)| {
             image
                 .partition(&tp.topic, tp.partition.0 as u32)
-                .is_some_and(|(_, isr)| !isr.contains(&follower))
+                .is_some_and(|(_, isr)| isr.contains(&follower))
         })
-        .map(|(_, a)| match a {
-            PartitionResponse::ReplicaFetch { records, .. } => records.len(),
-            _ => 0,
-        })
-        .sum();
-    let hold = shard.throttle_replication(catching_up);
-    if !hold.is_zero() {
-        shard.env.sleep(hold).await;
-    }
+        .collect();
+    let answers = fetch_until_ready(shard, &items, &in_sync, deadline).await;
     for ((ti, pi), answer) in places.into_iter().zip(answers) {
         if let PartitionResponse::ReplicaFetch {
             error,
@@ -131,10 +120,14 @@ pub async fn handle(
 }
 
 /// Fetches; while nothing came back, waits for a log to be written further (or the deadline)
-/// and fetches again.
+/// and fetches again. Catch-up bytes (partitions whose ISR lacks this follower) go only while
+/// the replication throttle allows: otherwise those partitions answer empty, and the wait
+/// ends when the throttle refills or an in-sync partition is written further, so in-sync
+/// partitions are never slowed by it.
 async fn fetch_until_ready(
     shard: &ShardRef,
     items: &[(TopicPartition, PartitionRequest)],
+    in_sync: &[bool],
     deadline: Duration,
 ) -> Vec<PartitionResponse> {
     loop {
@@ -142,7 +135,16 @@ async fn fetch_until_ready(
             .iter()
             .map(|(tp, r)| (tp.clone(), clone_request(r)))
             .collect();
-        let answers = shard.execute(request).await;
+        let mut answers = shard.execute(request).await;
+        let mut throttled = false;
+        for (answer, in_sync) in answers.iter_mut().zip(in_sync) {
+            if let PartitionResponse::ReplicaFetch { records, .. } = answer {
+                if !*in_sync && !shard.take_replication_tokens(records.len()) {
+                    *records = FetchRecords::Memory(bytes::Bytes::new());
+                    throttled = true;
+                }
+            }
+        }
         let ready = answers.iter().any(|a| match a {
             PartitionResponse::ReplicaFetch {
                 error,
@@ -156,14 +158,25 @@ async fn fetch_until_ready(
         if ready || now >= deadline || items.is_empty() {
             return answers;
         }
-        let waits = items
+        let mut wait = deadline - now;
+        if throttled {
+            wait = wait.min(shard.replication_refill_wait());
+        }
+        let waits: Vec<(TopicPartition, Offset)> = items
             .iter()
-            .filter_map(|(tp, r)| match r {
+            .zip(in_sync)
+            .filter(|(_, s)| !throttled || **s)
+            .filter_map(|((tp, r), _)| match r {
                 PartitionRequest::ReplicaFetch { offset, .. } => Some((tp.clone(), *offset)),
                 _ => None,
             })
             .collect();
-        shard.wait_for_written(waits, deadline - now).await;
+        if waits.is_empty() {
+            // Only throttled partitions: nothing to watch but the clock.
+            shard.env.sleep(wait).await;
+        } else {
+            shard.wait_for_written(waits, wait).await;
+        }
         crate::runtime::io::yield_now().await;
     }
 }

@@ -513,3 +513,39 @@ fn a_flipped_bit_in_a_closed_segment_is_refused_not_cut() {
         );
     }
 }
+
+/// A follower append that fails for lack of space takes back the epochs its batches began,
+/// with the batches: fetched again, the same batches append (a kept epoch 5 used to refuse
+/// the epoch-4 batch before it forever, as "epochs never go back").
+#[test]
+fn a_rewound_follower_append_forgets_its_epochs() {
+    let fs = fresh_fs();
+    let env = env_on(&fs, 9);
+    let probe = fs.clone();
+    run(async move {
+        let part = open(&env, 64 << 20).await.unwrap();
+        let mut a = batch(1, 2, 100);
+        record_batch::assign_offset(&mut a, Offset(0), LeaderEpoch(4));
+        let mut b = batch(2, 2, 100);
+        record_batch::assign_offset(&mut b, Offset(2), LeaderEpoch(5));
+        let payload: Vec<u8> = [a, b].concat();
+        probe.inject(Fault {
+            op: Op::Write,
+            path: ".log".into(),
+            errno: libc::ENOSPC,
+            times: 1,
+        });
+        let durable =
+            Partition::append_follower(&part, bytes::Bytes::from(payload.clone())).unwrap();
+        assert!(durable.await.unwrap().is_err(), "the write fails");
+        assert_eq!(part.borrow().log_end(), Offset(0), "rewound");
+        assert_eq!(part.borrow().epochs().latest(), None, "epochs taken back");
+        probe.clear_faults();
+        let durable = Partition::append_follower(&part, bytes::Bytes::from(payload)).unwrap();
+        durable.await.unwrap().unwrap();
+        assert_eq!(
+            part.borrow().epochs().latest(),
+            Some((LeaderEpoch(5), Offset(2)))
+        );
+    });
+}

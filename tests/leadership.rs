@@ -46,6 +46,27 @@ fn leaders(bootstrap: &str) -> Vec<(i64, i64, i64, usize)> {
         .collect()
 }
 
+/// `tusk topic create` of TOPIC with `partitions` partitions and three replicas each.
+fn create_topic(bootstrap: &str, partitions: u32) {
+    let partitions = partitions.to_string();
+    let out = common::run_with_timeout(
+        Command::new(env!("CARGO_BIN_EXE_tusk")).args([
+            "topic",
+            "create",
+            TOPIC,
+            "--partitions",
+            &partitions,
+            "--replication-factor",
+            "3",
+            "--bootstrap",
+            bootstrap,
+        ]),
+        None,
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "topic create: {}", out.stderr);
+}
+
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !done() {
@@ -66,22 +87,7 @@ fn elect_leaders_moves_leadership_back_to_the_preferred_replicas() {
     let _serial = serial();
     let mut cluster = Cluster::start(3, 1);
     let at1 = cluster.bootstrap_of(1);
-    let out = common::run_with_timeout(
-        Command::new(env!("CARGO_BIN_EXE_tusk")).args([
-            "topic",
-            "create",
-            TOPIC,
-            "--partitions",
-            "6",
-            "--replication-factor",
-            "3",
-            "--bootstrap",
-            &at1,
-        ]),
-        None,
-        Duration::from_secs(60),
-    );
-    assert!(out.status.success(), "topic create: {}", out.stderr);
+    create_topic(&at1, 6);
     wait_until(
         "every partition led by its preferred replica, all in sync",
         || {
@@ -159,22 +165,7 @@ fn catch_up(throttled: bool) -> Duration {
     };
     let mut cluster = Cluster::start_with(3, 1, extra);
     let at1 = cluster.bootstrap_of(1);
-    let out = common::run_with_timeout(
-        Command::new(env!("CARGO_BIN_EXE_tusk")).args([
-            "topic",
-            "create",
-            TOPIC,
-            "--partitions",
-            "1",
-            "--replication-factor",
-            "3",
-            "--bootstrap",
-            &at1,
-        ]),
-        None,
-        Duration::from_secs(60),
-    );
-    assert!(out.status.success(), "topic create: {}", out.stderr);
+    create_topic(&at1, 1);
     wait_until("all in sync", || {
         leaders(&at1)
             .iter()

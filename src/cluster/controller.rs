@@ -438,14 +438,13 @@ impl Controller {
         Ok(last)
     }
 
-    /// Elects leaders for partitions whose leader is not live and takes fenced brokers out
-    /// of the ISRs (`avoid`: a broker shutting down, which leads nothing and leaves every
-    /// ISR); the last record's index, if any.
-    pub async fn elect_leaders(&self, avoid: Option<i32>) -> Result<Option<u64>, ControllerError> {
+    /// Elects leaders for partitions whose leader is not live (or is shutting down) and takes
+    /// fenced brokers out of the ISRs; the last record's index, if any.
+    pub async fn elect_leaders(&self) -> Result<Option<u64>, ControllerError> {
         if self.config.cluster.is_none() {
             return Ok(None);
         }
-        let records = super::elect::leadership_changes(&self.image.borrow(), avoid);
+        let records = super::elect::leadership_changes(&self.image.borrow());
         let mut last = None;
         for record in records {
             tracing::info!(%record, "partition leadership changes");
@@ -464,7 +463,7 @@ impl Controller {
         let index = self
             .propose(MetadataRecord::BrokerShuttingDown { node_id, epoch })
             .await?;
-        Ok(self.elect_leaders(None).await?.or(Some(index)))
+        Ok(self.elect_leaders().await?.or(Some(index)))
     }
 
     /// Preferred-leader elections: one answer per partition (the index of the record that
@@ -497,13 +496,8 @@ impl Controller {
             );
         }
         for (topic, changes) in by_topic {
-            let topic_id = if topic == OFFSETS_TOPIC {
-                crate::constants::OFFSETS_TOPIC_ID
-            } else {
-                match self.image.borrow().topics.get(&topic) {
-                    Some(t) => t.topic_id.0,
-                    None => continue,
-                }
+            let Some(topic_id) = self.image.borrow().topic_id_of(&topic) else {
+                continue;
             };
             for chunk in changes.chunks(ASSIGNMENTS_PER_RECORD_MAX) {
                 let record = MetadataRecord::PartitionsChanged {
@@ -544,14 +538,8 @@ impl Controller {
                 )))
             }
         };
-        let topic_id = if req.topic == OFFSETS_TOPIC {
-            crate::constants::OFFSETS_TOPIC_ID
-        } else {
-            let image = self.image.borrow();
-            let Some(t) = image.topics.get(&req.topic) else {
-                return Ok(None);
-            };
-            t.topic_id.0
+        let Some(topic_id) = self.image.borrow().topic_id_of(&req.topic) else {
+            return Ok(None);
         };
         let record = MetadataRecord::PartitionsChanged {
             name: req.topic.clone(),
@@ -639,7 +627,7 @@ impl Controller {
                     epoch: b.epoch,
                 })
                 .await?;
-                self.elect_leaders(None).await?;
+                self.elect_leaders().await?;
                 tracing::info!(node_id, epoch, host, port, "registering broker");
                 MetadataRecord::BrokerRegistered {
                     node_id,

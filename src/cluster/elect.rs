@@ -14,10 +14,10 @@ use crate::constants::{ASSIGNMENTS_PER_RECORD_MAX, OFFSETS_TOPIC, OFFSETS_TOPIC_
 /// The changes the brokers' liveness calls for: partitions led by a fenced (or never
 /// registered) broker get a live ISR member as leader (the first in replica order, so the
 /// preferred leader when it can), or none; fenced brokers leave the ISRs of partitions whose
-/// leader is live. `avoid` names brokers that must not be elected and leave every ISR
-/// (one shutting down: it hands its leadership over first).
-pub fn leadership_changes(image: &MetadataImage, avoid: Option<i32>) -> Vec<MetadataRecord> {
-    let live = |b: i32| image.is_eligible(b) && Some(b) != avoid;
+/// leader is live. A broker shutting down counts as not live (it hands its leadership over
+/// first).
+pub fn leadership_changes(image: &MetadataImage) -> Vec<MetadataRecord> {
+    let live = |b: i32| image.is_eligible(b);
     let mut out = Vec::new();
     let topics = image
         .topics
@@ -216,15 +216,7 @@ pub fn alter_isr(
     if req.isr == current {
         return Ok(None);
     }
-    let topic_id = if req.topic == OFFSETS_TOPIC {
-        OFFSETS_TOPIC_ID
-    } else {
-        image
-            .topics
-            .get(&req.topic)
-            .map(|t| t.topic_id.0)
-            .ok_or(AlterRefused::Unknown)?
-    };
+    let topic_id = image.topic_id_of(&req.topic).ok_or(AlterRefused::Unknown)?;
     Ok(Some(MetadataRecord::PartitionsChanged {
         name: req.topic.clone(),
         topic_id,
@@ -297,12 +289,12 @@ mod tests {
     #[test]
     fn a_fenced_leader_is_replaced_by_the_first_live_isr_member_with_a_new_epoch() {
         let mut img = image(&[(1, true), (2, false), (3, false)], &[1, 2, 3], None);
-        let changes = leadership_changes(&img, None);
+        let changes = leadership_changes(&img);
         apply_all(&mut img, &changes);
         let (a, isr) = img.partition("t", 0).unwrap();
         assert_eq!((a.leader, a.leader_epoch), (2, 1));
         assert_eq!(isr, &[2, 3]);
-        assert!(leadership_changes(&img, None).is_empty(), "settled");
+        assert!(leadership_changes(&img).is_empty(), "settled");
     }
 
     #[test]
@@ -313,7 +305,7 @@ mod tests {
             &[1, 2, 3],
             Some(&[1, 2]),
         );
-        let changes = leadership_changes(&img, None);
+        let changes = leadership_changes(&img);
         apply_all(&mut img, &changes);
         let (a, isr) = img.partition("t", 0).unwrap();
         assert_eq!((a.leader, a.leader_epoch), (-1, 1));
@@ -322,13 +314,13 @@ mod tests {
             &[1, 2],
             "the ISR keeps who holds the acknowledged records"
         );
-        assert!(leadership_changes(&img, None).is_empty());
+        assert!(leadership_changes(&img).is_empty());
         // 2 comes back: it leads, at a new epoch.
         img.apply(&MetadataRecord::BrokerUnfenced {
             node_id: 2,
             epoch: 1,
         });
-        let changes = leadership_changes(&img, None);
+        let changes = leadership_changes(&img);
         apply_all(&mut img, &changes);
         let (a, isr) = img.partition("t", 0).unwrap();
         assert_eq!((a.leader, a.leader_epoch), (2, 2));
@@ -336,14 +328,18 @@ mod tests {
     }
 
     #[test]
-    fn a_fenced_follower_leaves_the_isr_without_a_new_epoch_and_avoid_moves_leadership() {
+    fn a_fenced_follower_leaves_the_isr_without_a_new_epoch_and_a_shutdown_moves_leadership() {
         let mut img = image(&[(1, false), (2, false), (3, true)], &[1, 2, 3], None);
-        let changes = leadership_changes(&img, None);
+        let changes = leadership_changes(&img);
         apply_all(&mut img, &changes);
         let (a, isr) = img.partition("t", 0).unwrap();
         assert_eq!((a.leader, a.leader_epoch), (1, 0));
         assert_eq!(isr, &[1, 2]);
-        let changes = leadership_changes(&img, Some(1));
+        img.apply(&MetadataRecord::BrokerShuttingDown {
+            node_id: 1,
+            epoch: 1,
+        });
+        let changes = leadership_changes(&img);
         apply_all(&mut img, &changes);
         let (a, isr) = img.partition("t", 0).unwrap();
         assert_eq!((a.leader, a.leader_epoch), (2, 1));
@@ -353,7 +349,7 @@ mod tests {
     #[test]
     fn preferred_election_moves_leadership_back_only_to_a_live_in_sync_preferred_replica() {
         let mut img = image(&[(1, true), (2, false), (3, false)], &[1, 2, 3], None);
-        let changes = leadership_changes(&img, None);
+        let changes = leadership_changes(&img);
         apply_all(&mut img, &changes);
         assert_eq!(
             preferred_change(&img, "t", 0),

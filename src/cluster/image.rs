@@ -194,6 +194,14 @@ impl MetadataImage {
         Some((a, isr.get(&partition).map_or(&[][..], |v| v.as_slice())))
     }
 
+    /// The id of topic `name` (the offsets partitions' fixed id under their name).
+    pub fn topic_id_of(&self, name: &str) -> Option<[u8; 16]> {
+        if name == OFFSETS_TOPIC {
+            return Some(OFFSETS_TOPIC_ID);
+        }
+        self.topics.get(name).map(|t| t.topic_id.0)
+    }
+
     /// Whether broker `node_id` is registered and not fenced.
     pub fn is_live(&self, node_id: i32) -> bool {
         self.brokers.get(&node_id).is_some_and(|b| !b.fenced)

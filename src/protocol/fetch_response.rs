@@ -22,6 +22,21 @@ pub struct PartitionOut<R> {
     pub diverging: Option<(i32, i64)>,
 }
 
+impl<R> PartitionOut<R> {
+    /// Partition `index` with no error, no watermarks (-1) and no records yet.
+    pub fn empty(index: i32) -> PartitionOut<R> {
+        PartitionOut {
+            index,
+            error_code: 0,
+            high_watermark: -1,
+            last_stable_offset: -1,
+            log_start_offset: -1,
+            records: None,
+            diverging: None,
+        }
+    }
+}
+
 pub struct TopicOut<R> {
     pub name: Bytes,
     /// The topic's id: v13+ name topics by id (followers only: see `versions`).

@@ -123,15 +123,6 @@ impl Fetchers {
             }
         }
     }
-
-    /// How many partitions the fetchers carry.
-    pub fn partition_count(&self) -> usize {
-        self.by_leader
-            .borrow()
-            .values()
-            .map(|f| f.partitions.borrow().len())
-            .sum()
-    }
 }
 
 /// One partition in a fetch request.

@@ -88,8 +88,26 @@ impl std::fmt::Display for Error {
     }
 }
 
-/// What a produce waits for before it is answered.
-pub type Done = Pin<Box<dyn Future<Output = Result<(), Error>>>>;
+/// What a produce waits for before it is answered: the leader's own write (one node, or
+/// acks=1: the storage's completion, nothing allocated), or the in-sync replicas.
+pub enum Done {
+    Durable(crate::storage::Completion),
+    Replicated(Pin<Box<dyn Future<Output = Result<(), Error>>>>),
+}
+
+impl Done {
+    pub async fn wait(self) -> Result<(), Error> {
+        match self {
+            Done::Durable(rx) => match rx.await {
+                Ok(result) => result.map_err(Error::Storage),
+                Err(_) => Err(Error::Storage(crate::storage::Error::Failed(
+                    "the writer went away".into(),
+                ))),
+            },
+            Done::Replicated(wait) => wait.await,
+        }
+    }
+}
 
 /// What a produce did.
 pub enum Produced {
@@ -155,8 +173,6 @@ pub struct Replica {
     role: RefCell<Role>,
     /// Produces waiting for acks=all, failed when the role or epoch changes.
     epoch_watch: RefCell<Vec<oneshot::Sender<()>>>,
-    /// Bumped at every change of role or epoch.
-    generation: Cell<u64>,
     /// The ISR's size in the metadata (for the check when acks=all completes).
     isr_size: Rc<Cell<usize>>,
     /// When (and at which leader epoch) this replica last asked to hand a failed log's
@@ -191,7 +207,6 @@ impl Replica {
             env,
             role: RefCell::new(role),
             epoch_watch: RefCell::new(Vec::new()),
-            generation: Cell::new(0),
             isr_size: Rc::new(Cell::new(1)),
             resigned: Cell::new(None),
         }
@@ -243,7 +258,6 @@ impl Replica {
             }
             return;
         }
-        self.generation.set(self.generation.get() + 1);
         for tx in self.epoch_watch.borrow_mut().drain(..) {
             let _ = tx.send(());
         }
@@ -288,11 +302,6 @@ impl Replica {
         }
     }
 
-    /// Bumped at every change of role or leader epoch.
-    pub fn generation(&self) -> u64 {
-        self.generation.get()
-    }
-
     /// Whom this replica follows and at which epoch (`None`: it leads, or is the only copy).
     pub fn following(&self) -> Option<(i32, LeaderEpoch)> {
         match &*self.role.borrow() {
@@ -334,20 +343,13 @@ impl Replica {
                 base_offset,
                 durable,
             } => {
-                let durable = async move {
-                    match durable.await {
-                        Ok(result) => result.map_err(Error::Storage),
-                        Err(_) => Err(Error::Storage(crate::storage::Error::Failed(
-                            "the writer went away".into(),
-                        ))),
-                    }
-                };
                 let done: Option<Done> = match (acks, min_insync) {
                     (Acks::None, _) => None,
                     // On one node (or acks=1), durable here is what is asked.
-                    (_, None) | (Acks::Leader, _) => Some(Box::pin(durable)),
+                    (_, None) | (Acks::Leader, _) => Some(Done::Durable(durable)),
                     (Acks::All, Some(min_insync)) => {
                         let last = Offset(self.log.borrow().log_end().0 - 1);
+                        let durable = Done::Durable(durable).wait();
                         Some(self.all_in_sync(durable, last, min_insync, timeout))
                     }
                 };
@@ -370,18 +372,10 @@ impl Replica {
         let log = self.log.clone();
         let env = self.env.clone();
         let isr_size = self.isr_size.clone();
-        Box::pin(async move {
+        Done::Replicated(Box::pin(async move {
             let wait = async {
                 durable.await?;
-                let mut hwm = std::pin::pin!(Partition::wait_durable(&log, last));
-                std::future::poll_fn(|cx| {
-                    // The role change first: a truncated batch may later read as durable.
-                    if Pin::new(&mut lost).poll(cx).is_ready() {
-                        return std::task::Poll::Ready(Err(Error::NotLeader));
-                    }
-                    hwm.as_mut().poll(cx).map(|r| r.map_err(Error::Storage))
-                })
-                .await
+                hwm_past(&log, last, &mut lost).await
             };
             match env.timeout(timeout, wait).await {
                 // Kafka's after-append check: the ISR shrank below the minimum meanwhile.
@@ -391,7 +385,7 @@ impl Replica {
                 Some(result) => result,
                 None => Err(Error::TimedOut),
             }
-        })
+        }))
     }
 
     /// A receiver that resolves when the role or epoch changes. Finished waits are pruned
@@ -413,32 +407,25 @@ impl Replica {
         let log = self.log.clone();
         match &*self.role.borrow() {
             Role::SingleNode => {
-                return Box::pin(async move {
+                return Done::Replicated(Box::pin(async move {
                     Partition::wait_durable(&log, offset)
                         .await
                         .map_err(Error::Storage)
-                })
+                }))
             }
-            Role::Follower(_) => return Box::pin(async { Err(Error::NotLeader) }),
+            Role::Follower(_) => {
+                return Done::Replicated(Box::pin(async { Err(Error::NotLeader) }))
+            }
             Role::Leader(_) => {}
         }
         let mut lost = self.watch_epoch();
         let env = self.env.clone();
-        Box::pin(async move {
-            let wait = async {
-                let mut hwm = std::pin::pin!(Partition::wait_durable(&log, offset));
-                std::future::poll_fn(|cx| {
-                    if Pin::new(&mut lost).poll(cx).is_ready() {
-                        return std::task::Poll::Ready(Err(Error::NotLeader));
-                    }
-                    hwm.as_mut().poll(cx).map(|r| r.map_err(Error::Storage))
-                })
-                .await
-            };
+        Done::Replicated(Box::pin(async move {
+            let wait = hwm_past(&log, offset, &mut lost);
             env.timeout(timeout, wait)
                 .await
                 .unwrap_or(Err(Error::TimedOut))
-        })
+        }))
     }
 
     /// A follower's fetch at `offset`, checked and recorded: `Ok(None)` to read on,
@@ -600,6 +587,24 @@ impl Replica {
             _ => Vec::new(),
         }
     }
+}
+
+/// Resolves once the high watermark passes `offset`, or with NOT_LEADER_OR_FOLLOWER as soon as
+/// `lost` says the role or epoch changed, which is checked first: a batch a new leader
+/// truncated may later read as durable.
+async fn hwm_past(
+    log: &PartitionHandle,
+    offset: Offset,
+    lost: &mut oneshot::Receiver<()>,
+) -> Result<(), Error> {
+    let mut hwm = std::pin::pin!(Partition::wait_durable(log, offset));
+    std::future::poll_fn(|cx| {
+        if Pin::new(&mut *lost).poll(cx).is_ready() {
+            return std::task::Poll::Ready(Err(Error::NotLeader));
+        }
+        hwm.as_mut().poll(cx).map(|r| r.map_err(Error::Storage))
+    })
+    .await
 }
 
 /// The parts of a view a follower acts on (the ISR may change under it without a new role).

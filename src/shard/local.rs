@@ -71,7 +71,7 @@ impl Shard {
             .collect();
         // Appends first, all of them, so that they share the next group commit; then wait.
         for (i, done) in run.durable {
-            if let Err(e) = done.await {
+            if let Err(e) = done.wait().await {
                 let error = super::replicas::replica_error(e);
                 answers[i] = PartitionResponse::error_for(&items[i].1, error);
             }
@@ -81,7 +81,7 @@ impl Shard {
                 PartitionRequest::Produce { timeout_ms, .. } => Duration::from_millis(*timeout_ms),
                 _ => Duration::from_secs(30),
             };
-            if let Err(e) = replica.wait_durable(base_offset, timeout).await {
+            if let Err(e) = replica.wait_durable(base_offset, timeout).wait().await {
                 let error = super::replicas::replica_error(e);
                 answers[i] = PartitionResponse::error_for(&items[i].1, error);
             }

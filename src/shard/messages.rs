@@ -14,7 +14,7 @@ use crate::protocol::types::{Offset, TopicPartition};
 use crate::storage::{FetchRecords, LogConfig};
 
 /// Work for one partition, sent to its owner.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum PartitionRequest {
     Produce {
         payload: Bytes,

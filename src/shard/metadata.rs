@@ -281,7 +281,7 @@ impl ControllerService {
             }
         }
         // After the fencing: partitions led by a fenced broker get new leaders.
-        results.push(c.elect_leaders(None).await);
+        results.push(c.elect_leaders().await);
         for r in results {
             if let Err(e) = self.settle(r).await {
                 tracing::warn!(error = %e.message(), "a controller duty failed");

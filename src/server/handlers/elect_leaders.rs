@@ -46,7 +46,7 @@ pub async fn handle(shard: &ShardRef, request: ElectLeadersRequest) -> ResponseK
     } else {
         let partitions: Vec<(String, u32)> = asked
             .iter()
-            .map(|(t, p)| (t.clone(), (*p).max(0) as u32))
+            .map(|(t, p)| (t.clone(), u32::try_from(*p).unwrap_or(u32::MAX)))
             .collect();
         let count = partitions.len();
         let op = ControllerOp::ElectPreferred { partitions };

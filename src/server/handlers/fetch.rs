@@ -74,15 +74,7 @@ fn plan(shard: &ShardRef, request: FetchRequest, request_max: usize) -> Plan {
         let partitions = image.topics.get(&name).map(|t| t.partitions as i32);
         let mut parts = Vec::new();
         for (pi, p) in topic.partitions.iter().enumerate() {
-            let mut data = PartitionOut {
-                index: p.partition,
-                error_code: 0,
-                high_watermark: -1,
-                last_stable_offset: -1,
-                log_start_offset: -1,
-                records: None,
-                diverging: None,
-            };
+            let mut data = PartitionOut::empty(p.partition);
             match partitions {
                 Some(n) if p.partition >= 0 && p.partition < n => {
                     let max = (p.partition_max_bytes.max(1) as usize).min(request_max);

@@ -46,15 +46,7 @@ pub async fn handle(
             .unwrap_or_default();
         let mut parts = Vec::new();
         for p in topic.partitions {
-            let mut out = PartitionOut {
-                index: p.partition,
-                error_code: 0,
-                high_watermark: -1,
-                last_stable_offset: -1,
-                log_start_offset: -1,
-                records: None,
-                diverging: None,
-            };
+            let mut out = PartitionOut::empty(p.partition);
             let tp = TopicPartition::new(name.as_str(), p.partition);
             let holds = p.partition >= 0
                 && !name.is_empty()
@@ -133,7 +125,7 @@ async fn fetch_until_ready(
     loop {
         let request: Vec<(TopicPartition, PartitionRequest)> = items
             .iter()
-            .map(|(tp, r)| (tp.clone(), clone_request(r)))
+            .map(|(tp, r)| (tp.clone(), r.clone()))
             .collect();
         let mut answers = shard.execute(request).await;
         let mut throttled = false;
@@ -178,24 +170,5 @@ async fn fetch_until_ready(
             shard.wait_for_written(waits, wait).await;
         }
         crate::runtime::io::yield_now().await;
-    }
-}
-
-fn clone_request(r: &PartitionRequest) -> PartitionRequest {
-    match r {
-        PartitionRequest::ReplicaFetch {
-            follower,
-            offset,
-            current_epoch,
-            last_fetched_epoch,
-            max_bytes,
-        } => PartitionRequest::ReplicaFetch {
-            follower: *follower,
-            offset: *offset,
-            current_epoch: *current_epoch,
-            last_fetched_epoch: *last_fetched_epoch,
-            max_bytes: *max_bytes,
-        },
-        _ => unreachable!("replica fetches carry only replica fetch items"),
     }
 }

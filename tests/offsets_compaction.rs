@@ -1,6 +1,7 @@
 //! The offsets log is compacted: with 1 MiB segments, commits carrying 4 KB of metadata (the
-//! most a commit may carry) roll it quickly; a snapshot of the live offsets replaces the closed
-//! segments, and after kill -9 the last commit (with its metadata) is what the group reads back.
+//! most a commit may carry) roll it quickly; the live offsets are appended again and the closed
+//! segments below them deleted, and after kill -9 the last commit (with its metadata) is what
+//! the group reads back.
 
 mod common;
 
@@ -14,21 +15,27 @@ use rdkafka::{Offset, TopicPartitionList};
 const TOPIC: &str = "compacted-commits";
 const GROUP: &str = "compaction-group";
 
-fn offsets_dirs(broker: &common::Broker) -> Vec<std::path::PathBuf> {
-    std::fs::read_dir(broker.data_dir())
+/// The directory of the test group's offsets partition.
+fn group_dir(broker: &common::Broker) -> std::path::PathBuf {
+    broker.data_dir().join(format!(
+        "__consumer_offsets-{}",
+        tusk::group::offsets::offsets_partition(GROUP)
+    ))
+}
+
+/// The segment files of `dir`, sorted (by base offset).
+fn log_files(dir: &std::path::Path) -> Vec<String> {
+    let mut logs: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("__consumer_offsets-")
-        })
-        .collect()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".log"))
+        .collect();
+    logs.sort();
+    logs
 }
 
 #[test]
-fn offsets_log_is_snapshotted_and_recovers_from_the_snapshot() {
+fn offsets_log_is_compacted_and_recovers_after_kill9() {
     let mut broker = common::Broker::start(&["--segment-bytes", "1048576"]);
     let bootstrap = broker.bootstrap();
     common::create_topic(&bootstrap, TOPIC, 2);
@@ -48,20 +55,21 @@ fn offsets_log_is_snapshotted_and_recovers_from_the_snapshot() {
             .commit(&tpl, CommitMode::Sync)
             .unwrap_or_else(|e| panic!("commit {i}: {e}"));
     }
-    let dirs = offsets_dirs(&broker);
-    let compacted: Vec<_> = dirs
-        .iter()
-        .filter(|d| d.join("offsets.snapshot").exists())
-        .collect();
-    assert_eq!(
-        compacted.len(),
-        1,
-        "the group's offsets partition was snapshotted"
+    let dir = group_dir(&broker);
+    let logs = log_files(&dir);
+    assert!(
+        logs.len() <= 2,
+        "closed offsets segments were deleted ({} left)",
+        logs.len()
     );
     assert!(
-        common::segment_files_in(compacted[0]) <= 2,
-        "closed offsets segments were deleted ({} left)",
-        common::segment_files_in(compacted[0])
+        logs.iter()
+            .all(|l| !l.ends_with("00000000000000000000.log")),
+        "the log start moved past the first segment: {logs:?}"
+    );
+    assert!(
+        !dir.join("offsets.snapshot").exists(),
+        "compaction re-appends; it writes no snapshot"
     );
     drop(consumer);
 
@@ -96,9 +104,9 @@ fn offsets_log_is_snapshotted_and_recovers_from_the_snapshot() {
     }
 }
 
-/// An offsets partition that cannot be recovered (here: its snapshot is gone while the
-/// segments it covered were deleted) stays offline: the broker starts, that partition's groups
-/// get COORDINATOR_NOT_AVAILABLE instead of empty offsets, and other groups work. (It used to
+/// An offsets partition that cannot be recovered (here: its active segment file was replaced
+/// by a directory) stays offline: the broker starts, that partition's groups get
+/// COORDINATOR_NOT_AVAILABLE instead of empty offsets, and other groups work. (It used to
 /// stop the whole broker's start.)
 #[test]
 fn an_unrecoverable_offsets_partition_stays_offline_alone() {
@@ -118,11 +126,10 @@ fn an_unrecoverable_offsets_partition_stays_offline_alone() {
     }
     drop(consumer);
     broker.terminate();
-    let damaged = broker.data_dir().join(format!(
-        "__consumer_offsets-{}",
-        tusk::group::offsets::offsets_partition(GROUP)
-    ));
-    std::fs::remove_file(damaged.join("offsets.snapshot")).expect("the partition was compacted");
+    let damaged = group_dir(&broker);
+    let last = damaged.join(log_files(&damaged).pop().expect("a segment"));
+    std::fs::remove_file(&last).unwrap();
+    std::fs::create_dir(&last).unwrap();
     broker.restart();
     let other = (0..)
         .map(|i| format!("other-{i}"))

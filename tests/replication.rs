@@ -22,11 +22,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::cluster::Cluster;
+use common::cluster::{
+    assert_holds, create_replicated, produce_acked, read_partition, try_create_replicated,
+    wait_placement, Cluster, Placement,
+};
 use common::Rec;
-use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 use rdkafka::{ClientConfig, ClientContext, Message};
@@ -85,80 +86,6 @@ fn ms(samples: &[Duration]) -> Vec<u128> {
 // ---------------------------------------------------------------------------
 // Metadata: replicas, ISR, leader.
 
-/// One partition as a broker's Metadata describes it (replicas and ISR sorted).
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Placement {
-    partition: i32,
-    leader: i32,
-    replicas: Vec<i32>,
-    isr: Vec<i32>,
-}
-
-/// `topic`'s partitions as broker `bootstrap` answers Metadata (a fresh client knows only
-/// that broker, so that broker answers).
-fn placements(bootstrap: &str, topic: &str) -> Result<Vec<Placement>, String> {
-    let admin = common::admin(bootstrap);
-    let metadata = admin
-        .inner()
-        .fetch_metadata(Some(topic), Duration::from_secs(5))
-        .map_err(|e| format!("metadata from {bootstrap}: {e}"))?;
-    let t = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .ok_or_else(|| format!("{topic} missing from the metadata of {bootstrap}"))?;
-    if let Some(error) = t.error() {
-        return Err(format!(
-            "{topic} at {bootstrap}: {:?}",
-            RDKafkaErrorCode::from(error)
-        ));
-    }
-    let mut out: Vec<Placement> = t
-        .partitions()
-        .iter()
-        .map(|p| {
-            let mut replicas = p.replicas().to_vec();
-            replicas.sort_unstable();
-            let mut isr = p.isr().to_vec();
-            isr.sort_unstable();
-            Placement {
-                partition: p.id(),
-                leader: p.leader(),
-                replicas,
-                isr,
-            }
-        })
-        .collect();
-    out.sort_by_key(|p| p.partition);
-    Ok(out)
-}
-
-/// Polls broker `asked` for `topic` every 200 ms until `done` holds for its (non-empty)
-/// placement; panics with the last answer after `timeout`. The placement and how long it took.
-fn wait_placement(
-    cluster: &Cluster,
-    asked: i32,
-    topic: &str,
-    timeout: Duration,
-    what: &str,
-    done: impl Fn(&[Placement]) -> bool,
-) -> (Vec<Placement>, Duration) {
-    let started = Instant::now();
-    let bootstrap = cluster.bootstrap_of(asked);
-    loop {
-        let last = match placements(&bootstrap, topic) {
-            Ok(p) if !p.is_empty() && done(&p) => return (p, started.elapsed()),
-            Ok(p) => format!("{p:?}"),
-            Err(e) => e,
-        };
-        assert!(
-            started.elapsed() < timeout,
-            "broker {asked}, topic {topic}: {what} not within {timeout:?}; last answer: {last}"
-        );
-        thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// Every partition has the three brokers as replicas, all three in sync, and one of them
 /// leading.
 fn all_in_sync(p: &[Placement]) -> bool {
@@ -197,151 +124,8 @@ fn other_than(not: i32) -> i32 {
         .expect("three brokers")
 }
 
-/// Creates `name` through `bootstrap` with `replication` replicas per partition (-1: the
-/// broker default); the broker's error code if it refuses.
-fn try_create_replicated(
-    bootstrap: &str,
-    name: &str,
-    partitions: i32,
-    replication: i32,
-) -> Result<(), String> {
-    let admin = common::admin(bootstrap);
-    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replication));
-    let options = AdminOptions::new()
-        .operation_timeout(Some(Duration::from_secs(10)))
-        .request_timeout(Some(Duration::from_secs(15)));
-    let results = common::block_on(
-        admin.create_topics([&topic], &options),
-        Duration::from_secs(30),
-        "CreateTopics",
-    )
-    .map_err(|e| e.to_string())?;
-    match results.into_iter().next() {
-        Some(Ok(_)) => Ok(()),
-        Some(Err((_, code))) => Err(format!("{code:?}")),
-        None => Err("no result".into()),
-    }
-}
-
-/// Creates `name` through broker `via` and waits until `via` lists every partition with a
-/// leader.
-fn create_replicated(cluster: &Cluster, via: i32, name: &str, partitions: i32, replication: i32) {
-    try_create_replicated(&cluster.bootstrap_of(via), name, partitions, replication)
-        .unwrap_or_else(|e| panic!("CreateTopics {name} (replication {replication}): {e}"));
-    let want = usize::try_from(partitions).expect("a positive partition count");
-    wait_placement(
-        cluster,
-        via,
-        name,
-        Duration::from_secs(30),
-        "every partition led",
-        |p| p.len() == want && p.iter().all(|p| p.leader >= 0),
-    );
-}
-
 // ---------------------------------------------------------------------------
 // Producing and reading back.
-
-/// A record the brokers acknowledged: where, and what.
-#[derive(Clone, Debug)]
-struct Written {
-    partition: i32,
-    offset: i64,
-    payload: String,
-}
-
-/// Produces `{prefix}-0`, `{prefix}-1`, ... (`count` records, record `i` to partition
-/// `i % partitions`) with acks=all and idempotence, and asserts every one is acknowledged
-/// (within 90 s).
-fn produce_acked(
-    bootstrap: &str,
-    topic: &str,
-    partitions: i32,
-    prefix: &str,
-    count: usize,
-) -> Vec<Written> {
-    let producer = common::producer(bootstrap, &[("enable.idempotence", "true")]);
-    let spread = usize::try_from(partitions).expect("a positive partition count");
-    for i in 0..count {
-        let payload = format!("{prefix}-{i}");
-        let partition = i32::try_from(i % spread).expect("a partition index fits i32");
-        common::send(
-            &producer,
-            BaseRecord::<(), String, usize>::with_opaque_to(topic, i)
-                .partition(partition)
-                .payload(&payload),
-        );
-    }
-    common::flush(&producer, count, Duration::from_secs(90))
-        .into_iter()
-        .map(|a| Written {
-            partition: a.partition,
-            offset: a.offset,
-            payload: format!("{prefix}-{}", a.id),
-        })
-        .collect()
-}
-
-/// Asserts that `records` (each partition read from offset 0) carry offsets 0, 1, 2, ... in
-/// every partition, hold each written record at its acknowledged offset, and none of them
-/// twice.
-fn assert_holds(records: &[Rec], written: &[Written], what: &str) {
-    for (partition, recs) in common::by_partition(records) {
-        common::assert_offsets_contiguous(partition, &recs, 0);
-    }
-    let mut copies: HashMap<String, usize> = HashMap::new();
-    let mut at: HashMap<(i32, i64), String> = HashMap::new();
-    for r in records {
-        *copies.entry(r.value_str()).or_default() += 1;
-        at.insert((r.partition, r.offset), r.value_str());
-    }
-    let missing: Vec<&Written> = written
-        .iter()
-        .filter(|w| at.get(&(w.partition, w.offset)) != Some(&w.payload))
-        .collect();
-    let twice: Vec<&Written> = written
-        .iter()
-        .filter(|w| copies.get(&w.payload).copied().unwrap_or(0) > 1)
-        .collect();
-    assert!(
-        missing.is_empty() && twice.is_empty(),
-        "{what}: of {} acknowledged records ({} read), {} are not at their acknowledged \
-         offset (first: {:?}) and {} are stored more than once (first: {:?})",
-        written.len(),
-        records.len(),
-        missing.len(),
-        missing.first(),
-        twice.len(),
-        twice.first()
-    );
-}
-
-/// The high watermark of partition 0 (the log starts at 0), retried while clients find a
-/// new leader.
-fn high_watermark(consumer: &BaseConsumer, topic: &str) -> i64 {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match consumer.fetch_watermarks(topic, 0, Duration::from_secs(5)) {
-            Ok((low, high)) => {
-                assert_eq!(low, 0, "log start offset of {topic}");
-                return high;
-            }
-            Err(e) => assert!(
-                Instant::now() < deadline,
-                "watermarks of {topic} within 30 s: {e}"
-            ),
-        }
-        thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// Partition 0 of `topic` from offset 0 up to its high watermark (and at least `at_least`
-/// records), as a fresh consumer bootstrapped from `bootstrap` reads it from the leader.
-fn read_partition(bootstrap: &str, topic: &str, at_least: usize) -> Vec<Rec> {
-    let consumer = common::consumer(bootstrap);
-    let high = usize::try_from(high_watermark(&consumer, topic)).expect("a watermark >= 0");
-    common::consume_all(&consumer, topic, 1, high.max(at_least), READ_TIMEOUT)
-}
 
 // ---------------------------------------------------------------------------
 // The kill loop's producer: a thread that keeps sending and a log of when each

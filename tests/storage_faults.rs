@@ -549,3 +549,54 @@ fn a_rewound_follower_append_forgets_its_epochs() {
         );
     });
 }
+
+/// A follower whose log ends below its leader's log start starts over there: every segment
+/// goes, the log is empty at the leader's start with no epochs and no idempotence state, the
+/// leader's next batch appends there, and the log reopens from the disk the same way.
+#[test]
+fn a_follower_below_its_leaders_log_start_restarts_there() {
+    let fs = fresh_fs();
+    let env = env_on(&fs, 10);
+    run(async move {
+        let part = open(&env, 1 << 20).await.unwrap();
+        let mut a = batch(1, 4, 300_000);
+        record_batch::assign_offset(&mut a, Offset(0), LeaderEpoch(3));
+        let mut b = batch(2, 4, 900_000);
+        record_batch::assign_offset(&mut b, Offset(4), LeaderEpoch(3));
+        for payload in [a, b] {
+            let durable = Partition::append_follower(&part, bytes::Bytes::from(payload)).unwrap();
+            durable.await.unwrap().unwrap();
+        }
+        assert_eq!(part.borrow().log_end(), Offset(8));
+        assert!(
+            Partition::restart_at(&part, Offset(5)).await.is_err(),
+            "a restart never goes backwards"
+        );
+        Partition::restart_at(&part, Offset(500)).await.unwrap();
+        {
+            let p = part.borrow();
+            assert_eq!(
+                (p.log_start(), p.log_end(), p.flushed(), p.high_watermark()),
+                (Offset(500), Offset(500), Offset(500), Offset(500)),
+                "{}",
+                p.state()
+            );
+            assert_eq!(p.epochs().latest(), None);
+            assert_eq!(p.segment_count(), 1);
+        }
+        let mut c = batch(3, 2, 100);
+        record_batch::assign_offset(&mut c, Offset(500), LeaderEpoch(6));
+        let durable = Partition::append_follower(&part, bytes::Bytes::from(c)).unwrap();
+        durable.await.unwrap().unwrap();
+        drop(part);
+        let part = open(&env, 1 << 20).await.unwrap();
+        let p = part.borrow();
+        assert_eq!(
+            (p.log_start(), p.log_end()),
+            (Offset(500), Offset(502)),
+            "{}",
+            p.state()
+        );
+        assert_eq!(p.epochs().latest(), Some((LeaderEpoch(6), Offset(500))));
+    });
+}

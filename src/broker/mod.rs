@@ -523,12 +523,14 @@ async fn start_coordinator(shard: &Rc<Shard>) {
             .min(crate::constants::OFFSETS_SEGMENT_BYTES as u32),
         ..config.log.clone()
     };
+    let writer = crate::shard::offsets::OffsetsWriter(Rc::downgrade(shard));
     let offsets = crate::group::offsets::OffsetStore::open(
         &shard.env,
         &config.data_dir,
-        shard.id,
-        config.shards,
+        (shard.id, config.shards),
         &offsets_log,
+        Rc::new(writer),
+        config.cluster.is_none(),
     )
     .await;
     let coordinator = Rc::new(crate::group::coordinator::Coordinator::new(
@@ -539,6 +541,10 @@ async fn start_coordinator(shard: &Rc<Shard>) {
     if shard.coordinator.set(coordinator.clone()).is_err() {
         unreachable!("the coordinator is set once, at start");
     }
+    // In a cluster the offsets partitions follow their leaders from here on, and the groups
+    // of those led here are loaded as their leadership is seen.
+    shard.install_offsets_replicas();
+    shard.refresh_replication();
     let env = shard.env.clone();
     io::spawn(async move {
         loop {

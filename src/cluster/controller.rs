@@ -686,7 +686,7 @@ impl Controller {
             )));
         }
         let count = crate::constants::OFFSETS_PARTITIONS - placed;
-        self.assign(OFFSETS_TOPIC, placed, count, 1).await
+        self.assign(OFFSETS_TOPIC, placed, count, wanted).await
     }
 
     /// Creates a topic: the index of its committed record, or `None` if only validated.

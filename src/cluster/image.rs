@@ -352,6 +352,14 @@ impl MetadataImage {
     pub fn topic_by_id(&self, id: &TopicId) -> Option<&TopicMeta> {
         self.topics.values().find(|t| &t.topic_id == id)
     }
+
+    /// The name of the topic with id `id` (the offsets partitions' under their fixed id).
+    pub fn topic_name_by_id(&self, id: &TopicId) -> Option<&str> {
+        if id.0 == OFFSETS_TOPIC_ID {
+            return Some(OFFSETS_TOPIC);
+        }
+        self.topic_by_id(id).map(|t| t.name.as_str())
+    }
 }
 
 /// `PartitionsAssigned` records (runs of consecutive partitions, at most

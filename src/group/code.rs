@@ -15,6 +15,8 @@ pub enum GroupCode {
     MemberIdRequired,
     FencedInstanceId,
     CoordinatorNotAvailable,
+    /// The coordinator is loading the group's offsets partition (it just became its leader).
+    CoordinatorLoadInProgress,
     /// Another broker of the cluster coordinates the group.
     NotCoordinator,
     InvalidGroupId,

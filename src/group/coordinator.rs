@@ -13,7 +13,7 @@ use futures_channel::oneshot;
 
 use super::calls::{Commit, GroupCall, GroupDescription, JoinReply, ListReply, Listed, SyncReply};
 use super::code::GroupCode;
-use super::offsets::{Committed, OffsetStore};
+use super::offsets::{offsets_partition, Committed, Lead, OffsetStore, WriteError};
 use super::state::{Event, Group, GroupConfig, JoinOutcome, JoinRequest, SyncOutcome};
 use crate::constants::GROUP_EMPTY_FORGET_MS;
 use crate::protocol::types::GenerationId;
@@ -107,6 +107,22 @@ impl Entry {
     }
 }
 
+/// The group code of a failed offsets write: NOT_COORDINATOR when leadership moved (the
+/// client finds the new coordinator), COORDINATOR_NOT_AVAILABLE when the in-sync replicas
+/// did not take it (retriable, as Kafka answers NOT_ENOUGH_REPLICAS and timeouts of the
+/// offsets log), KAFKA_STORAGE_ERROR for a failed log.
+fn write_code(group_id: &str, e: &WriteError) -> GroupCode {
+    match e {
+        WriteError::NotCoordinator => GroupCode::NotCoordinator,
+        WriteError::Unavailable(_) => GroupCode::CoordinatorNotAvailable,
+        WriteError::InvalidGroup => GroupCode::InvalidGroupId,
+        WriteError::Storage(_) => {
+            tracing::error!(group = group_id, error = %e, "offsets write failed");
+            GroupCode::StorageFailed
+        }
+    }
+}
+
 /// Parks a member's waiting request; an older one of the same member is over and is answered
 /// with `superseded` (the member sent a newer request).
 fn park<R>(
@@ -162,6 +178,38 @@ impl Coordinator {
             let _ = tx.send(());
         }
         rx
+    }
+
+    /// This broker now leads offsets partition `p` at `epoch`: its groups are served once the
+    /// partition's view is loaded from the log.
+    pub async fn lead(&self, p: u32, epoch: i32) {
+        self.offsets.lead(p, epoch).await;
+    }
+
+    /// This broker no longer leads offsets partition `p`: its groups' members, and requests
+    /// waiting in a join or sync, are told NOT_COORDINATOR and go to the new coordinator.
+    pub fn unlead(&self, p: u32) {
+        if self.offsets.lead_of_partition(p) == Lead::NotLed {
+            return;
+        }
+        self.offsets.unlead(p);
+        let gone: Vec<Entry> = {
+            let mut groups = self.groups.borrow_mut();
+            let ids: Vec<String> = groups
+                .keys()
+                .filter(|g| offsets_partition(g) == p)
+                .cloned()
+                .collect();
+            ids.iter().filter_map(|g| groups.remove(g)).collect()
+        };
+        for entry in gone {
+            for (id, tx) in entry.join_waiters {
+                let _ = tx.send(JoinReply::error(GroupCode::NotCoordinator, id));
+            }
+            for (_, tx) in entry.sync_waiters {
+                let _ = tx.send(SyncReply::error(GroupCode::NotCoordinator));
+            }
+        }
     }
 
     /// Milliseconds on the shard's monotonic clock (the state machine's time).
@@ -235,6 +283,11 @@ impl Coordinator {
             if self.offsets.is_offline(id) {
                 return call.refuse(GroupCode::CoordinatorNotAvailable);
             }
+            match self.offsets.lead_of(id) {
+                Lead::Led => {}
+                Lead::Loading => return call.refuse(GroupCode::CoordinatorLoadInProgress),
+                Lead::NotLed => return call.refuse(GroupCode::NotCoordinator),
+            }
         }
         match call {
             GroupCall::Join(c, tx) => {
@@ -284,7 +337,7 @@ impl Coordinator {
                 let tombstones = c.partitions.into_iter().map(|tp| (tp, None)).collect();
                 let code = match self.offsets.write(&c.group_id, tombstones).await {
                     Ok(()) => GroupCode::Ok,
-                    Err(_) => GroupCode::StorageFailed,
+                    Err(e) => write_code(&c.group_id, &e),
                 };
                 let _ = tx.send(vec![code; count]);
             }
@@ -440,10 +493,7 @@ impl Coordinator {
             .collect();
         let code = match self.offsets.write(group_id, entries).await {
             Ok(()) => GroupCode::Ok,
-            Err(e) => {
-                tracing::error!(group = group_id, error = %e, "offset commit failed");
-                GroupCode::StorageFailed
-            }
+            Err(e) => write_code(group_id, &e),
         };
         vec![code; count]
     }
@@ -513,8 +563,8 @@ impl Coordinator {
             .into_iter()
             .map(|(tp, _)| (tp, None))
             .collect();
-        if self.offsets.write(group_id, tombstones).await.is_err() {
-            return GroupCode::StorageFailed;
+        if let Err(e) = self.offsets.write(group_id, tombstones).await {
+            return write_code(group_id, &e);
         }
         let mut groups = self.groups.borrow_mut();
         if groups

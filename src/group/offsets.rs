@@ -1,25 +1,82 @@
 //! Committed offsets of the groups a shard coordinates, kept in an internal log (Kafka's
-//! `__consumer_offsets` idea) on the same partition code as user data, so commits get the same
-//! durability policy and recovery. Runs on: the shard that owns each offsets partition.
-//! Invariants: a commit is answered only after its record is durable; the in-memory view only
-//! moves forward in log order (a record never overwrites a newer one); a group always maps to
-//! the same offsets partition, whatever the shard count (so `--shards` changes move partitions,
-//! not groups' offsets).
+//! `__consumer_offsets`) on the same partition code as user data, so commits get the same
+//! durability policy and recovery. In a cluster the offsets partitions are replicated like any
+//! other: the shard appends through the partition's replication (`OffsetsAppend`, acks=all),
+//! and a broker serves a partition's groups only while it leads that partition, from a view
+//! rebuilt from its log when leadership arrives (`lead`) and dropped when it goes (`unlead`).
+//! Runs on: the shard that owns each offsets partition.
+//! Invariants: a commit is answered only once every in-sync replica has its record durably, so
+//! a new leader's log holds every acknowledged commit; the in-memory view only moves forward in
+//! log order (a record never overwrites a newer one) and covers only partitions led here; a
+//! group always maps to the same offsets partition, whatever the shard count. Compaction
+//! re-appends the live entries through the same replicated path and only then drops the
+//! segments below them, so followers and a later leader hold them too.
 
-use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
+use std::rc::Rc;
 
 use crate::placement::{fnv1a_32, partition_owner};
 use crate::protocol::record_batch::{self, BATCH_HEADER_BYTES};
-use crate::protocol::types::{LeaderEpoch, PartitionId, ShardId, TopicId, TopicPartition};
+use crate::protocol::types::{LeaderEpoch, Offset, PartitionId, ShardId, TopicId, TopicPartition};
 use crate::runtime::env::Env;
-use crate::runtime::fs::{read_whole, write_atomic};
-use crate::storage::{AppendOutcome, LogConfig, Partition, PartitionHandle};
+use crate::runtime::fs::read_whole;
+use crate::storage::{LogConfig, Partition, PartitionHandle};
 
 pub use crate::constants::{OFFSETS_PARTITIONS, OFFSETS_TOPIC, OFFSETS_TOPIC_ID};
-/// Bytes read per step when replaying an offsets partition at start.
+/// Bytes read per step when replaying an offsets partition.
 const REPLAY_READ_BYTES: usize = 1 << 20;
+/// Record bytes per batch when compaction re-appends the live entries.
+const COMPACT_BATCH_BYTES: usize = 256 * 1024;
+
+/// Resolves once an appended offsets batch is acknowledged (durable on every in-sync replica).
+pub type Acked = Pin<Box<dyn Future<Output = Result<(), WriteError>>>>;
+
+/// How the store's batches reach an offsets partition: the shard routes them through the
+/// partition's replication, which this layer does not see.
+pub trait OffsetsAppend {
+    /// Appends `batch` to offsets partition `partition` (never awaits): its base offset, and
+    /// what resolves once it is acknowledged.
+    fn append(&self, partition: u32, batch: &[u8]) -> Result<(Offset, Acked), WriteError>;
+}
+
+/// Why a write to the offsets log failed (the coordinator picks the group code).
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteError {
+    /// This broker does not (or no longer) lead the group's offsets partition.
+    NotCoordinator,
+    /// The in-sync replicas did not take it (too few of them, or not in time): retriable.
+    Unavailable(String),
+    /// The log failed.
+    Storage(String),
+    /// The group id is longer than the offsets log keys hold.
+    InvalidGroup,
+}
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriteError::NotCoordinator => write!(f, "not the coordinator (any more)"),
+            WriteError::Unavailable(why) => write!(f, "replicas unavailable: {why}"),
+            WriteError::Storage(why) => write!(f, "{why}"),
+            WriteError::InvalidGroup => write!(f, "group id too long"),
+        }
+    }
+}
+
+/// Whether this broker serves an offsets partition's groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lead {
+    /// Another broker leads it (or nobody does): NOT_COORDINATOR.
+    NotLed,
+    /// Led here; its view is being rebuilt from the log: COORDINATOR_LOAD_IN_PROGRESS.
+    Loading,
+    /// Led here, its view complete.
+    Led,
+}
 
 /// The offsets partition of a group.
 pub fn offsets_partition(group: &str) -> u32 {
@@ -130,17 +187,28 @@ pub fn decode_value(bytes: &[u8], record_offset: i64) -> Option<Committed> {
 
 type GroupOffsets = BTreeMap<TopicPartition, Committed>;
 
-/// One offsets partition: its log and the commits in flight on it.
+/// An offsets record's key and value (`None`: a delete), encoded.
+type KeyValue = (Vec<u8>, Option<Vec<u8>>);
+
+/// One offsets partition: its log, its leadership here and the commits in flight on it.
 struct OffsetLog {
     part: PartitionHandle,
-    /// Commits appended but not yet applied. At 0, every durable record is in the map, so a
-    /// snapshot of the map covers the whole log.
-    inflight: std::cell::Cell<usize>,
-    /// A compaction is writing its snapshot (one at a time: they share the temp file).
-    compacting: std::cell::Cell<bool>,
+    /// Commits appended but not yet applied. At 0, every acknowledged record is in the view,
+    /// so re-appending the view covers the whole log.
+    inflight: Cell<usize>,
+    /// A compaction is re-appending the live entries (one at a time).
+    compacting: Cell<bool>,
+    lead: Cell<Lead>,
+    /// The leader epoch the view was (or is being) loaded for.
+    led_epoch: Cell<i32>,
+    /// Bumped on every change of leadership: work begun under an older term applies nothing.
+    term: Cell<u64>,
+    /// Compaction is not considered again until the log holds this many bytes.
+    next_compact_bytes: Cell<u64>,
 }
 
-/// One entry of a compacting snapshot.
+/// A compacting snapshot of an offsets partition, written by earlier versions (which deleted
+/// the segments it covered); still read, so their committed offsets survive an upgrade.
 #[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct SnapshotEntry {
     group: String,
@@ -153,7 +221,6 @@ struct SnapshotEntry {
     record_offset: i64,
 }
 
-/// A compacting snapshot of one offsets partition: every live entry below `covered`.
 #[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct Snapshot {
     covered: i64,
@@ -164,6 +231,7 @@ fn snapshot_path(dir: &Path) -> std::path::PathBuf {
     dir.join("offsets.snapshot")
 }
 
+#[cfg(test)]
 fn encode_snapshot(snapshot: &Snapshot) -> Vec<u8> {
     let payload =
         rkyv::to_bytes::<rkyv::rancor::Error>(snapshot).expect("offsets snapshot encodes");
@@ -177,31 +245,35 @@ fn decode_snapshot(bytes: &[u8]) -> Option<Snapshot> {
     rkyv::from_bytes::<Snapshot, rkyv::rancor::Error>(&aligned).ok()
 }
 
-/// The committed offsets of the groups this shard coordinates.
+/// The committed offsets of the groups whose offsets partitions this shard owns and leads.
 pub struct OffsetStore {
     env: Env,
     logs: HashMap<u32, OffsetLog>,
-    /// Partitions owned here whose recovery failed.
-    offline: std::collections::HashSet<u32>,
+    /// Partitions owned here whose recovery (or load) failed.
+    offline: RefCell<HashSet<u32>>,
     committed: RefCell<HashMap<String, GroupOffsets>>,
+    appender: Rc<dyn OffsetsAppend>,
 }
 
 impl OffsetStore {
-    /// Opens (recovering) and replays the offsets partitions `shard` owns. One that cannot be
-    /// recovered is logged and left offline (its groups get COORDINATOR_NOT_AVAILABLE); the
-    /// rest of the broker serves.
+    /// Opens (recovering) the offsets partitions `shard` owns. With `lead_all` (one node) every
+    /// one is led here and loaded now, before serving; in a cluster each waits for `lead`. One
+    /// that cannot be recovered is logged and left offline (its groups get
+    /// COORDINATOR_NOT_AVAILABLE); the rest of the broker serves.
     pub async fn open(
         env: &Env,
         data_dir: &Path,
-        shard: ShardId,
-        shard_count: usize,
+        (shard, shard_count): (ShardId, usize),
         log: &LogConfig,
+        appender: Rc<dyn OffsetsAppend>,
+        lead_all: bool,
     ) -> OffsetStore {
         let mut store = OffsetStore {
             env: env.clone(),
             logs: HashMap::new(),
             committed: RefCell::new(HashMap::new()),
-            offline: std::collections::HashSet::new(),
+            offline: RefCell::new(HashSet::new()),
+            appender,
         };
         for p in 0..OFFSETS_PARTITIONS {
             let tp = TopicPartition::new(OFFSETS_TOPIC, p as i32);
@@ -214,23 +286,35 @@ impl OffsetStore {
                         p,
                         OffsetLog {
                             part,
-                            inflight: std::cell::Cell::new(0),
-                            compacting: std::cell::Cell::new(false),
+                            inflight: Cell::new(0),
+                            compacting: Cell::new(false),
+                            lead: Cell::new(Lead::NotLed),
+                            led_epoch: Cell::new(-1),
+                            term: Cell::new(0),
+                            next_compact_bytes: Cell::new(0),
                         },
                     );
                 }
-                Err(e) => {
-                    tracing::error!(partition = %tp, error = %e,
-                        "an offsets partition could not be recovered; it stays offline and its \
-                         groups get COORDINATOR_NOT_AVAILABLE");
-                    store.offline.insert(p);
-                }
+                Err(e) => store.set_offline(p, &e),
+            }
+        }
+        if lead_all {
+            let owned: Vec<u32> = store.logs.keys().copied().collect();
+            for p in owned {
+                store.lead(p, 0).await;
             }
         }
         store
     }
 
-    /// Recovers one offsets partition and applies its snapshot and records.
+    fn set_offline(&self, p: u32, why: &str) {
+        tracing::error!(partition = p, error = %why,
+            "an offsets partition could not be recovered; it stays offline and its groups get \
+             COORDINATOR_NOT_AVAILABLE");
+        self.offline.borrow_mut().insert(p);
+    }
+
+    /// Recovers one offsets partition's log.
     async fn open_one(
         &self,
         data_dir: &Path,
@@ -240,44 +324,120 @@ impl OffsetStore {
         let dir = data_dir.join(tp.to_string());
         let env = &self.env;
         crate::storage::dir::claim_partition_dir(env, &dir, TopicId(OFFSETS_TOPIC_ID)).await?;
-        let part = Partition::open(env, &dir, tp.clone(), log.clone(), LeaderEpoch(0))
+        Partition::open(env, &dir, tp.clone(), log.clone(), LeaderEpoch(0))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// The offsets partitions owned here, with their logs (the shard gives each its
+    /// replication).
+    pub fn owned(&self) -> Vec<(u32, PartitionHandle)> {
+        self.logs
+            .iter()
+            .map(|(p, l)| (*p, l.part.clone()))
+            .collect()
+    }
+
+    /// This broker now leads offsets partition `p` at `epoch`: its view is rebuilt from the
+    /// log (an earlier version's snapshot first, then every record written), and its groups
+    /// are served once that is done. A load under an older leadership is abandoned.
+    pub async fn lead(&self, p: u32, epoch: i32) {
+        let Some(log) = self.logs.get(&p) else { return };
+        if log.lead.get() != Lead::NotLed && log.led_epoch.get() == epoch {
+            return;
+        }
+        self.unlead(p);
+        log.lead.set(Lead::Loading);
+        log.led_epoch.set(epoch);
+        let term = log.term.get();
+        let loaded = self.load(p, &log.part, term).await;
+        if log.term.get() != term {
+            return;
+        }
+        match loaded {
+            Ok(()) => {
+                log.lead.set(Lead::Led);
+                tracing::info!(
+                    partition = p,
+                    epoch,
+                    "coordinating the groups of an offsets partition"
+                );
+            }
+            Err(e) => {
+                log.lead.set(Lead::NotLed);
+                self.forget(p);
+                self.set_offline(p, &e);
+            }
+        }
+    }
+
+    /// This broker no longer leads offsets partition `p`: its groups' view goes (a later
+    /// leadership loads it anew from the log, which followed the leader meanwhile).
+    pub fn unlead(&self, p: u32) {
+        let Some(log) = self.logs.get(&p) else { return };
+        log.term.set(log.term.get() + 1);
+        if log.lead.replace(Lead::NotLed) != Lead::NotLed {
+            self.forget(p);
+        }
+    }
+
+    /// Whether the group's offsets partition is led (and loaded) here.
+    pub fn lead_of(&self, group: &str) -> Lead {
+        self.logs
+            .get(&offsets_partition(group))
+            .map_or(Lead::NotLed, |l| l.lead.get())
+    }
+
+    /// Whether offsets partition `p` is led (and loaded) here.
+    pub fn lead_of_partition(&self, p: u32) -> Lead {
+        self.logs.get(&p).map_or(Lead::NotLed, |l| l.lead.get())
+    }
+
+    /// Drops the view of partition `p`'s groups.
+    fn forget(&self, p: u32) {
+        self.committed
+            .borrow_mut()
+            .retain(|group, _| offsets_partition(group) != p);
+    }
+
+    async fn load(&self, p: u32, part: &PartitionHandle, term: u64) -> Result<(), String> {
+        let dir = part.borrow().dir().to_owned();
+        let snapshot = read_whole(self.env.fs.as_ref(), &snapshot_path(&dir))
             .await
             .map_err(|e| e.to_string())?;
-        // The snapshot first (the state of the deleted segments), then every record still in
-        // the log; newer records win, so replaying some the snapshot covers is harmless.
-        let snapshot = read_whole(env.fs.as_ref(), &snapshot_path(&dir))
-            .await
-            .map_err(|e| e.to_string())?
-            .and_then(|b| decode_snapshot(&b));
-        match snapshot {
-            Some(snapshot) => self.load_snapshot(snapshot),
-            // Segments were deleted because a snapshot covered them: without it, committed
-            // offsets would silently be lost.
-            None if part.borrow().log_start().0 > 0 => return Err(
-                "the offsets snapshot is missing or corrupt and the segments it covered are gone"
-                    .into(),
-            ),
-            None => {}
+        if let Some(bytes) = snapshot {
+            let snapshot = decode_snapshot(&bytes)
+                .ok_or_else(|| "the offsets snapshot is corrupt".to_string())?;
+            self.load_snapshot(snapshot);
         }
-        self.replay(&part).await.map_err(|e| e.to_string())?;
-        Ok(part)
+        self.replay(p, part, term).await.map_err(|e| e.to_string())
     }
 
     /// True if the group's offsets partition is owned here but could not be recovered.
     pub fn is_offline(&self, group: &str) -> bool {
-        self.offline.contains(&offsets_partition(group))
+        self.offline.borrow().contains(&offsets_partition(group))
     }
 
     /// True if any offsets partition owned here could not be recovered (its groups cannot
     /// be listed).
     pub fn any_offline(&self) -> bool {
-        !self.offline.is_empty()
+        !self.offline.borrow().is_empty()
     }
 
-    async fn replay(&self, part: &PartitionHandle) -> Result<(), crate::storage::Error> {
+    /// Applies every record of the log, to its end (a new leader's unreplicated tail too:
+    /// followers take it from this log from now on).
+    async fn replay(
+        &self,
+        p: u32,
+        part: &PartitionHandle,
+        term: u64,
+    ) -> Result<(), crate::storage::Error> {
         let mut next = part.borrow().log_start();
         loop {
-            let read = Partition::read(part, next, REPLAY_READ_BYTES).await?;
+            let read = Partition::read_for_follower(part, next, REPLAY_READ_BYTES).await?;
+            if self.logs.get(&p).is_some_and(|l| l.term.get() != term) {
+                return Ok(());
+            }
             if read.records.is_empty() {
                 return Ok(());
             }
@@ -348,113 +508,170 @@ impl OffsetStore {
         }
     }
 
-    /// Compacts partition `p` once it has a closed segment and no commit is in flight: the
-    /// live entries of its groups go to a snapshot file (written, synced, renamed), then the
-    /// closed segments below it are deleted.
-    async fn maybe_compact(&self, p: u32) -> Result<(), String> {
-        let log = self.logs.get(&p).expect("owned offsets partition");
-        if log.inflight.get() != 0
-            || log.compacting.get()
-            || log.part.borrow().closed_segments() == 0
-        {
-            return Ok(());
-        }
-        let (covered, dir) = {
-            let part = log.part.borrow();
-            (part.high_watermark(), part.dir().to_owned())
-        };
-        let entries = self
-            .committed
-            .borrow()
+    /// Appends `records` to partition `p` in one batch: its base offset and acknowledgement.
+    fn append_records(
+        &self,
+        p: u32,
+        records: &[KeyValue],
+    ) -> Result<(Offset, Acked), WriteError> {
+        let refs: Vec<record_batch::RecordRef> = records
             .iter()
-            .filter(|(group, _)| offsets_partition(group) == p)
-            .flat_map(|(group, entries)| {
-                entries.iter().map(move |(tp, c)| SnapshotEntry {
-                    group: group.clone(),
-                    topic: tp.topic.clone(),
-                    partition: tp.partition.0,
-                    offset: c.offset,
-                    leader_epoch: c.leader_epoch,
-                    metadata: c.metadata.clone(),
-                    topic_id: c.topic_id.0,
-                    record_offset: c.record_offset,
-                })
-            })
+            .map(|(k, v)| (Some(k.as_slice()), v.as_deref()))
             .collect();
-        let bytes = encode_snapshot(&Snapshot {
-            covered: covered.0,
-            entries,
-        });
-        log.compacting.set(true);
-        let written = write_atomic(self.env.fs.as_ref(), &snapshot_path(&dir), bytes).await;
-        log.compacting.set(false);
-        written.map_err(|e| e.to_string())?;
-        let deleted = crate::storage::delete_segments_before(&log.part, covered).await;
-        tracing::info!(
-            partition = p,
-            covered = covered.0,
-            deleted,
-            "compacted the offsets log"
-        );
-        Ok(())
+        let batch = record_batch::encode_records(&refs, self.env.wall_ms(), 0);
+        self.appender.append(p, &batch)
     }
 
     /// Appends (group, partition) → value records (`None`: delete) and applies them once
-    /// durable. `Err` carries the reason (a storage failure).
+    /// acknowledged.
     pub async fn write(
         &self,
         group: &str,
         entries: Vec<(TopicPartition, Option<Committed>)>,
-    ) -> Result<(), String> {
+    ) -> Result<(), WriteError> {
         if entries.is_empty() {
             return Ok(());
         }
         if group.len() > crate::constants::GROUP_ID_BYTES_MAX {
-            return Err(format!(
-                "group id longer than {} bytes",
-                crate::constants::GROUP_ID_BYTES_MAX
-            ));
+            return Err(WriteError::InvalidGroup);
         }
         let p = offsets_partition(group);
-        let Some(log) = self.logs.get(&p) else {
-            return Err("this shard does not own the group's offsets partition".into());
+        let log = match self.logs.get(&p) {
+            Some(log) if log.lead.get() == Lead::Led => log,
+            _ => return Err(WriteError::NotCoordinator),
         };
-        let keys: Vec<Vec<u8>> = entries
+        let records: Vec<KeyValue> = entries
             .iter()
-            .map(|(tp, _)| encode_key(group, tp))
+            .map(|(tp, c)| (encode_key(group, tp), c.as_ref().map(encode_value)))
             .collect();
-        let values: Vec<Option<Vec<u8>>> = entries
-            .iter()
-            .map(|(_, c)| c.as_ref().map(encode_value))
-            .collect();
-        let records: Vec<record_batch::RecordRef> = keys
-            .iter()
-            .zip(&values)
-            .map(|(k, v)| (Some(k.as_slice()), v.as_deref()))
-            .collect();
-        let batch = record_batch::encode_records(&records, self.env.wall_ms(), 0);
-        let appended = Partition::append(&log.part, &batch).map_err(|e| e.to_string())?;
-        let (base, durable) = match appended {
-            AppendOutcome::Appended {
-                base_offset,
-                durable,
-            } => (base_offset, durable),
-            AppendOutcome::Duplicate { .. } => unreachable!("offset records carry no producer id"),
-        };
+        let term = log.term.get();
+        let (base, acked) = self.append_records(p, &records)?;
         log.inflight.set(log.inflight.get() + 1);
-        let result = durable
-            .await
-            .map_err(|_| "offsets log writer gone".to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()));
+        let result = acked.await;
         log.inflight.set(log.inflight.get() - 1);
         result?;
-        for (i, (key, value)) in keys.iter().zip(&values).enumerate() {
+        // Leadership moved while the batch waited: the new leader's view has it (it was
+        // acknowledged), this one is gone.
+        if log.term.get() != term {
+            return Err(WriteError::NotCoordinator);
+        }
+        for (i, (key, value)) in records.iter().enumerate() {
             self.apply(base.0 + i as i64, Some(key), value.as_deref());
         }
         if let Err(e) = self.maybe_compact(p).await {
-            // The log stays complete; compaction is retried after the next commit.
+            // The log stays complete; compaction is tried again after a later commit.
             tracing::warn!(partition = p, error = %e, "offsets log compaction failed");
         }
+        Ok(())
+    }
+
+    /// The live entries of partition `p`'s groups as records, with their total bytes.
+    fn live_records(&self, p: u32) -> (Vec<KeyValue>, u64) {
+        let committed = self.committed.borrow();
+        let records: Vec<KeyValue> = committed
+            .iter()
+            .filter(|(group, _)| offsets_partition(group) == p)
+            .flat_map(|(group, entries)| {
+                entries
+                    .iter()
+                    .map(move |(tp, c)| (encode_key(group, tp), Some(encode_value(c))))
+            })
+            .collect();
+        let bytes = records
+            .iter()
+            .map(|(k, v)| (k.len() + v.as_ref().map_or(0, |v| v.len()) + 24) as u64)
+            .sum();
+        (records, bytes)
+    }
+
+    /// Compacts partition `p` once it has a closed segment, no commit is in flight and the
+    /// log is more than twice its live entries: they are appended again (acknowledged like
+    /// commits, so every in-sync replica has them), then the segments below them go, here
+    /// and (through the log start) on the followers.
+    async fn maybe_compact(&self, p: u32) -> Result<(), WriteError> {
+        let log = self.logs.get(&p).expect("owned offsets partition");
+        let size = log.part.borrow().size_bytes();
+        if log.lead.get() != Lead::Led
+            || log.inflight.get() != 0
+            || log.compacting.get()
+            || log.part.borrow().closed_segments() == 0
+            || size < log.next_compact_bytes.get()
+        {
+            return Ok(());
+        }
+        let (records, live_bytes) = self.live_records(p);
+        if size < 2 * live_bytes {
+            log.next_compact_bytes.set(size + live_bytes);
+            return Ok(());
+        }
+        log.compacting.set(true);
+        let result = self.reappend(p, log, records).await;
+        log.compacting.set(false);
+        result
+    }
+
+    async fn reappend(
+        &self,
+        p: u32,
+        log: &OffsetLog,
+        records: Vec<KeyValue>,
+    ) -> Result<(), WriteError> {
+        let term = log.term.get();
+        let mut batches = Vec::new();
+        let mut first_base = log.part.borrow().log_end();
+        let mut chunk_start = 0;
+        let mut chunk_bytes = 0;
+        // All appended before anything is awaited: no commit lands between the batches.
+        for (i, (k, v)) in records.iter().enumerate() {
+            chunk_bytes += k.len() + v.as_ref().map_or(0, |v| v.len());
+            if chunk_bytes >= COMPACT_BATCH_BYTES || i + 1 == records.len() {
+                let chunk = &records[chunk_start..=i];
+                let (base, acked) = self.append_records(p, chunk)?;
+                if batches.is_empty() {
+                    first_base = base;
+                }
+                batches.push((base, chunk, acked));
+                chunk_start = i + 1;
+                chunk_bytes = 0;
+            }
+        }
+        let mut applied = Vec::new();
+        for (base, chunk, acked) in batches {
+            acked.await?;
+            applied.push((base, chunk));
+        }
+        if log.term.get() != term {
+            return Err(WriteError::NotCoordinator);
+        }
+        // Newer-wins: a commit acknowledged meanwhile (at a later offset) keeps its value.
+        for (base, chunk) in applied {
+            for (i, (key, value)) in chunk.iter().enumerate() {
+                self.apply(base.0 + i as i64, Some(key), value.as_deref());
+            }
+        }
+        // An earlier version's snapshot must go before the segments it does not cover: a
+        // delete recorded only in them would otherwise come back from it.
+        let dir = log.part.borrow().dir().to_owned();
+        let path = snapshot_path(&dir);
+        match self.env.fs.remove_file(&path).await {
+            Ok(()) => self
+                .env
+                .fs
+                .sync_dir(&dir)
+                .await
+                .map_err(|e| WriteError::Storage(e.to_string()))?,
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(WriteError::Storage(e.to_string())),
+        }
+        let deleted = crate::storage::delete_segments_before(&log.part, first_base).await;
+        log.next_compact_bytes.set(0);
+        tracing::info!(
+            partition = p,
+            live = records.len(),
+            from = first_base.0,
+            deleted,
+            "compacted the offsets log"
+        );
         Ok(())
     }
 
@@ -485,7 +702,7 @@ impl OffsetStore {
         self.logs.values().map(|l| l.part.clone()).collect()
     }
 
-    /// Groups that have committed offsets.
+    /// Groups that have committed offsets (in partitions led here).
     pub fn groups(&self) -> Vec<String> {
         self.committed.borrow().keys().cloned().collect()
     }
@@ -530,6 +747,26 @@ mod tests {
         );
         assert_eq!(decode_key(&[1, 0, 9]), None);
         assert_eq!(decode_value(&[1, 2, 3], 0), None);
+    }
+
+    #[test]
+    fn an_earlier_versions_snapshot_still_decodes() {
+        let snapshot = Snapshot {
+            covered: 12,
+            entries: vec![SnapshotEntry {
+                group: "g".into(),
+                topic: "t".into(),
+                partition: 1,
+                offset: 40,
+                leader_epoch: 2,
+                metadata: Some("m".into()),
+                topic_id: [3; 16],
+                record_offset: 11,
+            }],
+        };
+        let bytes = encode_snapshot(&snapshot);
+        assert_eq!(decode_snapshot(&bytes), Some(snapshot));
+        assert_eq!(decode_snapshot(&bytes[..bytes.len() - 1]), None);
     }
 
     #[test]

@@ -225,6 +225,7 @@ impl Fetcher {
         let rest_until = env.monotonic() + Duration::from_millis(REFUSED_BACKOFF_MS);
         let mut appended = Vec::new();
         let mut starts = Vec::new();
+        let mut restarts = Vec::new();
         for topic in response.responses {
             for p in topic.partitions {
                 let key = (topic.topic_id.into_bytes(), p.partition_index);
@@ -232,6 +233,13 @@ impl Fetcher {
                 let tp = a.tp.clone();
                 // The role may have changed while the fetch was out.
                 if a.replica.following() != Some((self.leader, a.epoch)) {
+                    continue;
+                }
+                let leader_start = Offset(p.log_start_offset);
+                if p.error_code == crate::protocol::ErrorCode::OffsetOutOfRange.code()
+                    && leader_start > a.offset
+                {
+                    restarts.push((a, leader_start));
                     continue;
                 }
                 if p.error_code != 0 {
@@ -245,7 +253,6 @@ impl Fetcher {
                     continue;
                 }
                 let hwm = Offset(p.high_watermark);
-                let leader_start = Offset(p.log_start_offset);
                 if leader_start > a.replica.log().borrow().log_start() {
                     starts.push((a, leader_start));
                 }
@@ -277,6 +284,15 @@ impl Fetcher {
         // it go here too (below this follower's high watermark only).
         for (a, start) in starts {
             crate::storage::delete_segments_before(a.replica.log(), start).await;
+        }
+        // Below the leader's log start: nothing here continues its log.
+        for (a, start) in restarts {
+            tracing::warn!(partition = %a.tp, end = a.offset.0, leader_start = start.0,
+                "follower is below its leader's log start; starting over there");
+            if let Err(e) = Partition::restart_at(a.replica.log(), start).await {
+                tracing::warn!(partition = %a.tp, error = %e, "restarting the follower log failed");
+                resting.insert(a.tp.clone(), rest_until);
+            }
         }
     }
 }

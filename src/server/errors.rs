@@ -94,6 +94,7 @@ pub fn group_code(c: GroupCode) -> ErrorCode {
         GroupCode::MemberIdRequired => ErrorCode::MemberIdRequired,
         GroupCode::FencedInstanceId => ErrorCode::FencedInstanceId,
         GroupCode::CoordinatorNotAvailable => ErrorCode::CoordinatorNotAvailable,
+        GroupCode::CoordinatorLoadInProgress => ErrorCode::CoordinatorLoadInProgress,
         GroupCode::NotCoordinator => ErrorCode::NotCoordinator,
         GroupCode::InvalidGroupId => ErrorCode::InvalidGroupId,
         GroupCode::GroupIdNotFound => ErrorCode::GroupIdNotFound,

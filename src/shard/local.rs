@@ -102,7 +102,11 @@ impl Shard {
             if answers[i].is_some() {
                 continue;
             }
-            match self.replica(tp) {
+            let replica = match req {
+                PartitionRequest::ReplicaFetch { .. } => self.any_replica(tp),
+                _ => self.replica(tp),
+            };
+            match replica {
                 Some(replica) => answers[i] = Some(self.run_one(i, &replica, tp, req, run).await),
                 None if last => {
                     answers[i] = Some(PartitionResponse::error_for(req, self.missing_code(tp)))

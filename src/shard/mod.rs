@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod local;
 pub mod messages;
 pub mod metadata;
+pub mod offsets;
 pub mod order;
 pub mod replicas;
 pub mod waiters;
@@ -58,6 +59,8 @@ pub struct Shard {
     reopen_tried: RefCell<HashMap<TopicPartition, Duration>>,
     /// The group coordinator, set once the offsets partitions are recovered.
     pub coordinator: std::cell::OnceCell<Rc<Coordinator>>,
+    /// The offsets partitions this shard owns, with their replication (see `offsets`).
+    offsets_replicas: RefCell<HashMap<u32, Rc<Replica>>>,
     /// In a cluster: the fetchers following other brokers' partitions this shard owns.
     pub fetchers: crate::replication::fetcher::Fetchers,
     /// The leader's throttle on catch-up replication.
@@ -98,6 +101,7 @@ impl Shard {
             opening: RefCell::new(Default::default()),
             reopen_tried: RefCell::new(HashMap::new()),
             coordinator: std::cell::OnceCell::new(),
+            offsets_replicas: RefCell::new(HashMap::new()),
             fetchers,
             replication_throttle: Default::default(),
         }
@@ -116,7 +120,7 @@ impl Shard {
             .map(|r| r.log().borrow().size_bytes())
             .sum();
         let groups = self.coordinator.get().map_or(0, |c| c.group_count());
-        let (under_replicated, lag_max) = self.replication_gauges(&partitions);
+        let (under_replicated, lag_max) = self.replication_gauges();
         let offline = (self.controller.is_some() && self.config.cluster.is_some())
             .then(|| crate::cluster::elect::offline_count(&self.image()));
         crate::metrics::with(|m| {
@@ -387,16 +391,9 @@ impl Shard {
             Some(_) => {
                 // Offline until an image names its role (the image being applied may not be
                 // installed yet; installing it gives the role and starts fetching).
-                let view =
-                    self.role_view(&self.image(), &tp)
-                        .unwrap_or(crate::replication::RoleView {
-                            me: self.config.node_id.0,
-                            leader: -1,
-                            epoch: crate::protocol::types::LeaderEpoch(-1),
-                            replicas: Vec::new(),
-                            isr: Vec::new(),
-                            min_insync: 1,
-                        });
+                let view = self
+                    .role_view(&self.image(), &tp)
+                    .unwrap_or_else(|| self.offline_view());
                 Replica::clustered(handle, env, view)
             }
         };

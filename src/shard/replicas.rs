@@ -52,49 +52,51 @@ impl Shard {
             return;
         }
         let image = self.image();
+        let me = self.config.node_id.0;
         let mut wanted = Vec::new();
-        for (tp, replica) in self.partitions.borrow().iter() {
-            let Some(view) = self.role_view(&image, tp) else {
-                continue;
-            };
+        for (tp, replica) in self.all_replicas() {
+            // An offsets partition is open on its owner shard of every broker; only the
+            // brokers among its replicas take part (a user partition is open only there).
+            let view = self
+                .role_view(&image, &tp)
+                .filter(|v| v.replicas.contains(&me))
+                .unwrap_or_else(|| self.offline_view());
             let leader = view.leader;
             replica.set_role(view);
-            if leader < 0 || leader == self.config.node_id.0 {
+            if leader < 0 || leader == me {
                 continue;
             }
             let Some(addr) = broker_addr(&image, leader) else {
                 continue;
             };
-            let Some(topic_id) = image.topics.get(&tp.topic).map(|t| t.topic_id.0) else {
+            let Some(topic_id) = image.topic_id_of(&tp.topic) else {
                 continue;
             };
             wanted.push(Followed {
-                tp: tp.clone(),
+                tp,
                 topic_id,
-                replica: replica.clone(),
+                replica,
                 leader,
                 addr,
             });
         }
         self.fetchers.assign(wanted);
+        self.refresh_coordination();
     }
 
     /// (partitions led here with an ISR smaller than their replicas, the largest follower lag
     /// in records) over `partitions`.
-    pub(super) fn replication_gauges(
-        &self,
-        partitions: &std::collections::HashMap<TopicPartition, Rc<crate::replication::Replica>>,
-    ) -> (u64, u64) {
+    pub(super) fn replication_gauges(&self) -> (u64, u64) {
         if self.config.cluster.is_none() {
             return (0, 0);
         }
         let image = self.image();
         let (mut under, mut lag_max) = (0u64, 0u64);
-        for (tp, replica) in partitions {
+        for (tp, replica) in self.all_replicas() {
             if replica.leading_epoch().is_none() {
                 continue;
             }
-            if let Some(view) = self.role_view(&image, tp) {
+            if let Some(view) = self.role_view(&image, &tp) {
                 if view.isr.len() < view.replicas.len() {
                     under += 1;
                 }
@@ -119,7 +121,7 @@ impl Shard {
         last_fetched_epoch: LeaderEpoch,
         max_bytes: usize,
     ) -> PartitionResponse {
-        let Some(replica) = self.replica(tp) else {
+        let Some(replica) = self.any_replica(tp) else {
             return refused(PartitionError::NotLeader);
         };
         let part = replica.log().clone();
@@ -144,9 +146,15 @@ impl Shard {
                     records: FetchRecords::Memory(r.records),
                     diverging: None,
                 },
-                Err(crate::storage::Error::OffsetOutOfRange) => {
-                    refused(PartitionError::OffsetOutOfRange)
-                }
+                // The follower's log ends below this log's start: it is told where that is,
+                // and starts over there.
+                Err(crate::storage::Error::OffsetOutOfRange) => PartitionResponse::ReplicaFetch {
+                    error: Some(PartitionError::OffsetOutOfRange),
+                    high_watermark: hwm,
+                    log_start: part.borrow().log_start(),
+                    records: FetchRecords::Memory(bytes::Bytes::new()),
+                    diverging: None,
+                },
                 Err(e) => refused(PartitionError::Storage(e)),
             },
         }
@@ -159,13 +167,7 @@ impl Shard {
             self.env
                 .sleep(Duration::from_millis(ISR_CHECK_INTERVAL_MS))
                 .await;
-            let replicas: Vec<(TopicPartition, Rc<crate::replication::Replica>)> = self
-                .partitions
-                .borrow()
-                .iter()
-                .map(|(tp, r)| (tp.clone(), r.clone()))
-                .collect();
-            for (tp, replica) in replicas {
+            for (tp, replica) in self.all_replicas() {
                 if let Some(epoch) = replica.resignation() {
                     self.resign(&tp, epoch);
                     continue;
@@ -318,10 +320,9 @@ impl Shard {
         }
         loop {
             let leading = self
-                .partitions
-                .borrow()
-                .values()
-                .filter(|r| r.leading_epoch().is_some())
+                .all_replicas()
+                .iter()
+                .filter(|(_, r)| r.leading_epoch().is_some())
                 .count();
             if leading == 0 || self.env.monotonic() >= deadline {
                 if leading > 0 {

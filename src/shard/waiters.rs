@@ -83,7 +83,12 @@ impl Shard {
     ) {
         let waiter: Waiter = Rc::new(RefCell::new(Some(reply)));
         for (tp, offset) in items {
-            match self.partition(tp) {
+            // A follower's wait may be on an offsets partition (client waits never are).
+            let part = match written {
+                true => self.any_replica(tp).map(|r| r.log().clone()),
+                false => self.partition(tp),
+            };
+            match part {
                 Some(part) => {
                     let mut p = part.borrow_mut();
                     let reached = if written {

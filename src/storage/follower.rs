@@ -112,6 +112,84 @@ impl Partition {
     }
 }
 
+impl Partition {
+    /// Empties the log and starts it again at `offset`, past its end: a follower whose log
+    /// ends below its leader's log start can continue nothing (the records in between are
+    /// gone from the leader), so it starts over where the leader's log starts (Kafka's
+    /// "truncate fully and start at"). The empty epoch checkpoint goes first, then every
+    /// segment's files (the directory synced), then an empty segment at `offset` is created;
+    /// a crash in between leaves an empty log, which the next fetch restarts again.
+    pub async fn restart_at(this: &PartitionHandle, offset: Offset) -> Result<(), Error> {
+        if this.borrow().truncating {
+            return Err(Error::Truncating);
+        }
+        this.borrow_mut().truncating = true;
+        let result = Partition::restart_now(this, offset).await;
+        this.borrow_mut().truncating = false;
+        result
+    }
+
+    async fn restart_now(this: &PartitionHandle, offset: Offset) -> Result<(), Error> {
+        let env = this.borrow().env.clone();
+        while this.borrow().is_writing() {
+            env.sleep(std::time::Duration::from_millis(1)).await;
+        }
+        let (dir, config, bases) = {
+            let p = this.borrow();
+            if offset <= p.log_end {
+                return Err(Error::OffsetOutOfRange);
+            }
+            let bases: Vec<Offset> = p.segments.keys().copied().collect();
+            (p.dir.clone(), p.config.clone(), bases)
+        };
+        let empty = super::epochs::EpochCache::default();
+        write_atomic(env.fs.as_ref(), &dir.join(EPOCH_CHECKPOINT), empty.encode()).await?;
+        for base in &bases {
+            for path in [
+                segment::log_path(&dir, *base),
+                segment::index_path(&dir, *base),
+                segment::snapshot_path(&dir, *base),
+            ] {
+                if let Err(e) = env.fs.remove_file(&path).await {
+                    if !e.is_not_found() {
+                        return Err(e.into());
+                    }
+                }
+            }
+        }
+        env.fs.sync_dir(&dir).await?;
+        let fresh = segment::create_segment(&env, &dir, offset, &config).await?;
+        let mut p = this.borrow_mut();
+        p.written = WrittenMark {
+            offset,
+            size_bytes: 0,
+            allocated_bytes: fresh.allocated_bytes,
+            index: fresh.index.mark(),
+            tail_file_pos: 0,
+            tail: Vec::new(),
+        };
+        p.segments.clear();
+        p.segments.insert(offset, fresh);
+        p.tail.clear();
+        p.tail_file_pos = 0;
+        p.log_start = offset;
+        p.log_end = offset;
+        p.flushed = offset;
+        p.high_watermark = offset;
+        p.hwm_cap = p.hwm_cap.map(|c| c.max(offset));
+        p.cache.clear();
+        p.cache_bytes = 0;
+        p.producers = ProducerStates::default();
+        p.producer_undo.clear();
+        p.epochs = empty;
+        p.epochs_dirty = false;
+        p.unsynced = false;
+        p.assert_stages("a restart at the leader's log start");
+        tracing::info!(partition = %p.tp, at = offset.0, "follower log restarted at the leader's log start");
+        Ok(())
+    }
+}
+
 /// Cuts segment `base` at byte `cut` (synced), removes every later segment's files and the
 /// cut segment's index (it becomes the active segment), and syncs the directory. Returns the
 /// base offsets of the removed segments.

@@ -41,9 +41,9 @@ pub async fn handle(
     for topic in request.topics {
         let topic_id = topic.topic_id.into_bytes();
         let name = image
-            .topic_by_id(&crate::protocol::types::TopicId(topic_id))
-            .map(|t| t.name.clone())
-            .unwrap_or_default();
+            .topic_name_by_id(&crate::protocol::types::TopicId(topic_id))
+            .unwrap_or_default()
+            .to_string();
         let mut parts = Vec::new();
         for p in topic.partitions {
             let mut out = PartitionOut::empty(p.partition);

@@ -29,6 +29,9 @@ use crate::storage::{LogConfig, Partition, PartitionHandle};
 pub use crate::constants::{OFFSETS_PARTITIONS, OFFSETS_TOPIC, OFFSETS_TOPIC_ID};
 /// Bytes read per step when replaying an offsets partition.
 const REPLAY_READ_BYTES: usize = 1 << 20;
+/// Loads of an offsets partition tried before it is declared offline, and the pause between.
+const LOAD_ATTEMPTS: u32 = 5;
+const LOAD_RETRY_MS: u64 = 1_000;
 /// Record bytes per batch when compaction re-appends the live entries.
 const COMPACT_BATCH_BYTES: usize = 256 * 1024;
 
@@ -252,6 +255,10 @@ pub struct OffsetStore {
     /// Partitions owned here whose recovery (or load) failed.
     offline: RefCell<HashSet<u32>>,
     committed: RefCell<HashMap<String, GroupOffsets>>,
+    /// Where the latest applied delete of each (group, partition) is in the log, so that an
+    /// older value acknowledged after it (or re-appended by a compaction that began before
+    /// it) does not bring the entry back. Dropped with the segments a compaction removes.
+    deleted: RefCell<HashMap<(String, TopicPartition), i64>>,
     appender: Rc<dyn OffsetsAppend>,
 }
 
@@ -272,6 +279,7 @@ impl OffsetStore {
             env: env.clone(),
             logs: HashMap::new(),
             committed: RefCell::new(HashMap::new()),
+            deleted: RefCell::new(HashMap::new()),
             offline: RefCell::new(HashSet::new()),
             appender,
         };
@@ -350,23 +358,38 @@ impl OffsetStore {
         log.lead.set(Lead::Loading);
         log.led_epoch.set(epoch);
         let term = log.term.get();
-        let loaded = self.load(p, &log.part, term).await;
-        if log.term.get() != term {
-            return;
-        }
-        match loaded {
-            Ok(()) => {
-                log.lead.set(Lead::Led);
-                tracing::info!(
-                    partition = p,
-                    epoch,
-                    "coordinating the groups of an offsets partition"
-                );
+        // A load that fails for a passing reason (the log start moved under the replay) is
+        // tried again while the leadership lasts; a log that keeps failing goes offline.
+        for attempt in 1..=LOAD_ATTEMPTS {
+            let loaded = self.load(p, &log.part, term).await;
+            if log.term.get() != term {
+                return;
             }
-            Err(e) => {
-                log.lead.set(Lead::NotLed);
-                self.forget(p);
-                self.set_offline(p, &e);
+            match loaded {
+                Ok(()) => {
+                    log.lead.set(Lead::Led);
+                    tracing::info!(
+                        partition = p,
+                        epoch,
+                        "coordinating the groups of an offsets partition"
+                    );
+                    return;
+                }
+                Err(e) if attempt < LOAD_ATTEMPTS => {
+                    tracing::warn!(partition = p, error = %e, attempt, "loading an offsets partition failed; trying again");
+                    self.forget(p);
+                    self.env
+                        .sleep(std::time::Duration::from_millis(LOAD_RETRY_MS))
+                        .await;
+                    if log.term.get() != term {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    log.lead.set(Lead::NotLed);
+                    self.forget(p);
+                    self.set_offline(p, &e);
+                }
             }
         }
     }
@@ -398,6 +421,9 @@ impl OffsetStore {
         self.committed
             .borrow_mut()
             .retain(|group, _| offsets_partition(group) != p);
+        self.deleted
+            .borrow_mut()
+            .retain(|(group, _), _| offsets_partition(group) != p);
     }
 
     async fn load(&self, p: u32, part: &PartitionHandle, term: u64) -> Result<(), String> {
@@ -405,6 +431,9 @@ impl OffsetStore {
         let snapshot = read_whole(self.env.fs.as_ref(), &snapshot_path(&dir))
             .await
             .map_err(|e| e.to_string())?;
+        if self.logs.get(&p).is_some_and(|l| l.term.get() != term) {
+            return Ok(());
+        }
         if let Some(bytes) = snapshot {
             let snapshot = decode_snapshot(&bytes)
                 .ok_or_else(|| "the offsets snapshot is corrupt".to_string())?;
@@ -439,7 +468,17 @@ impl OffsetStore {
                 return Ok(());
             }
             if read.records.is_empty() {
-                return Ok(());
+                // Batches placed but not yet written (a follower's last fetch) belong to the
+                // log this leadership continues: wait for them.
+                let pending = {
+                    let log = part.borrow();
+                    log.written() < log.log_end() && log.failure().is_none()
+                };
+                if !pending {
+                    return Ok(());
+                }
+                self.env.sleep(std::time::Duration::from_millis(1)).await;
+                continue;
             }
             let mut at = 0usize;
             while at + BATCH_HEADER_BYTES <= read.records.len() {
@@ -488,6 +527,12 @@ impl OffsetStore {
         };
         let mut committed = self.committed.borrow_mut();
         let newer = |old: Option<&Committed>| old.is_none_or(|o| o.record_offset < record_offset);
+        let mut deleted = self.deleted.borrow_mut();
+        let key = (group, tp);
+        if deleted.get(&key).is_some_and(|at| *at > record_offset) {
+            return;
+        }
+        let (group, tp) = key;
         match value.and_then(|v| decode_value(v, record_offset)) {
             Some(c) => {
                 let entries = committed.entry(group).or_default();
@@ -496,6 +541,7 @@ impl OffsetStore {
                 }
             }
             None => {
+                deleted.insert((group.clone(), tp.clone()), record_offset);
                 if let Some(entries) = committed.get_mut(&group) {
                     if newer(entries.get(&tp)) {
                         entries.remove(&tp);
@@ -509,11 +555,7 @@ impl OffsetStore {
     }
 
     /// Appends `records` to partition `p` in one batch: its base offset and acknowledgement.
-    fn append_records(
-        &self,
-        p: u32,
-        records: &[KeyValue],
-    ) -> Result<(Offset, Acked), WriteError> {
+    fn append_records(&self, p: u32, records: &[KeyValue]) -> Result<(Offset, Acked), WriteError> {
         let refs: Vec<record_batch::RecordRef> = records
             .iter()
             .map(|(k, v)| (Some(k.as_slice()), v.as_deref()))
@@ -664,6 +706,11 @@ impl OffsetStore {
             Err(e) => return Err(WriteError::Storage(e.to_string())),
         }
         let deleted = crate::storage::delete_segments_before(&log.part, first_base).await;
+        // Deletes in the removed segments have nothing left to hide.
+        let start = log.part.borrow().log_start().0;
+        self.deleted
+            .borrow_mut()
+            .retain(|(group, _), at| offsets_partition(group) != p || *at >= start);
         log.next_compact_bytes.set(0);
         tracing::info!(
             partition = p,
@@ -767,6 +814,51 @@ mod tests {
         let bytes = encode_snapshot(&snapshot);
         assert_eq!(decode_snapshot(&bytes), Some(snapshot));
         assert_eq!(decode_snapshot(&bytes[..bytes.len() - 1]), None);
+    }
+
+    struct Nowhere;
+    impl OffsetsAppend for Nowhere {
+        fn append(&self, _: u32, _: &[u8]) -> Result<(Offset, Acked), WriteError> {
+            Err(WriteError::NotCoordinator)
+        }
+    }
+
+    /// A delete hides every older value of its key, whatever order acknowledgements (or a
+    /// compaction's re-append that began before the delete) are applied in.
+    #[test]
+    fn an_older_value_applied_after_a_delete_stays_deleted() {
+        let fs = crate::testing::FaultFs::new();
+        let clock = crate::testing::ManualClock::new(0);
+        let store = OffsetStore {
+            env: crate::testing::env(&fs, &clock, 1),
+            logs: HashMap::new(),
+            offline: RefCell::new(HashSet::new()),
+            committed: RefCell::new(HashMap::new()),
+            deleted: RefCell::new(HashMap::new()),
+            appender: Rc::new(Nowhere),
+        };
+        let tp = TopicPartition::new("t", 0);
+        let key = encode_key("g", &tp);
+        let value = |offset| {
+            encode_value(&Committed {
+                offset,
+                leader_epoch: 0,
+                metadata: None,
+                topic_id: TopicId([1; 16]),
+                record_offset: 0,
+            })
+        };
+        let read = || store.fetch("g", None).first().map(|(_, c)| c.offset);
+        store.apply(10, Some(&key), Some(&value(100)));
+        assert_eq!(read(), Some(100));
+        store.apply(20, Some(&key), None);
+        assert_eq!(read(), None);
+        store.apply(15, Some(&key), Some(&value(150)));
+        assert_eq!(read(), None, "a value older than the delete came back");
+        store.apply(25, Some(&key), Some(&value(250)));
+        assert_eq!(read(), Some(250), "a newer value counts");
+        store.apply(22, Some(&key), Some(&value(220)));
+        assert_eq!(read(), Some(250), "newer wins among values");
     }
 
     #[test]

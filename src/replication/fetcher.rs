@@ -283,10 +283,17 @@ impl Fetcher {
         // The leader's log start (its retention) reaches the follower: whole segments below
         // it go here too (below this follower's high watermark only).
         for (a, start) in starts {
-            crate::storage::delete_segments_before(a.replica.log(), start).await;
+            // Only while still following that leader (the appends above awaited): a leader's
+            // own log start is its own business.
+            if a.replica.following() == Some((self.leader, a.epoch)) {
+                crate::storage::delete_segments_before(a.replica.log(), start).await;
+            }
         }
         // Below the leader's log start: nothing here continues its log.
         for (a, start) in restarts {
+            if a.replica.following() != Some((self.leader, a.epoch)) {
+                continue;
+            }
             tracing::warn!(partition = %a.tp, end = a.offset.0, leader_start = start.0,
                 "follower is below its leader's log start; starting over there");
             if let Err(e) = Partition::restart_at(a.replica.log(), start).await {

@@ -127,8 +127,14 @@ impl Shard {
             match replica.leading_epoch() {
                 Some(epoch) => {
                     let coordinator = coordinator.clone();
-                    let p = *p;
-                    crate::runtime::io::spawn(async move { coordinator.lead(p, epoch.0).await });
+                    let (p, replica) = (*p, replica.clone());
+                    // Still leading at that epoch when the task runs: an image installed in
+                    // between may have moved leadership away already (its unlead came first).
+                    crate::runtime::io::spawn(async move {
+                        if replica.leading_epoch() == Some(epoch) {
+                            coordinator.lead(p, epoch.0).await;
+                        }
+                    });
                 }
                 None => coordinator.unlead(*p),
             }

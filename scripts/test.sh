@@ -12,7 +12,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-packages=(build-essential cmake pkg-config libcurl4-openssl-dev kcat python3 python3-venv)
+packages=(build-essential cmake pkg-config libcurl4-openssl-dev kcat python3 python3-venv iproute2)
 # KafkaJS runs on Node.js; Debian's nodejs and npm serve where no newer Node.js is installed.
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     packages+=(nodejs npm)

@@ -59,6 +59,42 @@ impl Cluster {
         cluster
     }
 
+    /// Like `start_with`, broker `i` (node id `i + 1`) in network namespace `places[i].0`
+    /// listening on `places[i].1` (Kafka and controller ports alike).
+    pub fn start_in_netns(places: &[(String, [u8; 4])], shards: usize, extra: &[&str]) -> Cluster {
+        let controller_ports: Vec<u16> = places.iter().map(|_| super::free_port()).collect();
+        let voters = places
+            .iter()
+            .zip(&controller_ports)
+            .enumerate()
+            .map(|(i, ((_, [a, b, c, d]), p))| format!("{}@{a}.{b}.{c}.{d}:{p}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let shards = shards.to_string();
+        let brokers = places
+            .iter()
+            .enumerate()
+            .map(|(i, (netns, host))| {
+                let id = (i + 1).to_string();
+                let mut args: Vec<&str> = vec![
+                    "--node-id",
+                    id.as_str(),
+                    "--controller-quorum-voters",
+                    voters.as_str(),
+                    "--shards",
+                    shards.as_str(),
+                ];
+                args.extend_from_slice(extra);
+                Broker::launch_in_netns(netns, *host, &args)
+            })
+            .collect();
+        let mut cluster = Cluster { brokers };
+        for b in &mut cluster.brokers {
+            b.wait_ready();
+        }
+        cluster
+    }
+
     pub fn broker(&mut self, node_id: i32) -> &mut Broker {
         &mut self.brokers[node_id as usize - 1]
     }

@@ -84,6 +84,10 @@ pub struct Broker {
     placed_in: Option<PathBuf>,
     /// An open-files limit (soft and hard) for the broker process.
     pub open_files_max: Option<u64>,
+    /// The IPv4 address it listens on (127.0.0.1 unless it runs in a network namespace).
+    host: [u8; 4],
+    /// The network namespace (a name under /var/run/netns) it runs in, if any.
+    netns: Option<String>,
 }
 
 impl Broker {
@@ -112,6 +116,16 @@ impl Broker {
         broker
     }
 
+    /// Like `launch`, in network namespace `netns` (a name under /var/run/netns, made by the
+    /// caller), listening on `host`.
+    pub fn launch_in_netns(netns: &str, host: [u8; 4], extra_args: &[&str]) -> Broker {
+        let mut broker = Broker::unstarted(None, None, extra_args);
+        broker.host = host;
+        broker.netns = Some(netns.to_string());
+        broker.spawn_process();
+        broker
+    }
+
     /// Starts the broker again without waiting for it to serve (see `launch`).
     pub fn relaunch(&mut self) {
         assert!(self.child.is_none(), "relaunch: stop the broker first");
@@ -135,6 +149,8 @@ impl Broker {
             starts: 0,
             placed_in,
             open_files_max,
+            host: [127, 0, 0, 1],
+            netns: None,
         }
     }
 
@@ -167,7 +183,8 @@ impl Broker {
     }
 
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        let [a, b, c, d] = self.host;
+        format!("{a}.{b}.{c}.{d}:{}", self.port)
     }
 
     pub fn port(&self) -> u16 {
@@ -223,6 +240,22 @@ impl Broker {
             .unwrap_or_else(|e| panic!("create {}: {e}", log_path.display()));
         let log_for_stderr = log.try_clone().expect("clone the log file handle");
         let mut command = Command::new(env!("CARGO_BIN_EXE_tusk"));
+        if let Some(name) = &self.netns {
+            use std::os::unix::process::CommandExt;
+            let path = std::ffi::CString::new(format!("/var/run/netns/{name}")).unwrap();
+            // SAFETY: open(2), setns(2) and close(2) are async-signal-safe; the path was
+            // allocated before the fork.
+            unsafe {
+                command.pre_exec(move || {
+                    let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+                    if fd < 0 || libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    libc::close(fd);
+                    Ok(())
+                });
+            }
+        }
         if let Some(max) = self.open_files_max {
             use std::os::unix::process::CommandExt;
             // SAFETY: setrlimit is async-signal-safe and touches only the child's limits.
@@ -270,7 +303,7 @@ impl Broker {
     }
 
     pub fn wait_ready(&mut self) {
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let addr = SocketAddr::from((self.host, self.port));
         let deadline = Instant::now() + BROKER_START_TIMEOUT;
         loop {
             let exited = self

@@ -192,11 +192,36 @@ fn catch_up(throttled: bool) -> Duration {
     let restarted = Instant::now();
     cluster.broker(down).restart();
     let deadline = Instant::now() + Duration::from_secs(60);
+    // The catching-up replica's lag, as `tusk topic describe` shows it, while it catches up.
+    let mut lag_seen = 0;
     while leaders(&at_leader)[0].3 != 3 {
         assert!(Instant::now() < deadline, "the follower never caught up");
+        lag_seen = lag_seen.max(replica_lag(&at_leader, down).unwrap_or(0));
         std::thread::sleep(Duration::from_millis(50));
     }
-    restarted.elapsed()
+    let took = restarted.elapsed();
+    eprintln!("largest lag describe showed for the catching-up replica: {lag_seen} records");
+    if throttled {
+        assert!(
+            lag_seen > 0,
+            "describe never showed the throttled follower behind"
+        );
+    }
+    wait_until("every replica's lag back to 0", || {
+        (1..=3).all(|b| replica_lag(&at_leader, b) == Some(0))
+    });
+    took
+}
+
+/// Partition 0's lag on broker `replica` as `tusk topic describe` shows it.
+fn replica_lag(bootstrap: &str, replica: i32) -> Option<i64> {
+    let d = tusk(&["topic", "describe", TOPIC], bootstrap);
+    let p = &d["partitions"][0];
+    let at = p["replicas"]
+        .as_array()?
+        .iter()
+        .position(|r| r.as_i64() == Some(replica as i64))?;
+    p["replica_lag"][at].as_i64()
 }
 
 #[test]

@@ -181,6 +181,13 @@ fn topics_records_groups_and_cluster() {
         .map(|p| p["high_watermark"].as_i64().unwrap())
         .sum();
     assert_eq!(hw, 6);
+    // One replica per partition here: the leader's own, no lag, its bytes on disk.
+    for p in d["partitions"].as_array().unwrap() {
+        assert_eq!(p["replica_lag"], serde_json::json!([0]), "{p}");
+        let bytes = p["replica_bytes"][0].as_i64().unwrap();
+        let written = p["high_watermark"].as_i64().unwrap();
+        assert_eq!(bytes > 0, written > 0, "bytes on disk of {p}");
+    }
     let retention = |d: &serde_json::Value| {
         d["configs"]
             .as_array()

@@ -6,13 +6,14 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
 use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
     ApiKey, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
-    IncrementalAlterConfigsRequest, MetadataRequest, MetadataResponse,
+    DescribeLogDirsRequest, IncrementalAlterConfigsRequest, MetadataRequest, MetadataResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 use serde_json::json;
@@ -206,6 +207,7 @@ fn describe(conn: &mut Connection, client: &ClientArgs, name: &str) -> anyhow::R
     let count = topic.partitions.len();
     let (start, end) = offsets_at_leaders(conn, &r, name, count)?;
     let configs = topic_configs(conn, name)?;
+    let held = replicas_held(conn, &r, name, count);
     let mut partitions: Vec<_> = topic.partitions.iter().collect();
     partitions.sort_by_key(|p| p.partition_index);
     let rows: Vec<serde_json::Value> = partitions
@@ -220,6 +222,14 @@ fn describe(conn: &mut Connection, client: &ClientArgs, name: &str) -> anyhow::R
                 "isr": p.isr_nodes.iter().map(|b| b.0).collect::<Vec<_>>(),
                 "log_start_offset": start.get(i),
                 "high_watermark": end.get(i),
+                // Per replica, in the order of `replicas`: records behind the leader's high
+                // watermark and bytes on disk (null where that broker did not answer).
+                "replica_lag": p.replica_nodes.iter()
+                    .map(|b| held.get(&(p.partition_index, b.0)).map(|h| h.0))
+                    .collect::<Vec<_>>(),
+                "replica_bytes": p.replica_nodes.iter()
+                    .map(|b| held.get(&(p.partition_index, b.0)).map(|h| h.1))
+                    .collect::<Vec<_>>(),
             })
         })
         .collect();
@@ -237,6 +247,7 @@ fn describe(conn: &mut Connection, client: &ClientArgs, name: &str) -> anyhow::R
             "ISR",
             "LOG START",
             "HIGH WATERMARK",
+            "LAG",
         ]);
         for p in &rows {
             let list = |k: &str| p[k].to_string().trim_matches(['[', ']']).to_string();
@@ -248,6 +259,7 @@ fn describe(conn: &mut Connection, client: &ClientArgs, name: &str) -> anyhow::R
                 list("isr"),
                 p["log_start_offset"].to_string(),
                 p["high_watermark"].to_string(),
+                list("replica_lag"),
             ]);
         }
         let mut c = Table::new(&["CONFIG", "VALUE", "SOURCE"]);
@@ -302,6 +314,49 @@ fn offsets_at_leaders(
         }
     }
     Ok((start, end))
+}
+
+/// (records behind, bytes) of every replica of `name`'s partitions, keyed by (partition,
+/// broker), as each broker describes the replicas it holds (DescribeLogDirs); brokers that do
+/// not answer are left out.
+fn replicas_held(
+    conn: &mut Connection,
+    metadata: &kafka_protocol::messages::MetadataResponse,
+    name: &str,
+    count: usize,
+) -> std::collections::HashMap<(i32, i32), (i64, i64)> {
+    let mut held = std::collections::HashMap::new();
+    let single = metadata.brokers.len() <= 1;
+    let request =
+        DescribeLogDirsRequest::default()
+            .with_topics(Some(vec![DescribableLogDirTopic::default()
+                .with_topic(topic_name(name))
+                .with_partitions((0..count as i32).collect())]));
+    for b in &metadata.brokers {
+        let mut other = match single {
+            true => None,
+            false => match Connection::connect(&format!("{}:{}", b.host, b.port), "tusk-cli") {
+                Ok(c) => Some(c),
+                Err(_) => continue,
+            },
+        };
+        let c = other.as_mut().unwrap_or(&mut *conn);
+        let Ok(v) = c.version(ApiKey::DescribeLogDirs, 4) else {
+            continue;
+        };
+        let Ok(r) = c.call(request.clone(), v) else {
+            continue;
+        };
+        for dir in r.results {
+            for t in dir.topics.iter().filter(|t| t.name.as_str() == name) {
+                for p in &t.partitions {
+                    let entry = (p.offset_lag, p.partition_size);
+                    held.insert((p.partition_index, b.node_id.0), entry);
+                }
+            }
+        }
+    }
+    held
 }
 
 /// Every config of a topic: (name, value, source).

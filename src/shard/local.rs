@@ -158,6 +158,18 @@ impl Shard {
             PartitionRequest::ListOffsets { timestamp_ms } => {
                 list_offset(part, *timestamp_ms).await
             }
+            PartitionRequest::Describe => {
+                let p = part.borrow();
+                let offset_lag = match replica.following() {
+                    Some(_) => p.hwm_cap().map_or(0, |hwm| (hwm.0 - p.log_end().0).max(0)),
+                    None => 0,
+                };
+                PartitionResponse::Described {
+                    error: None,
+                    size_bytes: p.size_bytes(),
+                    offset_lag,
+                }
+            }
             PartitionRequest::ReplicaFetch {
                 follower,
                 offset,

@@ -40,6 +40,8 @@ pub enum PartitionRequest {
         last_fetched_epoch: crate::protocol::types::LeaderEpoch,
         max_bytes: usize,
     },
+    /// This replica's size and how far it trails its leader (DescribeLogDirs).
+    Describe,
 }
 
 /// Why a partition's work failed; the server layer picks the Kafka error code.
@@ -97,6 +99,13 @@ pub enum PartitionResponse {
         /// Where the follower's log leaves this leader's (epoch, end offset), if it does.
         diverging: Option<(crate::protocol::types::LeaderEpoch, Offset)>,
     },
+    Described {
+        error: Option<PartitionError>,
+        size_bytes: u64,
+        /// Records this replica's log end trails the leader's high watermark as last seen
+        /// (0 on the leader).
+        offset_lag: i64,
+    },
 }
 
 impl PartitionResponse {
@@ -126,6 +135,11 @@ impl PartitionResponse {
                 log_start: Offset(-1),
                 records: FetchRecords::Memory(Bytes::new()),
                 diverging: None,
+            },
+            PartitionRequest::Describe => PartitionResponse::Described {
+                error,
+                size_bytes: 0,
+                offset_lag: 0,
             },
         }
     }

@@ -297,7 +297,8 @@ impl Shard {
         let mut parts = Vec::new();
         let mut elsewhere = Vec::new();
         for (i, (tp, req)) in items.into_iter().enumerate() {
-            if self.leads(&image, &tp) {
+            // Describing a replica is for any replica, not only the leader's.
+            if self.leads(&image, &tp) || matches!(req, PartitionRequest::Describe) {
                 groups[self.owner(&tp).0].push((i, tp, req));
             } else {
                 let answer = PartitionResponse::error_for(&req, PartitionError::NotLeader);

@@ -188,6 +188,11 @@ impl Partition {
 
     /// Caps the high watermark at `cap` (`None`: it follows `flushed`) and moves it as far as
     /// `flushed` and the cap allow; it never goes back.
+    /// What caps the high watermark (a follower: its leader's high watermark as last seen).
+    pub fn hwm_cap(&self) -> Option<Offset> {
+        self.hwm_cap
+    }
+
     pub fn set_hwm_cap(&mut self, cap: Option<Offset>) {
         self.hwm_cap = cap;
         self.advance_high_watermark(self.hwm_target());

@@ -13,6 +13,7 @@ mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
+mod describe_log_dirs;
 mod elect_leaders;
 mod fetch;
 mod find_coordinator;
@@ -156,6 +157,7 @@ pub async fn handle(
         RequestKind::DeleteTopics(r) => delete_topics::handle(shard, r).await,
         RequestKind::CreatePartitions(r) => create_partitions::handle(shard, r).await,
         RequestKind::ElectLeaders(r) => elect_leaders::handle(shard, r).await,
+        RequestKind::DescribeLogDirs(r) => describe_log_dirs::handle(shard, r).await,
         RequestKind::InitProducerId(r) => init_producer_id::handle(shard, r).await,
         RequestKind::DescribeConfigs(r) => describe_configs::handle(shard, r),
         RequestKind::IncrementalAlterConfigs(r) => {

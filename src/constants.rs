@@ -53,10 +53,11 @@ pub const DIRECT_IO_ALIGNMENT_BYTES: u64 = 4096;
 /// `index.interval.bytes`).
 pub const INDEX_INTERVAL_BYTES: u64 = 4096;
 /// The active segment's disk space is allocated ahead of the writes, so an fdatasync commits a
-/// size change only once per allocation. A new segment starts with this much; each extension
+/// size change only once per allocation. A new segment has none until its first write, which
+/// allocates at least this much; each extension
 /// quadruples what the segment has, up to steps of `PREALLOCATE_STEP_BYTES` (and at most
-/// `segment_bytes`), so space follows the data written: an empty broker with its 16 offsets
-/// partitions holds 16 MiB, not 16 × 64 MiB, and a busy segment reaches full steps after three
+/// `segment_bytes`), so space follows the data written: an empty broker's 16 offsets partitions
+/// hold none, not 16 × 64 MiB, and a busy segment reaches full steps after three
 /// extensions (each costs a journal commit on the next fdatasync: an IO on a spinning disk).
 pub const PREALLOCATE_FIRST_BYTES: u64 = 1024 * 1024;
 /// Largest single extension of a segment's allocation.

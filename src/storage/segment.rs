@@ -160,7 +160,9 @@ fn segment_options(create: bool, config: &LogConfig) -> OpenOptions {
     OpenOptions::direct(create).with_sync_writes(config.flush == FlushPolicy::Always)
 }
 
-/// Creates a new, preallocated active segment.
+/// Creates a new, empty active segment. Its space is allocated by its first write (at least
+/// `PREALLOCATE_FIRST_BYTES`), not here: an idle partition holds no space, so 10,000
+/// partitions times three replicas cost their files, not 30 GiB of preallocation.
 pub async fn create_segment(
     env: &Env,
     dir: &Path,
@@ -169,8 +171,7 @@ pub async fn create_segment(
 ) -> Result<Segment, Error> {
     let path = log_path(dir, base);
     let file = env.fs.open(&path, segment_options(true, config)).await?;
-    let allocated_bytes = PREALLOCATE_FIRST_BYTES.min(config.segment_bytes);
-    file.allocate(allocated_bytes).await?;
+    let allocated_bytes = 0;
     env.fs.sync_dir(dir).await?;
     Ok(Segment {
         base_offset: base,

@@ -434,10 +434,22 @@ pub fn serve(
 ) -> io::Task<()> {
     let open = std::rc::Rc::new(std::cell::Cell::new(0usize));
     io::spawn_joinable(async move {
+        // Refusals are logged once, then as a count at most every 10 s: a peer retrying at
+        // once must not fill the disk with the same line.
+        let (mut refused, mut logged_at) = (0u64, None::<std::time::Instant>);
         loop {
             match listener.accept().await {
                 Ok(stream) if open.get() >= CONNECTIONS_PER_VOTER * voters => {
-                    tracing::warn!("refusing a Raft connection: {} are open", open.get());
+                    refused += 1;
+                    if logged_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                        tracing::warn!(
+                            refused,
+                            "refusing Raft connections: {} are open",
+                            open.get()
+                        );
+                        logged_at = Some(std::time::Instant::now());
+                        refused = 0;
+                    }
                     drop(stream);
                 }
                 Ok(stream) => {

@@ -434,21 +434,19 @@ pub fn serve(
 ) -> io::Task<()> {
     let open = std::rc::Rc::new(std::cell::Cell::new(0usize));
     io::spawn_joinable(async move {
-        // Refusals are logged once, then as a count at most every 10 s: a peer retrying at
+        // The first refusal is logged, then every 10,000th with the count: a peer retrying at
         // once must not fill the disk with the same line.
-        let (mut refused, mut logged_at) = (0u64, None::<std::time::Instant>);
+        let mut refused = 0u64;
         loop {
             match listener.accept().await {
                 Ok(stream) if open.get() >= CONNECTIONS_PER_VOTER * voters => {
                     refused += 1;
-                    if logged_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                    if refused == 1 || refused.is_multiple_of(10_000) {
                         tracing::warn!(
                             refused,
                             "refusing Raft connections: {} are open",
                             open.get()
                         );
-                        logged_at = Some(std::time::Instant::now());
-                        refused = 0;
                     }
                     drop(stream);
                 }

@@ -16,14 +16,14 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::cluster::{
-    assert_holds, create_replicated, produce_acked, read_partition, wait_placement, Cluster,
+    assert_holds, create_replicated, elect_preferred, produce_acked, produce_one_request,
+    read_partition, wait_placement, Cluster,
 };
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{FindCoordinatorRequest, ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{FindCoordinatorRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
-use tusk::client::{topic_name, Connection};
+use tusk::client::Connection;
 
 const BROKER_FLAGS: &[&str] = &["--replica-lag-time-max-ms", "2000"];
 const ALL: [i32; 3] = [1, 2, 3];
@@ -187,23 +187,6 @@ fn a_group_resumes_from_its_committed_offsets_after_its_coordinator_is_killed() 
     );
 }
 
-/// A Produce of one record to partition 0 of `topic` with acks=all.
-fn produce_request(topic: &str, payload: &str) -> ProduceRequest {
-    let batch = tusk::protocol::record_batch::encode_records(
-        &[(None, Some(payload.as_bytes()))],
-        tusk::client::wall_clock_ms(),
-        0,
-    );
-    ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(10_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(topic_name(topic))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(bytes::Bytes::from(batch)))])])
-}
-
 fn signal(pid: u32, name: &str) {
     let status = Command::new("kill")
         .args([&format!("-{name}"), &pid.to_string()])
@@ -235,7 +218,7 @@ fn a_leader_paused_past_its_session_is_fenced_and_keeps_nothing_the_new_leader_l
     signal(pid, "STOP");
     let paused_at = Instant::now();
     let correlation = stale
-        .send(&produce_request(TOPIC, "stale-write"), 9)
+        .send(&produce_one_request(TOPIC, "stale-write", 10_000), 9)
         .expect("the request is buffered by the kernel");
     let survivor = ALL.into_iter().find(|b| *b != old).unwrap();
     let what = format!("a leader other than the paused broker {old}");
@@ -279,19 +262,7 @@ fn a_leader_paused_past_its_session_is_fenced_and_keeps_nothing_the_new_leader_l
     assert_holds(&from_new, &written, "read from the new leader");
     // Leadership back on the resumed broker (its preferred replica): what it serves is the
     // new leader's history, without the stale write.
-    let out = common::run_with_timeout(
-        Command::new(env!("CARGO_BIN_EXE_tusk")).args([
-            "cluster",
-            "elect-leaders",
-            "--topic",
-            TOPIC,
-            "--bootstrap",
-            &cluster.bootstrap_of(new),
-        ]),
-        None,
-        Duration::from_secs(60),
-    );
-    assert!(out.status.success(), "elect-leaders: {}", out.stderr);
+    elect_preferred(&cluster, new, TOPIC);
     wait_placement(
         &cluster,
         new,

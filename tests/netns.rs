@@ -14,11 +14,11 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::cluster::{assert_holds, create_replicated, produce_acked, read_partition};
+use common::cluster::{assert_holds, create_replicated, elect_preferred, produce_acked};
+use common::cluster::{produce_one_request, read_partition};
 use common::cluster::{wait_placement, Cluster};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
-use tusk::client::{topic_name, Connection};
+use kafka_protocol::messages::ProduceResponse;
+use tusk::client::Connection;
 
 const ALL: [i32; 3] = [1, 2, 3];
 const TOPIC: &str = "partitioned";
@@ -120,19 +120,7 @@ fn connect_in(ns: &str, address: &str) -> Connection {
 
 /// Produces one record with acks=all (timeout 3 s) through `conn`: the error code.
 fn produce_one(conn: &mut Connection, payload: &str) -> i16 {
-    let batch = tusk::protocol::record_batch::encode_records(
-        &[(None, Some(payload.as_bytes()))],
-        tusk::client::wall_clock_ms(),
-        0,
-    );
-    let request = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(3_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(topic_name(TOPIC))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(bytes::Bytes::from(batch)))])]);
+    let request = produce_one_request(TOPIC, payload, 3_000);
     let response: ProduceResponse = conn.call(request, 9).expect("an answer");
     response.responses[0].partition_responses[0].error_code
 }
@@ -208,19 +196,7 @@ fn an_isolated_leader_acknowledges_nothing_and_its_divergent_tail_is_truncated_a
     );
     let from_new = read_partition(&cluster.bootstrap_of(new), TOPIC, written.len());
     assert_holds(&from_new, &written, "read from the new leader");
-    let out = common::run_with_timeout(
-        Command::new(env!("CARGO_BIN_EXE_tusk")).args([
-            "cluster",
-            "elect-leaders",
-            "--topic",
-            TOPIC,
-            "--bootstrap",
-            &cluster.bootstrap_of(new),
-        ]),
-        None,
-        Duration::from_secs(60),
-    );
-    assert!(out.status.success(), "elect-leaders: {}", out.stderr);
+    elect_preferred(&cluster, new, TOPIC);
     let what = "led by the healed broker again";
     wait_placement(&cluster, new, TOPIC, Duration::from_secs(60), what, |p| {
         p[0].leader == old

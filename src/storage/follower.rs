@@ -144,20 +144,8 @@ impl Partition {
         };
         let empty = super::epochs::EpochCache::default();
         write_atomic(env.fs.as_ref(), &dir.join(EPOCH_CHECKPOINT), empty.encode()).await?;
-        for base in &bases {
-            for path in [
-                segment::log_path(&dir, *base),
-                segment::index_path(&dir, *base),
-                segment::snapshot_path(&dir, *base),
-            ] {
-                if let Err(e) = env.fs.remove_file(&path).await {
-                    if !e.is_not_found() {
-                        return Err(e.into());
-                    }
-                }
-            }
-        }
-        env.fs.sync_dir(&dir).await?;
+        let paths = bases.iter().flat_map(|b| segment::file_paths(&dir, *b));
+        remove_synced(&env, &dir, paths).await?;
         let fresh = segment::create_segment(&env, &dir, offset, &config).await?;
         let mut p = this.borrow_mut();
         p.written = WrittenMark {
@@ -210,19 +198,22 @@ async fn cut_files(this: &PartitionHandle, base: Offset, cut: u64) -> Result<Vec
     };
     file.truncate(cut).await?;
     file.fdatasync().await?;
-    let mut paths: Vec<_> = later
-        .iter()
-        .flat_map(|b| {
-            [
-                segment::log_path(&dir, *b),
-                segment::index_path(&dir, *b),
-                segment::snapshot_path(&dir, *b),
-            ]
-        })
-        .collect();
     // The cut segment's index goes too, so a crash leaves it scanned, never trusted past its
     // new end.
-    paths.push(segment::index_path(&dir, base));
+    let paths = later
+        .iter()
+        .flat_map(|b| segment::file_paths(&dir, *b))
+        .chain([segment::index_path(&dir, base)]);
+    remove_synced(&env, &dir, paths).await?;
+    Ok(later)
+}
+
+/// Removes `paths` (files already gone are fine), then syncs `dir` so the removals are durable.
+async fn remove_synced(
+    env: &crate::runtime::env::Env,
+    dir: &std::path::Path,
+    paths: impl Iterator<Item = std::path::PathBuf>,
+) -> Result<(), Error> {
     for path in paths {
         if let Err(e) = env.fs.remove_file(&path).await {
             if !e.is_not_found() {
@@ -230,8 +221,8 @@ async fn cut_files(this: &PartitionHandle, base: Offset, cut: u64) -> Result<Vec
             }
         }
     }
-    env.fs.sync_dir(&dir).await?;
-    Ok(later)
+    env.fs.sync_dir(dir).await?;
+    Ok(())
 }
 
 /// The cut segment as a scan rebuilds it: index, idempotence state, tail block.

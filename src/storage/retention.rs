@@ -74,11 +74,7 @@ async fn remove_leading_segments(
         (p.env.clone(), p.dir.clone(), p.tp.clone(), removed)
     };
     for base in &removed {
-        for path in [
-            segment::log_path(&dir, *base),
-            segment::index_path(&dir, *base),
-            segment::snapshot_path(&dir, *base),
-        ] {
+        for path in segment::file_paths(&dir, *base) {
             if let Err(e) = env.fs.remove_file(&path).await {
                 if !e.is_not_found() {
                     tracing::warn!(error = %e, "removing a deleted segment's file");

@@ -45,6 +45,15 @@ pub fn snapshot_path(dir: &Path, base: Offset) -> PathBuf {
     dir.join(format!("{:020}.snapshot", base.0))
 }
 
+/// Every file of the segment at `base`: its log, index and producer-state snapshot.
+pub fn file_paths(dir: &Path, base: Offset) -> [PathBuf; 3] {
+    [
+        log_path(dir, base),
+        index_path(dir, base),
+        snapshot_path(dir, base),
+    ]
+}
+
 /// Base offsets of the segments in `dir`, sorted.
 pub async fn list_segments(env: &Env, dir: &Path) -> Result<Vec<Offset>, Error> {
     let mut bases: Vec<Offset> = env

@@ -393,3 +393,43 @@ pub fn read_partition(bootstrap: &str, topic: &str, at_least: usize) -> Vec<Rec>
         Duration::from_secs(90),
     )
 }
+
+/// One record to partition 0 of `topic` with acks=all, waiting at most `timeout_ms` for the
+/// in-sync replicas.
+pub fn produce_one_request(
+    topic: &str,
+    payload: &str,
+    timeout_ms: i32,
+) -> kafka_protocol::messages::ProduceRequest {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    let batch = tusk::protocol::record_batch::encode_records(
+        &[(None, Some(payload.as_bytes()))],
+        tusk::client::wall_clock_ms(),
+        0,
+    );
+    kafka_protocol::messages::ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(timeout_ms)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(tusk::client::topic_name(topic))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(bytes::Bytes::from(batch)))])])
+}
+
+/// `tusk cluster elect-leaders --topic TOPIC` through broker `via`; panics if it fails.
+pub fn elect_preferred(cluster: &Cluster, via: i32, topic: &str) {
+    let out = super::run_with_timeout(
+        std::process::Command::new(env!("CARGO_BIN_EXE_tusk")).args([
+            "cluster",
+            "elect-leaders",
+            "--topic",
+            topic,
+            "--bootstrap",
+            &cluster.bootstrap_of(via),
+        ]),
+        None,
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "elect-leaders: {}", out.stderr);
+}

@@ -85,6 +85,15 @@ pub const RAFT_RPC_BYTES_MAX: usize = 2 * RAFT_SNAPSHOT_BYTES_MAX + 1024 * 1024;
 /// Most voters of the metadata quorum (Raft's quorum grows with them; five tolerate two
 /// failures).
 pub const QUORUM_VOTERS_MAX: usize = 15;
+/// Most ISR changes one request to the controller carries (a shard's changes of one check
+/// are sent in requests of at most this many).
+pub const ISR_CHANGES_PER_REQUEST_MAX: usize = 1024;
+// Each change, in JSON with a topic name of the longest and an ISR of every voter, fits a
+// forwarded request.
+const _: () = assert!(
+    ISR_CHANGES_PER_REQUEST_MAX * (128 + TOPIC_NAME_BYTES_MAX + 12 * QUORUM_VOTERS_MAX)
+        < RAFT_RPC_BYTES_MAX
+);
 /// Most partition assignments one metadata record carries (a larger change is several
 /// records), so that every record stays within `METADATA_RECORD_BYTES_BOUND`.
 pub const ASSIGNMENTS_PER_RECORD_MAX: usize = 64;

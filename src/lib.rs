@@ -38,6 +38,8 @@ pub mod runtime;
 pub mod server;
 /// The per-core broker: shards, their messages, routing, long-poll waiters, start and stop.
 pub mod shard;
+/// The seeded simulation of replication and the controller (tests only).
+pub mod simulation;
 /// The partition log: segments, group-commit appends, indexes, recovery, retention.
 pub mod storage;
 /// Test doubles for the runtime seam: a faulty file system, a manual clock, seeded randomness.

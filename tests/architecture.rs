@@ -91,7 +91,7 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
     m
 }
 
-const EDGES: &[&str] = &["cli", "bench", "tune"];
+const EDGES: &[&str] = &["cli", "bench", "tune", "simulation"];
 
 fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")

@@ -81,6 +81,10 @@ pub enum ControllerOp {
         node_id: i32,
         epoch: i64,
     },
+    /// Several ISR changes from one leader's shard at once, one answer each: the valid ones
+    /// are written together, one record per topic and `ASSIGNMENTS_PER_RECORD_MAX` changes
+    /// (a restarted broker rejoining thousands of ISRs asks in one request, not thousands).
+    AlterIsrs(Vec<super::elect::AlterIsr>),
 }
 
 impl ControllerOp {
@@ -92,6 +96,7 @@ impl ControllerOp {
             ControllerOp::CreatePartitions { topics, .. } => topics.len(),
             ControllerOp::AlterTopicConfigs { topics, .. } => topics.len(),
             ControllerOp::ElectPreferred { partitions } => partitions.len(),
+            ControllerOp::AlterIsrs(changes) => changes.len(),
             ControllerOp::BrokerHeartbeat { .. }
             | ControllerOp::AllocateProducerIds { .. }
             | ControllerOp::PlaceOffsets
@@ -274,7 +279,7 @@ impl Controller {
     /// between the view's end and `record` (a proposal that timed out and committed later, a
     /// new leader's blank entry) are read from the log and applied with it, so the view never
     /// skips a committed record.
-    async fn propose(&self, record: MetadataRecord) -> Result<u64, ControllerError> {
+    pub(super) async fn propose(&self, record: MetadataRecord) -> Result<u64, ControllerError> {
         let index = self.log.propose(record.clone()).await?;
         let end = self.image_end.get();
         if index == end {
@@ -513,68 +518,6 @@ impl Controller {
             }
         }
         answers
-    }
-
-    /// A leader with a failed log resigns (`req.isr` is ignored): the index of the record
-    /// that moved its partition, `None` if no other replica may lead.
-    pub async fn resign(
-        &self,
-        req: &super::elect::AlterIsr,
-    ) -> Result<Option<u64>, ControllerError> {
-        let change = super::elect::resign(
-            &self.image.borrow(),
-            &req.topic,
-            req.partition,
-            req.leader,
-            req.leader_epoch,
-        );
-        let change = match change {
-            Ok(Some(c)) => c,
-            Ok(None) => return Ok(None),
-            Err(_) => {
-                return Err(ControllerError::StaleLeader(format!(
-                    "broker {} does not lead {}-{} at epoch {}",
-                    req.leader, req.topic, req.partition, req.leader_epoch
-                )))
-            }
-        };
-        let Some(topic_id) = self.image.borrow().topic_id_of(&req.topic) else {
-            return Ok(None);
-        };
-        let record = MetadataRecord::PartitionsChanged {
-            name: req.topic.clone(),
-            topic_id,
-            changes: vec![change],
-        };
-        tracing::warn!(%record, "a leader's log failed; leadership moves");
-        Ok(Some(self.propose(record).await?))
-    }
-
-    /// A leader's ISR change (AlterPartition): the record's index, `None` if nothing changes.
-    pub async fn alter_isr(
-        &self,
-        req: &super::elect::AlterIsr,
-    ) -> Result<Option<u64>, ControllerError> {
-        use super::elect::AlterRefused;
-        let record = match super::elect::alter_isr(&self.image.borrow(), req) {
-            Ok(Some(record)) => record,
-            Ok(None) => return Ok(None),
-            Err(AlterRefused::Unknown) => {
-                return Err(ControllerError::UnknownTopic(format!(
-                    "no partition {}-{}",
-                    req.topic, req.partition
-                )))
-            }
-            Err(AlterRefused::StaleLeader) => {
-                return Err(ControllerError::StaleLeader(format!(
-                    "broker {} does not lead {}-{} at epoch {}",
-                    req.leader, req.topic, req.partition, req.leader_epoch
-                )))
-            }
-            Err(AlterRefused::Invalid(why)) => return Err(ControllerError::InvalidConfig(why)),
-        };
-        tracing::info!(%record, "ISR change");
-        Ok(Some(self.propose(record).await?))
     }
 
     /// Records the cluster id if the log has none yet (the first active controller).

@@ -7,6 +7,7 @@
 
 pub mod assign;
 pub mod controller;
+pub mod controller_isr;
 pub mod elect;
 pub mod image;
 pub mod log;

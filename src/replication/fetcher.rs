@@ -125,23 +125,27 @@ impl Fetchers {
     }
 }
 
-/// One partition in a fetch request.
-struct Asked {
-    tp: TopicPartition,
-    topic_id: [u8; 16],
-    replica: Rc<Replica>,
-    epoch: LeaderEpoch,
-    offset: Offset,
+/// One partition in a fetch request: the follower's log end when asked (its position), at
+/// which leader epoch.
+pub struct Asked {
+    pub tp: TopicPartition,
+    pub topic_id: [u8; 16],
+    pub replica: Rc<Replica>,
+    pub epoch: LeaderEpoch,
+    pub offset: Offset,
 }
+
+/// Partitions resting until a time after their leader refused them.
+pub type Resting = HashMap<TopicPartition, Duration>;
 
 impl Fetcher {
     /// `me`: this broker's id and incarnation.
     async fn run(self: Rc<Self>, me: (i32, i64), env: Env) {
         let mut stream: Option<TcpStream> = None;
         let mut correlation_id = 0i32;
-        let mut resting: HashMap<TopicPartition, Duration> = HashMap::new();
+        let mut resting = Resting::new();
         while !self.stopped.get() {
-            let asked = self.to_ask(&env, &mut resting);
+            let asked = to_ask(self.leader, &self.partitions.borrow(), &env, &mut resting);
             if asked.is_empty() {
                 env.sleep(Duration::from_millis(20)).await;
                 continue;
@@ -177,129 +181,135 @@ impl Fetcher {
                     continue;
                 }
             };
-            self.apply(&env, asked, response, &mut resting).await;
+            apply(self.leader, &env, asked, response, &mut resting).await;
         }
     }
+}
 
-    /// The partitions to fetch now, at their durable log ends.
-    fn to_ask(&self, env: &Env, resting: &mut HashMap<TopicPartition, Duration>) -> Vec<Asked> {
-        let now = env.monotonic();
-        resting.retain(|_, until| *until > now);
-        let mut asked = Vec::new();
-        for (tp, (replica, topic_id)) in self.partitions.borrow().iter() {
-            let Some((leader, epoch)) = replica.following() else {
-                continue;
-            };
-            if leader != self.leader || resting.contains_key(tp) {
-                continue;
-            }
-            let log = replica.log().borrow();
-            // Only what is durable may be reported, and appends must continue the log.
-            if log.failure().is_some() || log.is_truncating() || log.flushed() != log.log_end() {
-                continue;
-            }
-            asked.push(Asked {
-                tp: tp.clone(),
-                topic_id: *topic_id,
-                replica: replica.clone(),
-                epoch,
-                offset: log.log_end(),
-            });
+/// The partitions to fetch from `leader` now, at their durable log ends (the shared part of
+/// every fetcher, the simulation's included).
+pub fn to_ask(
+    leader: i32,
+    partitions: &BTreeMap<TopicPartition, (Rc<Replica>, [u8; 16])>,
+    env: &Env,
+    resting: &mut Resting,
+) -> Vec<Asked> {
+    let now = env.monotonic();
+    resting.retain(|_, until| *until > now);
+    let mut asked = Vec::new();
+    for (tp, (replica, topic_id)) in partitions.iter() {
+        let Some((following, epoch)) = replica.following() else {
+            continue;
+        };
+        if following != leader || resting.contains_key(tp) {
+            continue;
         }
-        asked
+        let log = replica.log().borrow();
+        // Only what is durable may be reported, and appends must continue the log.
+        if log.failure().is_some() || log.is_truncating() || log.flushed() != log.log_end() {
+            continue;
+        }
+        asked.push(Asked {
+            tp: tp.clone(),
+            topic_id: *topic_id,
+            replica: replica.clone(),
+            epoch,
+            offset: log.log_end(),
+        });
     }
+    asked
+}
 
-    /// Appends what the leader sent (waiting until it is durable) and truncates where it
-    /// says the logs diverge.
-    async fn apply(
-        &self,
-        env: &Env,
-        asked: Vec<Asked>,
-        response: FetchResponse,
-        resting: &mut HashMap<TopicPartition, Duration>,
-    ) {
-        let by_id: HashMap<([u8; 16], i32), Asked> = asked
-            .into_iter()
-            .map(|a| ((a.topic_id, a.tp.partition.0), a))
-            .collect();
-        let rest_until = env.monotonic() + Duration::from_millis(REFUSED_BACKOFF_MS);
-        let mut appended = Vec::new();
-        let mut starts = Vec::new();
-        let mut restarts = Vec::new();
-        for topic in response.responses {
-            for p in topic.partitions {
-                let key = (topic.topic_id.into_bytes(), p.partition_index);
-                let Some(a) = by_id.get(&key) else { continue };
-                let tp = a.tp.clone();
-                // The role may have changed while the fetch was out.
-                if a.replica.following() != Some((self.leader, a.epoch)) {
-                    continue;
-                }
-                let leader_start = Offset(p.log_start_offset);
-                if p.error_code == crate::protocol::ErrorCode::OffsetOutOfRange.code()
-                    && leader_start > a.offset
-                {
-                    restarts.push((a, leader_start));
-                    continue;
-                }
-                if p.error_code != 0 {
-                    tracing::debug!(partition = %tp, code = p.error_code, "leader refused a replica fetch");
-                    resting.insert(tp, rest_until);
-                    continue;
-                }
-                let d = &p.diverging_epoch;
-                if d.epoch >= 0 || d.end_offset >= 0 {
-                    truncate(a, LeaderEpoch(d.epoch), Offset(d.end_offset)).await;
-                    continue;
-                }
-                let hwm = Offset(p.high_watermark);
-                if leader_start > a.replica.log().borrow().log_start() {
-                    starts.push((a, leader_start));
-                }
-                match p.records.filter(|r| !r.is_empty()) {
-                    Some(records) => {
-                        let log = a.replica.log();
-                        match Partition::append_follower(log, records) {
-                            Ok(done) => appended.push((a, done, hwm)),
-                            Err(e) => {
-                                tracing::warn!(partition = %tp, error = %e, "follower append refused");
-                                resting.insert(tp, env.monotonic() + Duration::from_secs(1));
-                            }
+/// Appends what `leader` sent for `asked` (waiting until it is durable) and truncates where
+/// it says the logs diverge.
+pub async fn apply(
+    leader: i32,
+    env: &Env,
+    asked: Vec<Asked>,
+    response: FetchResponse,
+    resting: &mut Resting,
+) {
+    let by_id: HashMap<([u8; 16], i32), Asked> = asked
+        .into_iter()
+        .map(|a| ((a.topic_id, a.tp.partition.0), a))
+        .collect();
+    let rest_until = env.monotonic() + Duration::from_millis(REFUSED_BACKOFF_MS);
+    let mut appended = Vec::new();
+    let mut starts = Vec::new();
+    let mut restarts = Vec::new();
+    for topic in response.responses {
+        for p in topic.partitions {
+            let key = (topic.topic_id.into_bytes(), p.partition_index);
+            let Some(a) = by_id.get(&key) else { continue };
+            let tp = a.tp.clone();
+            // The role may have changed while the fetch was out.
+            if a.replica.following() != Some((leader, a.epoch)) {
+                continue;
+            }
+            let leader_start = Offset(p.log_start_offset);
+            if p.error_code == crate::protocol::ErrorCode::OffsetOutOfRange.code()
+                && leader_start > a.offset
+            {
+                restarts.push((a, leader_start));
+                continue;
+            }
+            if p.error_code != 0 {
+                tracing::debug!(partition = %tp, code = p.error_code, "leader refused a replica fetch");
+                resting.insert(tp, rest_until);
+                continue;
+            }
+            let d = &p.diverging_epoch;
+            if d.epoch >= 0 || d.end_offset >= 0 {
+                truncate(a, LeaderEpoch(d.epoch), Offset(d.end_offset)).await;
+                continue;
+            }
+            let hwm = Offset(p.high_watermark);
+            if leader_start > a.replica.log().borrow().log_start() {
+                starts.push((a, leader_start));
+            }
+            match p.records.filter(|r| !r.is_empty()) {
+                Some(records) => {
+                    let log = a.replica.log();
+                    match Partition::append_follower(log, records) {
+                        Ok(done) => appended.push((a, done, hwm)),
+                        Err(e) => {
+                            tracing::warn!(partition = %tp, error = %e, "follower append refused");
+                            resting.insert(tp, env.monotonic() + Duration::from_secs(1));
                         }
                     }
-                    None => a.replica.follow_high_watermark(hwm),
                 }
+                None => a.replica.follow_high_watermark(hwm),
             }
         }
-        for (a, done, hwm) in appended {
-            match done.await {
-                Ok(Ok(())) => a.replica.follow_high_watermark(hwm),
-                Ok(Err(e)) => {
-                    tracing::warn!(partition = %a.tp, error = %e, "follower write failed")
-                }
-                Err(_) => tracing::warn!(partition = %a.tp, "follower writer went away"),
+    }
+    for (a, done, hwm) in appended {
+        match done.await {
+            Ok(Ok(())) => a.replica.follow_high_watermark(hwm),
+            Ok(Err(e)) => {
+                tracing::warn!(partition = %a.tp, error = %e, "follower write failed")
             }
+            Err(_) => tracing::warn!(partition = %a.tp, "follower writer went away"),
         }
-        // The leader's log start (its retention) reaches the follower: whole segments below
-        // it go here too (below this follower's high watermark only).
-        for (a, start) in starts {
-            // Only while still following that leader (the appends above awaited): a leader's
-            // own log start is its own business.
-            if a.replica.following() == Some((self.leader, a.epoch)) {
-                crate::storage::delete_segments_before(a.replica.log(), start).await;
-            }
+    }
+    // The leader's log start (its retention) reaches the follower: whole segments below
+    // it go here too (below this follower's high watermark only).
+    for (a, start) in starts {
+        // Only while still following that leader (the appends above awaited): a leader's
+        // own log start is its own business.
+        if a.replica.following() == Some((leader, a.epoch)) {
+            crate::storage::delete_segments_before(a.replica.log(), start).await;
         }
-        // Below the leader's log start: nothing here continues its log.
-        for (a, start) in restarts {
-            if a.replica.following() != Some((self.leader, a.epoch)) {
-                continue;
-            }
-            tracing::warn!(partition = %a.tp, end = a.offset.0, leader_start = start.0,
-                "follower is below its leader's log start; starting over there");
-            if let Err(e) = Partition::restart_at(a.replica.log(), start).await {
-                tracing::warn!(partition = %a.tp, error = %e, "restarting the follower log failed");
-                resting.insert(a.tp.clone(), rest_until);
-            }
+    }
+    // Below the leader's log start: nothing here continues its log.
+    for (a, start) in restarts {
+        if a.replica.following() != Some((leader, a.epoch)) {
+            continue;
+        }
+        tracing::warn!(partition = %a.tp, end = a.offset.0, leader_start = start.0,
+            "follower is below its leader's log start; starting over there");
+        if let Err(e) = Partition::restart_at(a.replica.log(), start).await {
+            tracing::warn!(partition = %a.tp, error = %e, "restarting the follower log failed");
+            resting.insert(a.tp.clone(), rest_until);
         }
     }
 }

@@ -194,9 +194,25 @@ impl Replica {
 
     /// A replica of a cluster, in the role `view` gives it.
     pub fn clustered(log: PartitionHandle, env: Env, view: RoleView) -> Replica {
-        let hwm = log.borrow().high_watermark();
-        log.borrow_mut().set_hwm_cap(Some(hwm));
-        let replica = Replica::with_role(log, env, Role::Follower(follower_view(&view)));
+        // Recovery puts the high watermark at the log's end, but nothing proves that tail
+        // reached the rest of the ISR (without a checkpoint of the high watermark): it starts
+        // at the log start and the leader's answers, or as leader its followers' positions,
+        // raise it. (Found by the simulation, seed 2: a restarted follower served a tail that
+        // its new leader's history replaced.)
+        {
+            let mut log = log.borrow_mut();
+            let start = log.log_start();
+            log.restart_high_watermark(start);
+            log.set_hwm_cap(Some(start));
+        }
+        // Starts as a follower of nobody at no epoch, so that `set_role` always applies
+        // `view` (a view naming this broker leader must make it lead at once).
+        let nobody = RoleView {
+            leader: -1,
+            epoch: LeaderEpoch(-1),
+            ..follower_view(&view)
+        };
+        let replica = Replica::with_role(log, env, Role::Follower(nobody));
         replica.set_role(view);
         replica
     }
@@ -638,4 +654,39 @@ fn diverging(
         return Some((epoch, log_end));
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::types::TopicPartition;
+    use crate::testing::{FaultFs, ManualClock};
+
+    /// Found by the simulation (seed 7): a replica created from an image that already names
+    /// this broker leader stayed a follower until the epoch changed.
+    #[test]
+    fn a_replica_created_as_leader_leads() {
+        let fs = FaultFs::new();
+        let env = crate::testing::env(&fs, &ManualClock::new(0), 1);
+        let led = crate::runtime::io::run_local(async move {
+            let dir = std::path::Path::new("/d/t-0");
+            env.fs.create_dir_all(dir).await.unwrap();
+            let config = crate::simulation::broker::log_config();
+            let tp = TopicPartition::new("t", 0);
+            let log = Partition::open(&env, dir, tp, config, LeaderEpoch(0))
+                .await
+                .unwrap();
+            let view = RoleView {
+                me: 1,
+                leader: 1,
+                epoch: LeaderEpoch(6),
+                replicas: vec![1, 2, 3],
+                isr: vec![1],
+                min_insync: 2,
+            };
+            let replica = Replica::clustered(log, env, view);
+            (replica.leading_epoch(), replica.following())
+        });
+        assert_eq!(led, (Some(LeaderEpoch(6)), None));
+    }
 }

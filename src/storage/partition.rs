@@ -239,6 +239,19 @@ impl Partition {
         self.notify_waiters();
     }
 
+    /// Lowers the high watermark to `to` before anything has read this partition: a replica
+    /// of a cluster starts from what it can prove, not from the recovered log's end (that tail
+    /// may never have reached the rest of the ISR; its leader raises it again).
+    pub fn restart_high_watermark(&mut self, to: Offset) {
+        assert!(
+            to >= self.log_start && to <= self.high_watermark,
+            "a restarted high watermark lies between the log start and the recovered one: to {}, {}",
+            to.0,
+            self.state()
+        );
+        self.high_watermark = to;
+    }
+
     /// Starts leading at `epoch` (the controller's choice): batches appended from now on are
     /// stamped with it.
     pub fn set_leader_epoch(&mut self, epoch: LeaderEpoch) {

@@ -65,13 +65,36 @@ impl ControllerService {
             // A jump to a snapshot's image is one step: its changes all carry its last index,
             // which counts as applied only once every change is.
             let stepwise = matches!(committed, crate::cluster::Committed::Records { .. });
+            // Records that only change the image are applied to one copy and published
+            // together: at 10,000 partitions each copy and each refresh of every replica's
+            // role costs most of a second, and a restart's ISR changes come in bursts.
+            let mut folded: Option<(MetadataImage, u64)> = None;
             for (index, record) in committed.over(&shard.image()) {
+                if image_only(&record) {
+                    let (image, last) =
+                        folded.get_or_insert_with(|| ((*shard.image()).clone(), index));
+                    image.apply(&record);
+                    *last = index;
+                    continue;
+                }
+                if let Some((image, last)) = folded.take() {
+                    publish(&shard, Arc::new(image)).await;
+                    if stepwise {
+                        service.set_applied(last + 1);
+                    }
+                }
                 if let Err(why) = apply(&shard, &record).await {
                     tracing::error!(index, error = %why, "applying a metadata record failed");
                     service.apply_failures.borrow_mut().insert(index, why);
                 }
                 if stepwise {
                     service.set_applied(index + 1);
+                }
+            }
+            if let Some((image, last)) = folded.take() {
+                publish(&shard, Arc::new(image)).await;
+                if stepwise {
+                    service.set_applied(last + 1);
                 }
             }
             // Entries that are not records (Raft's) move the position too.
@@ -233,6 +256,11 @@ impl ControllerService {
             ControllerOp::AlterIsr(req) => {
                 answers.push(self.settle(c.alter_isr(&req).await).await);
             }
+            ControllerOp::AlterIsrs(reqs) => {
+                for answer in c.alter_isrs(&reqs).await {
+                    answers.push(self.settle(answer).await);
+                }
+            }
             ControllerOp::ShutDownBroker { node_id, epoch } => {
                 let current = c
                     .image()
@@ -303,6 +331,21 @@ impl ControllerService {
 
 /// How long a change waits for an active controller to be elected or reached.
 const CHANGE_WAIT_MS: u64 = 10_000;
+
+/// Whether applying `record` only changes the image (no partition opens or goes).
+fn image_only(record: &MetadataRecord) -> bool {
+    matches!(
+        record,
+        MetadataRecord::TopicConfigsChanged { .. }
+            | MetadataRecord::PartitionsChanged { .. }
+            | MetadataRecord::BrokerShuttingDown { .. }
+            | MetadataRecord::ClusterCreated { .. }
+            | MetadataRecord::BrokerRegistered { .. }
+            | MetadataRecord::BrokerFenced { .. }
+            | MetadataRecord::BrokerUnfenced { .. }
+            | MetadataRecord::ProducerIdsAllocated { .. }
+    )
+}
 
 /// Applies one committed record: the next image, the partitions it opens or deletes, and its
 /// publication to every shard.

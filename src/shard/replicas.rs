@@ -14,6 +14,7 @@ use super::Shard;
 use crate::cluster::controller::{ControllerError, ControllerOp};
 use crate::cluster::elect::AlterIsr;
 use crate::cluster::MetadataImage;
+use crate::constants::ISR_CHANGES_PER_REQUEST_MAX;
 use crate::protocol::types::{LeaderEpoch, Offset, TopicPartition};
 use crate::replication::fetcher::Followed;
 use crate::replication::{Error as ReplicaError, RoleView};
@@ -160,13 +161,17 @@ impl Shard {
         }
     }
 
-    /// Leaders' ISR changes, asked of the controller, for as long as the shard runs.
+    /// Leaders' ISR changes, asked of the controller, for as long as the shard runs: each
+    /// check's changes go together (`ControllerOp::AlterIsrs`, at most
+    /// `ISR_CHANGES_PER_REQUEST_MAX` per request).
     pub async fn maintain_isr(self: Rc<Self>) {
         let lag = Duration::from_millis(self.config.replica_lag_time_max_ms);
         loop {
             self.env
                 .sleep(Duration::from_millis(ISR_CHECK_INTERVAL_MS))
                 .await;
+            let image = self.image();
+            let mut asked: Vec<IsrAsk> = Vec::new();
             for (tp, replica) in self.all_replicas() {
                 if let Some(epoch) = replica.resignation() {
                     self.resign(&tp, epoch);
@@ -176,56 +181,77 @@ impl Shard {
                     continue;
                 };
                 tracing::info!(partition = %tp, ?isr, "asking the controller for a new ISR");
-                let op = ControllerOp::AlterIsr(AlterIsr {
+                let before = self.role_view(&image, &tp).map_or(0, |v| v.isr.len());
+                let req = AlterIsr {
                     topic: tp.topic.to_string(),
                     partition: tp.partition.0 as u32,
                     leader: self.config.node_id.0,
                     leader_epoch: epoch.0,
                     isr,
-                });
-                let shard = self.clone();
-                let before = self
-                    .role_view(&self.image(), &tp)
-                    .map_or(0, |v| v.isr.len());
-                let after = match &op {
-                    ControllerOp::AlterIsr(a) => a.isr.len(),
-                    _ => before,
                 };
-                crate::runtime::io::spawn(async move {
-                    let answer = super::metadata::ask(&shard, op).await;
-                    let result = answer.as_ref().and_then(|a| a.first());
-                    match result {
-                        Some(Ok(_)) => {}
-                        // Refused for certain: forget it (the next check asks anew).
-                        Some(Err(
-                            ControllerError::StaleLeader(_)
-                            | ControllerError::InvalidConfig(_)
-                            | ControllerError::UnknownTopic(_),
-                        )) => {
-                            tracing::info!(partition = %tp, ?answer, "ISR change refused");
-                            replica.isr_change_refused();
-                            return;
-                        }
-                        // The outcome is unknown (no quorum in time, no controller): it may
-                        // still commit, so a member being added keeps counting for the high
-                        // watermark until the leader asks again.
-                        _ => {
-                            tracing::info!(partition = %tp, ?answer, "ISR change outcome unknown");
-                            return;
-                        }
-                    }
-                    crate::metrics::with(|m| {
-                        use std::sync::atomic::Ordering::Relaxed;
-                        if after < before {
-                            m.isr_shrinks.fetch_add(1, Relaxed);
-                        } else if after > before {
-                            m.isr_expands.fetch_add(1, Relaxed);
-                        }
-                    });
+                asked.push(IsrAsk {
+                    tp,
+                    replica,
+                    req,
+                    before,
                 });
+            }
+            drop(image);
+            while !asked.is_empty() {
+                let rest = asked.split_off(asked.len().min(ISR_CHANGES_PER_REQUEST_MAX));
+                let batch = std::mem::replace(&mut asked, rest);
+                let shard = self.clone();
+                crate::runtime::io::spawn(async move { shard.ask_isr_changes(batch).await });
             }
         }
     }
+
+    /// Sends one batch of ISR changes and acts on each answer.
+    async fn ask_isr_changes(self: Rc<Self>, batch: Vec<IsrAsk>) {
+        let op = ControllerOp::AlterIsrs(batch.iter().map(|a| a.req.clone()).collect());
+        let answers = super::metadata::ask(&self, op).await.unwrap_or_default();
+        for (i, a) in batch.into_iter().enumerate() {
+            let tp = &a.tp;
+            match answers.get(i) {
+                Some(Ok(_)) => {}
+                // Refused for certain: forget it (the next check asks anew).
+                Some(Err(
+                    e @ (ControllerError::StaleLeader(_)
+                    | ControllerError::InvalidConfig(_)
+                    | ControllerError::UnknownTopic(_)),
+                )) => {
+                    tracing::info!(partition = %tp, error = %e.message(), "ISR change refused");
+                    a.replica.isr_change_refused();
+                    continue;
+                }
+                // The outcome is unknown (no quorum in time, no controller): it may still
+                // commit, so a member being added keeps counting for the high watermark until
+                // the leader asks again.
+                other => {
+                    tracing::info!(partition = %tp, answer = ?other, "ISR change outcome unknown");
+                    continue;
+                }
+            }
+            let after = a.req.isr.len();
+            crate::metrics::with(|m| {
+                use std::sync::atomic::Ordering::Relaxed;
+                if after < a.before {
+                    m.isr_shrinks.fetch_add(1, Relaxed);
+                } else if after > a.before {
+                    m.isr_expands.fetch_add(1, Relaxed);
+                }
+            });
+        }
+    }
+}
+
+/// One partition's ISR change, as asked.
+struct IsrAsk {
+    tp: TopicPartition,
+    replica: Rc<crate::replication::Replica>,
+    req: AlterIsr,
+    /// The ISR's size in the metadata when asked.
+    before: usize,
 }
 
 impl Shard {

@@ -82,6 +82,11 @@ impl Fetchers {
         self.broker_epoch.set(epoch);
     }
 
+    /// This broker's incarnation (-1 before start).
+    pub fn broker_epoch(&self) -> i64 {
+        self.broker_epoch.get()
+    }
+
     /// Makes the fetchers carry exactly `wanted`: new leaders get a fetcher, fetchers of
     /// leaders no longer followed stop.
     pub fn assign(&self, wanted: Vec<Followed>) {

@@ -392,8 +392,10 @@ impl Shard {
             Some(_) => {
                 // Offline until an image names its role (the image being applied may not be
                 // installed yet; installing it gives the role and starts fetching).
+                let image = self.image();
                 let view = self
-                    .role_view(&self.image(), &tp)
+                    .role_view(&image, &tp)
+                    .filter(|_| self.registered(&image))
                     .unwrap_or_else(|| self.offline_view());
                 Replica::clustered(handle, env, view)
             }

@@ -46,6 +46,16 @@ impl Shard {
         })
     }
 
+    /// Whether `image` holds this broker's current incarnation. Until it does, every replica
+    /// here is offline: an image replayed at start may still name this broker leader at an
+    /// epoch its previous incarnation held (with a log that lost its unsynced tail since);
+    /// registering fences that incarnation and elects anew first. (Found by the simulation.)
+    pub fn registered(&self, image: &MetadataImage) -> bool {
+        let me = self.config.node_id.0;
+        let epoch = self.fetchers.broker_epoch();
+        image.brokers.get(&me).is_some_and(|b| b.epoch == epoch)
+    }
+
     /// Gives every replica its role from the current image and the fetchers the partitions
     /// this shard follows.
     pub fn refresh_replication(&self) {
@@ -54,13 +64,14 @@ impl Shard {
         }
         let image = self.image();
         let me = self.config.node_id.0;
+        let registered = self.registered(&image);
         let mut wanted = Vec::new();
         for (tp, replica) in self.all_replicas() {
             // An offsets partition is open on its owner shard of every broker; only the
             // brokers among its replicas take part (a user partition is open only there).
             let view = self
                 .role_view(&image, &tp)
-                .filter(|v| v.replicas.contains(&me))
+                .filter(|v| registered && v.replicas.contains(&me))
                 .unwrap_or_else(|| self.offline_view());
             let leader = view.leader;
             replica.set_role(view);
@@ -197,6 +208,8 @@ impl Shard {
                 });
             }
             drop(image);
+            // In partition order, so a check's requests are the same whatever the map's order.
+            asked.sort_by(|a, b| a.tp.cmp(&b.tp));
             while !asked.is_empty() {
                 let rest = asked.split_off(asked.len().min(ISR_CHANGES_PER_REQUEST_MAX));
                 let batch = std::mem::replace(&mut asked, rest);
@@ -213,6 +226,10 @@ impl Shard {
         for (i, a) in batch.into_iter().enumerate() {
             let tp = &a.tp;
             match answers.get(i) {
+                // Committed: the pending ISR clears once the metadata shows it. (Clearing it
+                // on the answer alone is unsafe where the answer can overtake the image: a
+                // member being added would stop counting for the high watermark before the
+                // leader sees it in the ISR. The simulation found that, seed 9.)
                 Some(Ok(_)) => {}
                 // Refused for certain: forget it (the next check asks anew).
                 Some(Err(

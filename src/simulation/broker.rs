@@ -134,6 +134,21 @@ impl SimBroker {
     /// A power loss: unsynced writes are dropped or torn, and everything in memory is gone.
     pub fn crash(&self, seed: u64, world: &World) {
         let fs = self.fs.borrow().crash(seed);
+        if std::env::var_os("TUSK_SIM_FILES").is_some() {
+            if let Some(log) = self.log.borrow().as_ref() {
+                eprintln!("broker {} crash: {}", self.id, log.borrow().state());
+            }
+            let old = self.fs.borrow();
+            for f in old.files() {
+                let before = old.contents(&f).map_or(0, |c| c.len());
+                let after = fs.contents(&f).map_or(0, |c| c.len());
+                eprintln!(
+                    "broker {} crash: {} {before} -> {after}",
+                    self.id,
+                    f.display()
+                );
+            }
+        }
         fs.clear_faults();
         self.crash_at.set(None);
         *self.env.borrow_mut() = crate::testing::env(&fs, &world.clock, seed);
@@ -158,6 +173,12 @@ impl SimBroker {
             return;
         }
         *self.image.borrow_mut() = Some(image.clone());
+        // As the shard layer (`Shard::registered`): no role before the image holds this
+        // incarnation.
+        let me = self.incarnation.get();
+        if image.brokers.get(&self.id).is_none_or(|b| b.epoch != me) {
+            return;
+        }
         let Some((a, isr)) = image.partition(TOPIC, 0) else {
             return;
         };
@@ -277,9 +298,13 @@ impl SimBroker {
         let epoch = self.incarnation.get();
         match msg {
             Msg::Image(image) => self.install(image),
-            Msg::AlterIsrAnswer { refused } => {
-                if let (true, Some(r)) = (refused, self.replica()) {
-                    r.isr_change_refused();
+            Msg::AlterIsrAnswer { answer } => {
+                if let Some(r) = self.replica() {
+                    // As the shard layer: only a certain refusal acts (see
+                    // `Shard::ask_isr_changes`).
+                    if answer == Some(false) {
+                        r.isr_change_refused();
+                    }
                 }
             }
             Msg::MetadataAsk => {
@@ -424,7 +449,10 @@ impl SimBroker {
             world.send(me.0, me.1, client, Msg::ProduceAnswer { attempt, result });
             return;
         };
-        let epoch = replica.leading_epoch().unwrap_or(LeaderEpoch(-1));
+        let epoch = (
+            replica.leading_epoch().unwrap_or(LeaderEpoch(-1)),
+            self.incarnation.get(),
+        );
         let (base, done) = match replica.produce(payload, acks, timeout) {
             Ok(Produced::Appended { base_offset, done }) => {
                 (base_offset, done.expect("acks=1 and acks=all wait"))

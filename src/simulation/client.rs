@@ -91,10 +91,10 @@ impl Producer {
 pub struct Checks {
     /// Acknowledged batches: (producer, sequence) → (base offset, records).
     pub acked: BTreeMap<(i64, i32), (Offset, i32)>,
-    /// Which broker acknowledged in each leader epoch.
-    pub ackers: BTreeMap<i32, i32>,
-    /// What consumers read: batch base offset → (producer, sequence), and from which broker
-    /// first.
+    /// Which broker (id, incarnation) acknowledged in each leader epoch.
+    pub ackers: BTreeMap<i32, (i32, i64)>,
+    /// What consumers read: each offset → (producer, sequence of its record), and from which
+    /// broker first.
     pub seen: BTreeMap<Offset, ((i64, i32), i32)>,
     /// Per (broker, incarnation, leader epoch): the leader's high watermark.
     pub hwm: BTreeMap<(i32, i64, i32), Offset>,
@@ -110,7 +110,7 @@ impl Checks {
         &mut self,
         (pid, seq, count): (i64, i32, i32),
         base: Offset,
-        broker: i32,
+        broker: (i32, i64),
         epoch: LeaderEpoch,
     ) {
         match self.acked.get(&(pid, seq)) {
@@ -126,8 +126,8 @@ impl Checks {
         }
         match self.ackers.insert(epoch.0, broker) {
             Some(other) if other != broker => self.violations.push(format!(
-                "brokers {other} and {broker} both acknowledged in leader epoch {}",
-                epoch.0
+                "brokers {}/{} and {}/{} (id/incarnation) both acknowledged in leader epoch {}",
+                other.0, other.1, broker.0, broker.1, epoch.0
             )),
             _ => {}
         }
@@ -144,18 +144,23 @@ impl Checks {
         }
     }
 
-    /// Batches a consumer read from `broker`: each base offset must always hold the same batch.
-    pub fn read(&mut self, broker: i32, batches: &[(Offset, i64, i32)]) {
-        for (base, pid, seq) in batches {
-            match self.seen.get(base) {
-                Some((before, first)) if *before != (*pid, *seq) => self.violations.push(format!(
-                    "offset {} read as batch {}:{} from broker {first} and as {pid}:{seq} \
-                         from broker {broker}",
-                    base.0, before.0, before.1
-                )),
-                Some(_) => {}
-                None => {
-                    self.seen.insert(*base, ((*pid, *seq), broker));
+    /// Batches a consumer read from `broker`: each offset must always hold the same record
+    /// (producer and sequence), whichever batch boundaries surround it.
+    pub fn read(&mut self, broker: i32, batches: &[Batch]) {
+        for b in batches {
+            for i in 0..b.count {
+                let offset = Offset(b.base.0 + i as i64);
+                let record = (b.pid, b.seq + i);
+                match self.seen.get(&offset) {
+                    Some((before, first)) if *before != record => self.violations.push(format!(
+                        "offset {} read as record {}:{} from broker {first} and as {}:{} \
+                             from broker {broker}",
+                        offset.0, before.0, before.1, record.0, record.1
+                    )),
+                    Some(_) => {}
+                    None => {
+                        self.seen.insert(offset, (record, broker));
+                    }
                 }
             }
         }
@@ -163,10 +168,10 @@ impl Checks {
 
     /// The final log (every replica agrees on it): each acknowledged batch where it was
     /// acknowledged, none twice. (lost, duplicated) records.
-    pub fn final_log(&mut self, log: &[(Offset, i64, i32)]) -> (u64, u64) {
+    pub fn final_log(&mut self, log: &[Batch]) -> (u64, u64) {
         let mut at: BTreeMap<(i64, i32), Vec<Offset>> = BTreeMap::new();
-        for (base, pid, seq) in log {
-            at.entry((*pid, *seq)).or_default().push(*base);
+        for b in log {
+            at.entry((b.pid, b.seq)).or_default().push(b.base);
         }
         let (mut lost, mut duplicated) = (0u64, 0u64);
         for ((pid, seq), (base, count)) in &self.acked {
@@ -201,13 +206,21 @@ impl Checks {
     }
 }
 
-/// The batches of `log` from `from` up to its high watermark: (base offset, producer,
-/// sequence).
+/// A batch as read: its base offset, producer, first sequence and record count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    pub base: Offset,
+    pub pid: i64,
+    pub seq: i32,
+    pub count: i32,
+}
+
+/// The batches of `log` from `from` up to its high watermark (`upto_end`: its log end).
 pub async fn read_batches(
     log: &PartitionHandle,
     mut from: Offset,
     upto_end: bool,
-) -> Result<Vec<(Offset, i64, i32)>, String> {
+) -> Result<Vec<Batch>, String> {
     let mut out = Vec::new();
     loop {
         let read = if upto_end {
@@ -224,7 +237,12 @@ pub async fn read_batches(
             let h = parse_header(&read.records[at..], usize::MAX, true)
                 .map_err(|e| format!("a batch at {} does not parse: {e:?}", from.0))?;
             if h.base_offset >= from {
-                out.push((h.base_offset, h.producer_id.0, h.base_sequence));
+                out.push(Batch {
+                    base: h.base_offset,
+                    pid: h.producer_id.0,
+                    seq: h.base_sequence,
+                    count: h.records_count,
+                });
             }
             from = h.last_offset().next();
             at += h.total_bytes;

@@ -368,13 +368,16 @@ async fn run_controller(world: Rc<World>, mut rx: futures_channel::mpsc::Unbound
             CtlOp::Message(from @ Node::Broker(_), Msg::AlterIsr(req)) => {
                 // The batched form the shards use (one request of one change here).
                 let r = c.alter_isrs(std::slice::from_ref(&req)).await.remove(0);
-                let refused = matches!(
-                    r,
-                    Err(ControllerError::StaleLeader(_)
+                let answer = match &r {
+                    Ok(_) => Some(true),
+                    Err(
+                        ControllerError::StaleLeader(_)
                         | ControllerError::InvalidConfig(_)
-                        | ControllerError::UnknownTopic(_))
-                );
-                world.send(Node::Controller, 0, from, Msg::AlterIsrAnswer { refused });
+                        | ControllerError::UnknownTopic(_),
+                    ) => Some(false),
+                    Err(_) => None,
+                };
+                world.send(Node::Controller, 0, from, Msg::AlterIsrAnswer { answer });
                 matches!(r, Ok(Some(_)))
             }
             CtlOp::Message(Node::Broker(_), Msg::Resign(req)) => {
@@ -460,8 +463,17 @@ fn restart(world: &Rc<World>, b: Rc<SimBroker>) {
     world.trace(format!("{:?} broker {} restarts", world.now(), b.id));
     let world = world.clone();
     crate::runtime::io::spawn(async move {
-        if let Err(e) = b.open().await {
-            world.checks.borrow_mut().violations.push(e);
+        match b.open().await {
+            Err(e) => world.checks.borrow_mut().violations.push(e),
+            Ok(()) => {
+                let log = b.log.borrow().clone().expect("opened");
+                let (start, end) = (log.borrow().log_start().0, log.borrow().log_end().0);
+                world.trace(format!(
+                    "{:?} broker {} recovered its log: {start}..{end}",
+                    world.now(),
+                    b.id
+                ));
+            }
         }
     });
 }
@@ -545,11 +557,12 @@ fn answer_to_producer(world: &Rc<World>, i: usize, from: Node, msg: Msg) {
                         }
                     };
                     world.trace(format!(
-                        "{now:?} ack {}:{seq} at {} by {broker} epoch {}",
-                        p.pid, base.0, epoch.0
+                        "{now:?} ack {}:{seq} at {} by {broker}/{} epoch {}",
+                        p.pid, base.0, epoch.1, epoch.0 .0
                     ));
                     let id = (p.pid, seq, count);
-                    world.checks.borrow_mut().acked(id, base, broker, epoch);
+                    let acker = (broker, epoch.1);
+                    world.checks.borrow_mut().acked(id, base, acker, epoch.0);
                     if p.in_flight.as_ref().is_some_and(|f| f.seq == seq) {
                         p.in_flight = None;
                         let waited = now.saturating_sub(p.first_sent.unwrap_or(now));
@@ -591,9 +604,9 @@ fn observe(world: &Rc<World>) {
                 Ok(batches) => {
                     let mut checks = world.checks.borrow_mut();
                     checks.read(key.0, &batches);
-                    if let Some((base, _, _)) = batches.last() {
+                    if let Some(last) = batches.last() {
                         // Re-read from the last batch on (it may have grown past it).
-                        checks.read_upto.insert(key, *base);
+                        checks.read_upto.insert(key, last.base);
                     }
                 }
                 // A read racing a truncation or restart: the next one starts over.
@@ -733,7 +746,7 @@ async fn finish(world: &Rc<World>, settled: bool) -> Report {
             .violations
             .push("the replicas did not agree within the settle time".into());
     }
-    let mut first: Option<Vec<(Offset, i64, i32)>> = None;
+    let mut first: Option<(i32, Vec<client::Batch>)> = None;
     for (id, batches) in logs {
         match batches {
             Ok(batches) => {
@@ -743,11 +756,11 @@ async fn finish(world: &Rc<World>, settled: bool) -> Report {
                         let (lost, dup) = checks.final_log(&batches);
                         report.lost = lost;
                         report.duplicated = dup;
-                        first = Some(batches);
+                        first = Some((id, batches));
                     }
-                    Some(f) if *f != batches => checks
+                    Some((f, log)) if *log != batches => checks
                         .violations
-                        .push(format!("broker {id}'s log differs from broker 1's")),
+                        .push(format!("broker {id}'s log differs from broker {f}'s")),
                     Some(_) => {}
                 }
             }

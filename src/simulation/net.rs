@@ -31,9 +31,10 @@ pub enum Msg {
     /// The controller's committed image.
     Image(Rc<MetadataImage>),
     AlterIsr(AlterIsr),
-    /// The controller's answer to an ISR change: refused for certain or not.
+    /// The controller's answer to an ISR change: committed (`Some(true)`), refused for
+    /// certain (`Some(false)`), or unknown.
     AlterIsrAnswer {
-        refused: bool,
+        answer: Option<bool>,
     },
     Resign(AlterIsr),
     /// A follower's fetch (one partition), from its incarnation `epoch`.
@@ -52,10 +53,11 @@ pub enum Msg {
         attempt: u64,
         payload: Rc<Vec<u8>>,
     },
-    /// The batch's base offset and the epoch of the leader that acknowledged it, or why not.
+    /// The batch's base offset, and the leader epoch and incarnation of the broker that
+    /// acknowledged it; or why not.
     ProduceAnswer {
         attempt: u64,
-        result: Result<(Offset, LeaderEpoch), String>,
+        result: Result<(Offset, (LeaderEpoch, i64)), String>,
     },
     MetadataAsk,
     MetadataAnswer {

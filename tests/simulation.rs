@@ -67,7 +67,12 @@ fn seeded_runs_keep_every_acknowledged_record() {
     for seed in seeds() {
         let report = run(seed, &options);
         total.0 += report.records_acknowledged;
-        total.1 += report.crashes + report.partitions + report.pauses;
+        total.1 += report.crashes
+            + report.clean_stops
+            + report.disk_errors
+            + report.partitions
+            + report.pauses
+            + report.elections;
         total.2 += report.lost + report.duplicated;
         check(&report);
         assert!(

@@ -5,8 +5,9 @@
 //! `replication::Replica` and the real fetcher logic, idempotent producers with acks=all and a
 //! consumer, joined by an in-memory network, all on a virtual clock. One seeded generator
 //! decides every message's delay and loss, the order of deliveries, and the faults: crashes
-//! (unsynced writes dropped or torn, a new incarnation on restart), network partitions of one
-//! broker, and pauses (SIGSTOP). Then everything heals and the checkers run (`client::Checks`).
+//! of one broker or all (unsynced writes dropped or torn, a new incarnation on restart), clean
+//! stops (controlled shutdown first), fdatasync EIO, preferred-leader elections, network
+//! partitions of one broker, and pauses (SIGSTOP). Then everything heals and the checkers run (`client::Checks`).
 //! A run is a function of its seed: the same seed gives the same trace hash.
 //!
 //! What it does not cover: the controller's Raft quorum (the controller never fails; its
@@ -79,6 +80,8 @@ pub struct Report {
     pub duplicated: u64,
     pub crashes: u64,
     pub whole_cluster_crashes: u64,
+    pub clean_stops: u64,
+    pub elections: u64,
     pub disk_errors: u64,
     pub partitions: u64,
     pub pauses: u64,
@@ -97,8 +100,9 @@ impl std::fmt::Display for Report {
         write!(
             f,
             "seed {}: {} records ({} batches) acknowledged, {} lost, {} duplicated; faults: {} crashes \
-             ({} of the whole cluster), {} fdatasync EIO, {} partitions, {} pauses, {} messages \
-             dropped; {} leader epochs; longest wait for an acknowledgement {} ms; trace {:016x}",
+             ({} of the whole cluster), {} clean stops, {} fdatasync EIO, {} partitions, {} pauses, \
+             {} preferred elections, {} messages dropped; {} leader epochs; longest wait for an \
+             acknowledgement {} ms; trace {:016x}",
             self.seed,
             self.records_acknowledged,
             self.batches_acknowledged,
@@ -106,9 +110,11 @@ impl std::fmt::Display for Report {
             self.duplicated,
             self.crashes,
             self.whole_cluster_crashes,
+            self.clean_stops,
             self.disk_errors,
             self.partitions,
             self.pauses,
+            self.elections,
             self.messages_dropped,
             self.leader_epochs,
             self.longest_unacknowledged_ms,
@@ -122,6 +128,10 @@ impl std::fmt::Display for Report {
 enum CtlOp {
     Message(Node, Msg),
     ExpireSessions,
+    /// A clean stop (SIGTERM): leadership moves away first, then the broker stops.
+    ShutDown(i32, i64),
+    /// An operator's preferred-leader election (ElectLeaders).
+    ElectPreferred,
 }
 
 pub struct World {
@@ -380,6 +390,24 @@ async fn run_controller(world: Rc<World>, mut rx: futures_channel::mpsc::Unbound
                 world.send(Node::Controller, 0, from, Msg::AlterIsrAnswer { answer });
                 matches!(r, Ok(Some(_)))
             }
+            CtlOp::ShutDown(node, epoch) => {
+                let current = c
+                    .image()
+                    .brokers
+                    .get(&node)
+                    .is_some_and(|b| b.epoch == epoch);
+                let moved = current && matches!(c.shut_down(node, epoch).await, Ok(Some(_)));
+                // Then the process stops (as a crash: a clean stop loses nothing synced).
+                let b = world.broker(node);
+                if b.up.get() && b.incarnation.get() == epoch {
+                    b.crash_at.set(Some(world.now()));
+                }
+                moved
+            }
+            CtlOp::ElectPreferred => {
+                let answers = c.elect_preferred(&[(broker::TOPIC.to_string(), 0)]).await;
+                answers.iter().any(|a| matches!(a, Ok(i) if *i >= 0))
+            }
             CtlOp::Message(Node::Broker(_), Msg::Resign(req)) => {
                 matches!(c.resign(&req).await, Ok(Some(_)))
             }
@@ -416,7 +444,7 @@ fn step(world: &Rc<World>, now: Duration) {
     for b in &world.brokers {
         if b.crash_at.get().is_some_and(|at| at <= now) {
             world.trace(format!(
-                "{now:?} the operator restarts broker {} (disk error)",
+                "{now:?} broker {} stops (disk error or clean stop)",
                 b.id
             ));
             crash(world, b, 100 + world.below(1_000), now);
@@ -623,7 +651,7 @@ use crate::protocol::types::Offset;
 fn inject_fault(world: &Rc<World>, now: Duration) {
     let n = world.brokers.len() as u64;
     let b = world.broker(1 + world.below(n) as i32).clone();
-    let kind = world.below(20);
+    let kind = world.below(24);
     let ms = 300 + world.below(4_000);
     let mut report = world.faults.borrow_mut();
     match kind {
@@ -651,6 +679,17 @@ fn inject_fault(world: &Rc<World>, now: Duration) {
             for b in world.brokers.iter().filter(|b| b.up.get()) {
                 crash(world, b, 100 + world.below(2_000), now);
             }
+        }
+        20 | 21 if b.up.get() && b.crash_at.get().is_none() => {
+            world.trace(format!("{now:?} clean stop of broker {}", b.id));
+            let op = CtlOp::ShutDown(b.id, b.incarnation.get());
+            let _ = world.ctl_tx.unbounded_send(op);
+            report.clean_stops += 1;
+        }
+        22 | 23 => {
+            world.trace(format!("{now:?} preferred-leader election"));
+            let _ = world.ctl_tx.unbounded_send(CtlOp::ElectPreferred);
+            report.elections += 1;
         }
         18 | 19 if b.up.get() && b.crash_at.get().is_none() => {
             // EIO on the log's next fdatasync: the partition fails (its leadership moves

@@ -27,21 +27,12 @@ impl Controller {
         let change = match change {
             Ok(Some(c)) => c,
             Ok(None) => return Ok(None),
-            Err(_) => {
-                return Err(ControllerError::StaleLeader(format!(
-                    "broker {} does not lead {}-{} at epoch {}",
-                    req.leader, req.topic, req.partition, req.leader_epoch
-                )))
-            }
+            Err(_) => return Err(stale_leader(req)),
         };
         let Some(topic_id) = self.image().topic_id_of(&req.topic) else {
             return Ok(None);
         };
-        let record = MetadataRecord::PartitionsChanged {
-            name: req.topic.clone(),
-            topic_id,
-            changes: vec![change],
-        };
+        let record = one_change(req, topic_id, change);
         tracing::warn!(%record, "a leader's log failed; leadership moves");
         Ok(Some(self.propose(record).await?))
     }
@@ -54,11 +45,7 @@ impl Controller {
         let Some((topic_id, change)) = self.decide_isr(req)? else {
             return Ok(None);
         };
-        let record = MetadataRecord::PartitionsChanged {
-            name: req.topic.clone(),
-            topic_id,
-            changes: vec![change],
-        };
+        let record = one_change(req, topic_id, change);
         tracing::info!(%record, "ISR change");
         Ok(Some(self.propose(record).await?))
     }
@@ -146,13 +133,31 @@ impl Controller {
                 "no partition {}-{}",
                 req.topic, req.partition
             ))),
-            Err(AlterRefused::StaleLeader) => Err(ControllerError::StaleLeader(format!(
-                "broker {} does not lead {}-{} at epoch {}",
-                req.leader, req.topic, req.partition, req.leader_epoch
-            ))),
+            Err(AlterRefused::StaleLeader) => Err(stale_leader(req)),
             Err(AlterRefused::Invalid(why)) => Err(ControllerError::InvalidConfig(why)),
         }
     }
+}
+
+/// The record of one partition's change that `req` asked for.
+fn one_change(
+    req: &super::elect::AlterIsr,
+    topic_id: [u8; 16],
+    change: PartitionChange,
+) -> MetadataRecord {
+    MetadataRecord::PartitionsChanged {
+        name: req.topic.clone(),
+        topic_id,
+        changes: vec![change],
+    }
+}
+
+/// The refusal of a request from a broker that no longer leads at the epoch it names.
+fn stale_leader(req: &super::elect::AlterIsr) -> ControllerError {
+    ControllerError::StaleLeader(format!(
+        "broker {} does not lead {}-{} at epoch {}",
+        req.leader, req.topic, req.partition, req.leader_epoch
+    ))
 }
 
 #[cfg(test)]

@@ -58,7 +58,7 @@ pub struct Fetchers {
 }
 
 /// A followed partition's replica and topic id.
-type Carried = (Rc<Replica>, [u8; 16]);
+pub type Carried = (Rc<Replica>, [u8; 16]);
 
 struct Fetcher {
     leader: i32,
@@ -195,7 +195,7 @@ impl Fetcher {
 /// every fetcher, the simulation's included).
 pub fn to_ask(
     leader: i32,
-    partitions: &BTreeMap<TopicPartition, (Rc<Replica>, [u8; 16])>,
+    partitions: &BTreeMap<TopicPartition, Carried>,
     env: &Env,
     resting: &mut Resting,
 ) -> Vec<Asked> {

@@ -77,12 +77,7 @@ impl ControllerService {
                     *last = index;
                     continue;
                 }
-                if let Some((image, last)) = folded.take() {
-                    publish(&shard, Arc::new(image)).await;
-                    if stepwise {
-                        service.set_applied(last + 1);
-                    }
-                }
+                publish_folded(&shard, service, folded.take(), stepwise).await;
                 if let Err(why) = apply(&shard, &record).await {
                     tracing::error!(index, error = %why, "applying a metadata record failed");
                     service.apply_failures.borrow_mut().insert(index, why);
@@ -91,12 +86,7 @@ impl ControllerService {
                     service.set_applied(index + 1);
                 }
             }
-            if let Some((image, last)) = folded.take() {
-                publish(&shard, Arc::new(image)).await;
-                if stepwise {
-                    service.set_applied(last + 1);
-                }
-            }
+            publish_folded(&shard, service, folded.take(), stepwise).await;
             // Entries that are not records (Raft's) move the position too.
             service.set_applied(end.max(from));
         }
@@ -331,6 +321,22 @@ impl ControllerService {
 
 /// How long a change waits for an active controller to be elected or reached.
 const CHANGE_WAIT_MS: u64 = 10_000;
+
+/// Publishes the image that folded records up to index `last` (if any), and counts them as
+/// applied when records are applied one by one.
+async fn publish_folded(
+    shard: &Rc<Shard>,
+    service: &ControllerService,
+    folded: Option<(MetadataImage, u64)>,
+    stepwise: bool,
+) {
+    if let Some((image, last)) = folded {
+        publish(shard, Arc::new(image)).await;
+        if stepwise {
+            service.set_applied(last + 1);
+        }
+    }
+}
 
 /// Whether applying `record` only changes the image (no partition opens or goes). Every
 /// variant is named, so a new one must be classified here.
